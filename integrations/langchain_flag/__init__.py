@@ -1,0 +1,1 @@
+"""LangChain components on flagstack's runtime (embeddings, reranker, retriever): see issue 4."""

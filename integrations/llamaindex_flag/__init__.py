@@ -1,0 +1,1 @@
+"""LlamaIndex components on flagstack's runtime (embedding, reranker, retriever): see issue 5."""
