@@ -1,0 +1,37 @@
+"""The flagstack command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from flag_core.cli import main
+
+
+def test_encode_prints_similarities(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["encode", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "pooling=mean" in out and "[4]" in out and "1.0000" in out
+
+
+def test_encode_writes_vectors(tmp_path: Path, model_path: str, capsys: pytest.CaptureFixture[str]) -> None:
+    target = tmp_path / "out" / "v.npy"
+    texts = tmp_path / "texts.txt"
+    texts.write_text("first line\n\nsecond line\n", encoding="utf-8")
+    assert main(["encode", "--model", model_path, "--file", str(texts), "--output", str(target), "-q"]) == 0
+    vectors = np.load(target)
+    assert vectors.shape == (2, 384) and vectors.dtype == np.float32
+    assert not [p for p in target.parent.iterdir() if p.name != "v.npy"]  # no temp file left
+
+
+def test_info(capsys: pytest.CaptureFixture[str], model_path: str) -> None:
+    assert main(["info", "--model", model_path]) == 0
+    out = capsys.readouterr().out
+    assert "transformers" in out and "pooling used" in out and "384" in out
+
+
+def test_errors_are_reported_not_raised(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert main(["encode", "--model", str(tmp_path / "missing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
