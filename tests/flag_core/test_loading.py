@@ -26,7 +26,7 @@ def test_hub_id_offline_and_not_cached_is_a_clear_error(monkeypatch: pytest.Monk
 def test_missing_folder_and_folder_without_config(tmp_path: Path) -> None:
     with pytest.raises(ModelNotFoundError, match="does not exist"):
         resolve_model_path(str(tmp_path / "nowhere" / "model"))
-    with pytest.raises(ModelNotFoundError, match="config.json"):
+    with pytest.raises(ModelNotFoundError, match=r"config\.json"):
         resolve_model_path(str(tmp_path))
     with pytest.raises(TypeError):
         resolve_model_path(None)  # type: ignore[arg-type]
