@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import statistics
 import time
@@ -52,6 +53,7 @@ def main() -> None:
     parser.add_argument("--max-tokens-per-batch", type=int, default=None, help="flagstack's token budget")
     parser.add_argument("--no-bf16", action="store_true", help="skip the bf16 CPU mode")
     args = parser.parse_args()
+    logging.getLogger("flag_core").setLevel(logging.ERROR)  # truncation notices would interleave the table
 
     from sentence_transformers import SentenceTransformer
 
@@ -64,8 +66,10 @@ def main() -> None:
     if not args.data.is_file():
         raise SystemExit(f"SciFact corpus not found at {args.data}: pass --data PATH/corpus.jsonl")
     docs = load_corpus(args.data, args.limit)
+    from flag_core.devices import cpu_has_native_bf16
+
     print(f"{len(docs)} documents, max length {args.max_length}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads")
+          f"{torch.get_num_threads()} threads, CPU native bf16: {cpu_has_native_bf16()}")
 
     st = SentenceTransformer(str(args.model), device="cpu")
     st.max_seq_length = args.max_length
@@ -103,10 +107,10 @@ def main() -> None:
     print(f"{'system':<28} {'docs/s':>9} {'x ST':>6} {'min cosine to ST fp32':>22}")
     for name in names:
         rate = len(docs) / statistics.median(times[name])
-        print(f"{name:<28} {rate:9.1f} {rate / anchor_rate:6.2f} {min_cosine(outputs[name], outputs[anchor]):22.6f}")
+        print(f"{name:<28} {rate:9.1f} {rate / anchor_rate:6.2f} {min_cosine(outputs[name], outputs[anchor]):22.7f}")
     if "flagstack bf16 (opt-in)" in outputs:
         print(f"bf16 vs flagstack fp32: min cosine "
-              f"{min_cosine(outputs['flagstack bf16 (opt-in)'], outputs['flagstack fp32']):.6f}")
+              f"{min_cosine(outputs['flagstack bf16 (opt-in)'], outputs['flagstack fp32']):.7f}")
 
 
 if __name__ == "__main__":

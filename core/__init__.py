@@ -6,11 +6,16 @@ Importing flag_core never imports LangChain or LlamaIndex and never touches the 
 from .embedder import FlagAutoModel, FlagModel, LLMEmbedder
 from .loading import ModelNotFoundError
 from .registry import lookup_embedder, lookup_reranker
+from .reranker import FlagAutoReranker, FlagLLMReranker, FlagReranker, LayerWiseFlagLLMReranker
 
 __all__ = [
     "FlagAutoModel",
+    "FlagAutoReranker",
+    "FlagLLMReranker",
     "FlagModel",
+    "FlagReranker",
     "LLMEmbedder",
+    "LayerWiseFlagLLMReranker",
     "ModelNotFoundError",
     "lookup_embedder",
     "lookup_reranker",

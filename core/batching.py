@@ -86,22 +86,114 @@ def plan_batches(lengths: Sequence[int], max_tokens: int, max_count: int) -> lis
     return batches
 
 
+def pad_token_id(tokenizer: Any) -> int:
+    """The id used for padding: the tokenizer's pad token, else its eos token, else 0."""
+    for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id):
+        if candidate is not None:
+            return int(candidate)
+    return 0
+
+
 def pad_batch(
-    sequences: Sequence[Sequence[int]], pad_id: int, padding_side: str, device: torch.device, token_types: bool
+    sequences: Sequence[Sequence[int]],
+    pad_id: int,
+    padding_side: str,
+    device: torch.device,
+    token_types: bool | Sequence[Sequence[int]] = False,
+    position_ids: bool = False,
 ) -> dict[str, torch.Tensor]:
-    """Pad token id lists into ``input_ids`` / ``attention_mask`` (/ zero ``token_type_ids``) tensors."""
+    """Pad token id lists into ``input_ids`` / ``attention_mask`` tensors on ``device``.
+
+    ``token_types`` adds ``token_type_ids``: zeros when True, or the given per-token type ids.
+    ``position_ids`` adds positions counted over real tokens only, so left padding does not shift them.
+    """
     width = max(len(s) for s in sequences)
     ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    types = torch.zeros((len(sequences), width), dtype=torch.long)
+    given_types = None if isinstance(token_types, bool) else token_types
     for row, seq in enumerate(sequences):
         n = len(seq)
         span = slice(width - n, width) if padding_side == "left" else slice(0, n)
         ids[row, span] = torch.as_tensor(seq, dtype=torch.long)
         mask[row, span] = 1
+        if given_types is not None:
+            types[row, span] = torch.as_tensor(given_types[row], dtype=torch.long)
     batch = {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
-    if token_types:
-        batch["token_type_ids"] = torch.zeros_like(batch["input_ids"])
+    if token_types is not False:
+        batch["token_type_ids"] = types.to(device)
+    if position_ids:
+        batch["position_ids"] = (mask.cumsum(dim=1) - 1).clamp(min=0).to(device)
     return batch
+
+
+@dataclass(frozen=True)
+class PairLayout:
+    """Where a tokenizer puts special tokens around a (first, second) pair, and their token types."""
+
+    prefix: tuple[int, ...]
+    middle: tuple[int, ...]
+    suffix: tuple[int, ...]
+    first_type: int
+    second_type: int
+
+    @classmethod
+    def of(cls, tokenizer: Any) -> PairLayout:
+        a = tokenizer("a", add_special_tokens=False)["input_ids"]
+        b = tokenizer("b", add_special_tokens=False)["input_ids"]
+        encoded = tokenizer("a", "b", return_token_type_ids=True)
+        full, types = encoded["input_ids"], encoded.get("token_type_ids") or [0] * len(encoded["input_ids"])
+        i = _find(full, a, 0)
+        j = _find(full, b, i + len(a))
+        return cls(
+            prefix=tuple(full[:i]),
+            middle=tuple(full[i + len(a) : j]),
+            suffix=tuple(full[j + len(b) :]),
+            first_type=int(types[i]),
+            second_type=int(types[j]),
+        )
+
+    @property
+    def total(self) -> int:
+        return len(self.prefix) + len(self.middle) + len(self.suffix)
+
+    def join(self, first: list[int], second: list[int]) -> tuple[list[int], list[int]]:
+        """The pair's ids and token types."""
+        head = [*self.prefix, *first, *self.middle]
+        tail = [*second, *self.suffix]
+        return head + tail, [self.first_type] * len(head) + [self.second_type] * len(tail)
+
+
+def _find(haystack: list[int], needle: list[int], start: int) -> int:
+    for i in range(start, len(haystack) - len(needle) + 1):
+        if haystack[i : i + len(needle)] == needle:
+            return i
+    raise ValueError("could not find the text inside the tokenizer's pair encoding")
+
+
+def tokenize_plain(tokenizer: Any, texts: Sequence[str], max_length: int) -> tuple[list[list[int]], list[bool]]:
+    """Token ids without special tokens, each cut to ``max_length``, and which ones were cut."""
+    if not texts:
+        return [], []
+    encoded = tokenizer(list(texts), add_special_tokens=False, truncation=True, max_length=max_length + 1)
+    left = getattr(tokenizer, "truncation_side", "right") == "left"
+    out: list[list[int]] = []
+    cut: list[bool] = []
+    for ids in encoded["input_ids"]:
+        cut.append(len(ids) > max_length)
+        if cut[-1]:
+            ids = ids[-max_length:] if left else ids[:max_length]
+        out.append(ids)
+    return out, cut
+
+
+def cut_second(first: list[int], second: list[int], room: int, left: bool = False) -> tuple[list[int], bool]:
+    """``second`` shortened so that ``first + second`` fits ``room`` tokens (the "only_second" rule)."""
+    keep = room - len(first)
+    if len(second) <= keep:
+        return second, False
+    keep = max(keep, 0)
+    return (second[len(second) - keep :] if left else second[:keep]), True
 
 
 def run_batched(

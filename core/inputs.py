@@ -39,3 +39,28 @@ def check_positive_int(value: Any, name: str, allow_none: bool = True) -> int | 
     if value <= 0:
         raise ValueError(f"{name} must be a positive int, got {value}")
     return value
+
+
+def as_pair_list(pairs: Any, what: str = "sentence_pairs") -> list[tuple[str, str]]:
+    """Return a checked list of (query, passage) pairs; one pair on its own becomes a list of one."""
+    if pairs is None:
+        raise TypeError(f"{what} must be a (query, passage) pair or a list of pairs, got None")
+    if isinstance(pairs, (str, bytes, dict, set)) or not isinstance(pairs, Sequence):
+        raise TypeError(f"{what} must be a (query, passage) pair or a list of pairs, got {type(pairs).__name__}")
+    if len(pairs) == 2 and isinstance(pairs[0], str):
+        pairs = [pairs]
+    checked: list[tuple[str, str]] = []
+    for i, pair in enumerate(pairs):
+        if (
+            isinstance(pair, (str, bytes))
+            or not isinstance(pair, Sequence)
+            or len(pair) != 2
+            or not isinstance(pair[0], str)
+            or not isinstance(pair[1], str)
+        ):
+            raise TypeError(
+                f"{what}[{i}] must be a (query, passage) pair of two str, got {pair!r:.80}; "
+                "build pairs as [(query, passage), ...]"
+            )
+        checked.append((pair[0], pair[1]))
+    return checked

@@ -45,10 +45,13 @@ def llm_embedder_instruction(task: str, side: str) -> str:
     return query if side == "query" else key
 
 
-def apply_instruction(texts: list[str], instruction: str | None, fmt: str | None) -> list[str]:
+def apply_instruction(
+    texts: list[str], instruction: str | None, fmt: str | None, expand_newlines: bool = True
+) -> list[str]:
     """Prefix each text with ``instruction`` through ``fmt`` (default "{}{}"); None leaves texts as they are.
 
-    As in FlagEmbedding, a literal backslash-n in the instruction becomes a newline.
+    As in FlagEmbedding's embedders, a literal backslash-n in the instruction becomes a newline
+    (its rerankers keep it: they pass ``expand_newlines=False``).
     """
     if instruction is None:
         return texts
@@ -68,5 +71,6 @@ def apply_instruction(texts: list[str], instruction: str | None, fmt: str | None
         raise ValueError(
             f"an instruction format must take two '{{}}' fields (instruction, then text), got {fmt!r}"
         ) from error
-    instruction = instruction.replace("\\n", "\n")
+    if expand_newlines:
+        instruction = instruction.replace("\\n", "\n")
     return [fmt.format(instruction, text) for text in texts]

@@ -7,18 +7,14 @@ normalisation, de-duplication of repeated inputs, precision, devices, progress a
 
 from __future__ import annotations
 
-import atexit
 import logging
-import math
-import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from .batching import pad_batch, run_batched, tokenize_texts, warn_truncated
+from .batching import pad_batch, pad_token_id, run_batched, tokenize_texts, warn_truncated
 from .devices import cpu_has_native_bf16, resolve_dtype
 from .loading import LoadedModel, load_model, model_max_length
 from .pooling import check_pooling, pool
@@ -49,15 +45,6 @@ class EmbedderSettings:
 
     def __call__(self, device: str) -> EmbeddingRuntime:
         return EmbeddingRuntime(self, [device])
-
-
-_OPEN_POOLS: weakref.WeakSet[DevicePool] = weakref.WeakSet()
-
-
-@atexit.register
-def _close_pools() -> None:
-    for device_pool in list(_OPEN_POOLS):
-        device_pool.close()
 
 
 class EmbeddingRuntime:
@@ -125,9 +112,7 @@ class EmbeddingRuntime:
     ) -> torch.Tensor:
         loaded = self.loaded
         tokenizer = loaded.tokenizer
-        pad_id = tokenizer.pad_token_id
-        if pad_id is None:
-            pad_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
+        pad_id = pad_token_id(tokenizer)
         token_types = "token_type_ids" in getattr(tokenizer, "model_input_names", ())
         budget = self.settings.max_tokens_per_batch or default_token_budget(self.devices[0])
 
@@ -159,13 +144,9 @@ class EmbeddingRuntime:
     ) -> torch.Tensor:
         if self._pool is None:
             self._pool = DevicePool(self.settings, self.devices)
-            _OPEN_POOLS.add(self._pool)
-        size = math.ceil(len(texts) / len(self.devices))
-        shards: list[tuple[tuple[Any, ...], dict[str, Any]]] = [
-            ((texts[start : start + size], max_length, batch_size, normalize, truncate_dim, show_progress), {})
-            for start in range(0, len(texts), size)
-        ]
-        parts = self._pool.map("_embed_local", shards)
+        parts = self._pool.map_sharded(
+            "_embed_local", texts, max_length, batch_size, normalize, truncate_dim, show_progress
+        )
         return torch.cat(parts, dim=0)
 
     def close(self) -> None:

@@ -8,14 +8,24 @@ forever on a dead process.
 
 from __future__ import annotations
 
+import atexit
+import math
 import multiprocessing
 import threading
+import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 _STATE: Any = None
+_OPEN_POOLS: weakref.WeakSet[DevicePool] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_pools() -> None:
+    for device_pool in list(_OPEN_POOLS):
+        device_pool.close()
 
 
 def _init_worker(factory: Callable[[str], Any], device: str) -> None:
@@ -38,6 +48,7 @@ class DevicePool:
         self.devices = list(devices)
         self._executors: dict[str, ProcessPoolExecutor] = {}
         self._lock = threading.Lock()
+        _OPEN_POOLS.add(self)
 
     def _executor(self, device: str) -> ProcessPoolExecutor:
         executor = self._executors.get(device)
@@ -75,6 +86,15 @@ class DevicePool:
                     future.cancel()
                 raise
             return results
+
+    def map_sharded(self, method: str, items: Sequence[Any], *args: Any) -> list[Any]:
+        """Split ``items`` into one contiguous shard per device, call ``method(shard, *args)`` on each
+        worker, and return the per-shard results in order."""
+        size = math.ceil(len(items) / len(self.devices))
+        shards: list[tuple[tuple[Any, ...], dict[str, Any]]] = [
+            ((items[start : start + size], *args), {}) for start in range(0, len(items), size)
+        ]
+        return self.map(method, shards)
 
     def _discard(self, device: str) -> None:
         executor = self._executors.pop(device, None)

@@ -43,3 +43,40 @@ def mini_model(model_path: str) -> Any:
     from flag_core import FlagModel
 
     return FlagModel(model_path, pooling_method="cls", devices="cpu")
+
+
+@pytest.fixture(scope="session")
+def reranker_path(model_path: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The golden cross-encoder checkpoint, built by the recipe in ../shared/golden/README.md."""
+    import math
+
+    import torch
+    from transformers import AutoTokenizer, BertForSequenceClassification
+
+    folder = tmp_path_factory.mktemp("golden-reranker")
+    model = BertForSequenceClassification.from_pretrained(model_path, num_labels=1)
+    hidden = model.config.hidden_size
+    with torch.no_grad():
+        model.classifier.weight.copy_((torch.linspace(-1, 1, hidden) * 4 / math.sqrt(hidden)).reshape(1, hidden))
+        model.classifier.bias.fill_(0.25)
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(model_path).save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="session")
+def tiny_decoder_path(model_path: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A 2-layer Llama causal LM from a fixed seed, with the test model's tokenizer ([CLS] as bos)."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    folder = tmp_path_factory.mktemp("tiny-llm")
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=30522, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=1024, pad_token_id=0, bos_token_id=101,
+        tie_word_embeddings=False,
+    )
+    LlamaForCausalLM(config).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(model_path, bos_token="[CLS]").save_pretrained(folder)
+    return str(folder)
