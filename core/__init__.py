@@ -4,9 +4,11 @@ Importing flag_core never imports LangChain or LlamaIndex and never touches the 
 """
 
 from .embedder import FlagAutoModel, FlagModel, LLMEmbedder
+from .index import IndexFileError, VectorIndex
 from .loading import ModelNotFoundError
 from .registry import lookup_embedder, lookup_reranker
 from .reranker import FlagAutoReranker, FlagLLMReranker, FlagReranker, LayerWiseFlagLLMReranker
+from .shared import build_embedder, build_reranker
 
 __all__ = [
     "FlagAutoModel",
@@ -14,9 +16,13 @@ __all__ = [
     "FlagLLMReranker",
     "FlagModel",
     "FlagReranker",
+    "IndexFileError",
     "LLMEmbedder",
     "LayerWiseFlagLLMReranker",
     "ModelNotFoundError",
+    "VectorIndex",
+    "build_embedder",
+    "build_reranker",
     "lookup_embedder",
     "lookup_reranker",
 ]

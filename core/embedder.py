@@ -192,6 +192,23 @@ class FlagModel:
         array = vectors.numpy()
         return array.tolist() if fmt == "list" else array
 
+    def signature(self) -> dict[str, Any]:
+        """The settings that decide what a vector means (an index built with one signature can only be
+        searched with vectors of the same signature)."""
+        return {
+            "model": os.path.basename(self.model_name_or_path.rstrip("/\\")),
+            "dimension": self.dimension,
+            "pooling_method": self.pooling_method,
+            "normalize_embeddings": self.normalize_embeddings,
+            "query_instruction": self.query_instruction_for_retrieval,
+            "query_instruction_format": self.query_instruction_format,
+            "passage_instruction": self.passage_instruction_for_retrieval,
+            "passage_instruction_format": self.passage_instruction_format,
+            "query_max_length": self.query_max_length,
+            "passage_max_length": self.passage_max_length,
+            "task": getattr(self, "task", None),
+        }
+
     def stop_self_pool(self) -> None:
         """Stop worker processes (several devices); FlagEmbedding's name for it."""
         self.runtime.close()
@@ -214,9 +231,12 @@ class LLMEmbedder(FlagModel):
         use_fp16: bool = True,
         devices: str | int | Sequence[str | int] | None = None,
         pooling_method: str | None = "cls",
+        task: str = "qa",
         **kwargs: Any,
     ) -> None:
         kwargs.pop("query_instruction_for_retrieval", None)  # the task decides the instruction
+        llm_embedder_instruction(task, "query")  # an unknown task fails here, not at the first call
+        self.task = task
         super().__init__(
             model_name_or_path,
             normalize_embeddings=normalize_embeddings,
@@ -232,16 +252,17 @@ class LLMEmbedder(FlagModel):
         batch_size: int | None = None,
         max_length: int | None = None,
         convert_to_numpy: bool | None = None,
-        task: str = "qa",
+        task: str | None = None,
         **kwargs: Any,
     ) -> Embeddings:
-        """Encode queries with the query instruction of ``task`` (qa, convsearch, chat, lrlm, icl, tool)."""
+        """Encode queries with the query instruction of ``task`` (qa, convsearch, chat, lrlm, icl, tool;
+        default: the task given at construction)."""
         return self.encode(
             queries,
             batch_size=batch_size,
             max_length=self.query_max_length if max_length is None else max_length,
             convert_to_numpy=convert_to_numpy,
-            instruction=llm_embedder_instruction(task, "query"),
+            instruction=llm_embedder_instruction(task or self.task, "query"),
             **kwargs,
         )
 
@@ -251,7 +272,7 @@ class LLMEmbedder(FlagModel):
         batch_size: int | None = None,
         max_length: int | None = None,
         convert_to_numpy: bool | None = None,
-        task: str = "qa",
+        task: str | None = None,
         **kwargs: Any,
     ) -> Embeddings:
         """Encode keys (documents) with the key instruction of ``task``."""
@@ -260,7 +281,7 @@ class LLMEmbedder(FlagModel):
             batch_size=batch_size,
             max_length=self.passage_max_length if max_length is None else max_length,
             convert_to_numpy=convert_to_numpy,
-            instruction=llm_embedder_instruction(task, "key"),
+            instruction=llm_embedder_instruction(task or self.task, "key"),
             **kwargs,
         )
 
@@ -270,7 +291,7 @@ class LLMEmbedder(FlagModel):
         batch_size: int | None = None,
         max_length: int | None = None,
         convert_to_numpy: bool | None = None,
-        task: str = "qa",
+        task: str | None = None,
         **kwargs: Any,
     ) -> Embeddings:
         """Same as :meth:`encode_keys`."""
@@ -307,7 +328,8 @@ class FlagAutoModel:
     ) -> FlagModel:
         """An embedder for ``model_name_or_path``: known names (hub ids, local or fine-tuned folders named
         after them) get their pooling and query instruction from the registry; unknown ones get the
-        folder's sentence-transformers settings or FlagEmbedding's defaults. Explicit arguments win."""
+        folder's sentence-transformers settings or FlagEmbedding's defaults. Explicit arguments win; an
+        instruction of "" means none (None means the registry's default)."""
         entry = lookup_embedder(str(model_name_or_path))
         if model_class is not None:
             if model_class not in _MODEL_CLASSES:
@@ -328,7 +350,13 @@ class FlagAutoModel:
                 query_instruction_for_retrieval = entry.query_instruction
             if query_instruction_format is None:
                 query_instruction_format = entry.instruction_format
-            kwargs.setdefault("passage_instruction_for_retrieval", entry.passage_instruction)
+            if kwargs.get("passage_instruction_for_retrieval") is None:
+                kwargs["passage_instruction_for_retrieval"] = entry.passage_instruction
+        # "" asks for no instruction at all (None means "the registry's default")
+        if query_instruction_for_retrieval == "":
+            query_instruction_for_retrieval = None
+        if kwargs.get("passage_instruction_for_retrieval") == "":
+            kwargs["passage_instruction_for_retrieval"] = None
         return FlagModel(
             model_name_or_path,
             normalize_embeddings=normalize_embeddings,

@@ -80,3 +80,18 @@ def tiny_decoder_path(model_path: str, tmp_path_factory: pytest.TempPathFactory)
     LlamaForCausalLM(config).save_pretrained(folder)
     AutoTokenizer.from_pretrained(model_path, bos_token="[CLS]").save_pretrained(folder)
     return str(folder)
+
+
+
+@pytest.fixture
+def model_copy(model_path: str, tmp_path: Path) -> Any:
+    """``model_copy("bge-small-en-v1.5")``: the test model copied under that folder name (registry
+    lookups go by folder name); nested names like "run/checkpoint-100" work too."""
+    import shutil
+
+    def copy(name: str) -> str:
+        dest = tmp_path / name
+        shutil.copytree(model_path, dest)
+        return str(dest)
+
+    return copy

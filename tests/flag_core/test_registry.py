@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -48,13 +48,8 @@ def test_rerankers() -> None:
     assert lookup_reranker("/x/bge-base-en-v1.5") is None
 
 
-def _copy_model(src: str, dest: Path) -> Path:
-    shutil.copytree(src, dest)
-    return dest
-
-
-def test_auto_model_on_a_local_bge_folder(model_path: str, tmp_path: Path, mini_model: FlagModel) -> None:
-    folder = _copy_model(model_path, tmp_path / "bge-small-en-v1.5")
+def test_auto_model_on_a_local_bge_folder(model_copy: Any, mini_model: FlagModel) -> None:
+    folder = Path(model_copy("bge-small-en-v1.5"))
     model = FlagAutoModel.from_finetuned(str(folder), devices="cpu", pooling_method="cls")
     assert model.query_instruction_for_retrieval == BGE_EN_QUERY_INSTRUCTION
     np.testing.assert_allclose(
@@ -64,16 +59,16 @@ def test_auto_model_on_a_local_bge_folder(model_path: str, tmp_path: Path, mini_
     assert FlagModel(str(folder), devices="cpu").query_instruction_for_retrieval is None
 
 
-def test_auto_model_on_a_checkpoint_folder(model_path: str, tmp_path: Path) -> None:
-    folder = _copy_model(model_path, tmp_path / "bge-base-zh-v1.5-finetuned" / "checkpoint-100")
+def test_auto_model_on_a_checkpoint_folder(model_copy: Any) -> None:
+    folder = Path(model_copy("bge-base-zh-v1.5-finetuned/checkpoint-100"))
     model = FlagAutoModel.from_finetuned(str(folder), devices="cpu")
     assert model.query_instruction_for_retrieval == BGE_ZH_QUERY_INSTRUCTION
     # the folder's sentence-transformers files still decide pooling and length
     assert model.pooling_method == "mean" and model.query_max_length == 256
 
 
-def test_auto_model_on_an_unknown_folder(model_path: str, tmp_path: Path) -> None:
-    folder = _copy_model(model_path, tmp_path / "something-else")
+def test_auto_model_on_an_unknown_folder(model_copy: Any) -> None:
+    folder = Path(model_copy("something-else"))
     (folder / "modules.json").unlink()
     (folder / "sentence_bert_config.json").unlink()
     model = FlagAutoModel.from_finetuned(str(folder), devices="cpu")
@@ -82,8 +77,8 @@ def test_auto_model_on_an_unknown_folder(model_path: str, tmp_path: Path) -> Non
     assert model.encode(["x"]).shape == (1, 384)
 
 
-def test_explicit_arguments_win(model_path: str, tmp_path: Path) -> None:
-    folder = _copy_model(model_path, tmp_path / "bge-large-en-v1.5")
+def test_explicit_arguments_win(model_copy: Any) -> None:
+    folder = Path(model_copy("bge-large-en-v1.5"))
     model = FlagAutoModel.from_finetuned(
         str(folder), devices="cpu", pooling_method="cls", query_instruction_for_retrieval="Find: ",
         query_max_length=64,
@@ -92,8 +87,8 @@ def test_explicit_arguments_win(model_path: str, tmp_path: Path) -> None:
     assert model.pooling_method == "cls" and model.query_max_length == 64
 
 
-def test_auto_model_gives_llm_embedder(model_path: str, tmp_path: Path) -> None:
-    folder = _copy_model(model_path, tmp_path / "llm-embedder")
+def test_auto_model_gives_llm_embedder(model_copy: Any) -> None:
+    folder = Path(model_copy("llm-embedder"))
     model = FlagAutoModel.from_finetuned(str(folder), devices="cpu")
     assert isinstance(model, LLMEmbedder) and model.pooling_method == "cls"
 

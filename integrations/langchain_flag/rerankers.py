@@ -1,0 +1,104 @@
+"""FlagReranker: a LangChain document compressor and cross-encoder backed by flag_core's rerankers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from langchain_core.callbacks import Callbacks
+from langchain_core.cross_encoders import BaseCrossEncoder
+from langchain_core.documents import BaseDocumentCompressor, Document
+from pydantic import ConfigDict, Field, PrivateAttr
+
+from flag_core import build_reranker
+from flag_core.reranker import FlagReranker as CoreReranker
+
+RELEVANCE_SCORE = "relevance_score"
+
+
+class FlagReranker(BaseDocumentCompressor, BaseCrossEncoder):
+    """Reranks documents by a BGE reranker's score of (query, document) and keeps the best ``top_n``.
+
+    Works as a ``BaseDocumentCompressor`` (e.g. inside ``ContextualCompressionRetriever``) and as a
+    ``BaseCrossEncoder``. The score goes to ``metadata["relevance_score"]`` of new Document objects; the
+    caller's documents are left untouched.
+
+    Example:
+        .. code-block:: python
+
+            from langchain_flag import FlagReranker
+
+            reranker = FlagReranker(model_name="BAAI/bge-reranker-v2-m3", top_n=3)
+            best = reranker.compress_documents(documents, "what do pandas eat?")
+    """
+
+    model_name: str = Field(description="hub id or local folder of the reranker")
+    top_n: int | None = Field(default=3, description="documents kept (None: all, reordered)")
+    score_threshold: float | None = Field(default=None, description="drop documents scoring below this")
+    normalize: bool = False
+    model_class: str | None = None
+    use_fp16: bool = False
+    use_bf16: bool = False
+    batch_size: int = 128
+    max_length: int = 512
+    query_max_length: int | None = None
+    max_tokens_per_batch: int | None = None
+    devices: str | list[str] | None = None
+    query_instruction_for_rerank: str | None = None
+    query_instruction_format: str | None = None
+    passage_instruction_for_rerank: str | None = None
+    passage_instruction_format: str | None = None
+    trust_remote_code: bool = False
+    cache_dir: str | None = None
+    show_progress_bar: bool = False
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    _model: CoreReranker = PrivateAttr()
+
+    def model_post_init(self, context: Any, /) -> None:
+        if self.top_n is not None and self.top_n <= 0:
+            raise ValueError(f"top_n must be a positive int or None, got {self.top_n}")
+        settings = self.model_dump(exclude={"model_name", "top_n", "score_threshold", "normalize"})
+        self._model = build_reranker(self.model_name, **settings)
+
+    @property
+    def client(self) -> CoreReranker:
+        """The flag_core reranker doing the work."""
+        return self._model
+
+    def score(self, text_pairs: list[tuple[str, str]]) -> list[float]:
+        """Scores of (query, passage) pairs, as Python floats in input order."""
+        return self._model.compute_score(text_pairs, normalize=self.normalize) if text_pairs else []
+
+    def rerank_documents(self, documents: Sequence[Document], query: str, top_n: int | None = None) -> list[Document]:
+        """Copies of ``documents``, best first, each with its score in ``metadata["relevance_score"]``."""
+        if not isinstance(query, str):
+            raise TypeError(f"query must be a str, got {type(query).__name__}")
+        docs = list(documents)
+        for i, doc in enumerate(docs):
+            if not isinstance(doc, Document):
+                raise TypeError(f"documents[{i}] is {type(doc).__name__}, expected a langchain Document")
+        if not docs:
+            return []
+        ranked = self._model.rerank(query, [d.page_content for d in docs], top_n=top_n, normalize=self.normalize)
+        kept = []
+        for index, value in ranked:
+            if self.score_threshold is not None and value < self.score_threshold:
+                continue
+            doc = docs[index]
+            kept.append(doc.model_copy(update={"metadata": {**doc.metadata, RELEVANCE_SCORE: value}}, deep=True))
+        return kept
+
+    def compress_documents(
+        self, documents: Sequence[Document], query: str, callbacks: Callbacks | None = None
+    ) -> Sequence[Document]:
+        """The ``top_n`` best documents for ``query`` (above ``score_threshold``, when set)."""
+        return self.rerank_documents(documents, query, self.top_n)
+
+    async def acompress_documents(
+        self, documents: Sequence[Document], query: str, callbacks: Callbacks | None = None
+    ) -> Sequence[Document]:
+        """Like :meth:`compress_documents`, in a worker thread so the event loop keeps running."""
+        return await asyncio.to_thread(self.rerank_documents, documents, query, self.top_n)

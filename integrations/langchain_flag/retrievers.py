@@ -1,0 +1,173 @@
+"""FlagRetriever: dense search (flag_core's exact index, or any VectorStore), then an optional rerank."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from langchain_core.callbacks import AsyncCallbackManagerForRetrieverRun, CallbackManagerForRetrieverRun
+from langchain_core.documents import Document
+from langchain_core.embeddings import Embeddings
+from langchain_core.retrievers import BaseRetriever
+from langchain_core.vectorstores import VectorStore
+from pydantic import ConfigDict, Field, PrivateAttr
+
+from flag_core import VectorIndex
+
+from .rerankers import FlagReranker
+
+RETRIEVAL_SCORE = "retrieval_score"
+
+
+class FlagRetriever(BaseRetriever):
+    """Two-stage retrieval: the ``k`` nearest documents by inner product, then (with a ``reranker``) the
+    ``top_n`` best by the reranker. Scores land in ``metadata["retrieval_score"]`` and
+    ``metadata["relevance_score"]``.
+
+    Build it with :meth:`from_texts` / :meth:`from_documents` (an in-memory exact index, optionally
+    FAISS), or pass ``vectorstore=`` to search an existing LangChain vector store instead.
+
+    Example:
+        .. code-block:: python
+
+            from langchain_flag import FlagEmbeddings, FlagReranker, FlagRetriever
+
+            retriever = FlagRetriever.from_texts(
+                texts, FlagEmbeddings(model_name="BAAI/bge-base-en-v1.5"), k=20,
+                reranker=FlagReranker(model_name="BAAI/bge-reranker-v2-m3"), top_n=4,
+            )
+            docs = retriever.invoke("what do pandas eat?")
+    """
+
+    embeddings: Embeddings
+    k: int = Field(default=4, gt=0, description="documents fetched by dense search")
+    reranker: FlagReranker | None = None
+    top_n: int | None = Field(default=None, gt=0, description="documents kept after reranking (None: all k)")
+    vectorstore: VectorStore | None = None
+    use_faiss: bool = False
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    _index: VectorIndex = PrivateAttr()
+
+    def model_post_init(self, context: Any, /) -> None:
+        self._index = VectorIndex(use_faiss=self.use_faiss)
+
+    # building -----------------------------------------------------------------------------------
+
+    @classmethod
+    def from_texts(
+        cls,
+        texts: Iterable[str],
+        embeddings: Embeddings,
+        metadatas: Sequence[dict[str, Any]] | None = None,
+        ids: Sequence[str] | None = None,
+        **kwargs: Any,
+    ) -> FlagRetriever:
+        """A retriever over ``texts`` (with optional metadata and ids, one per text)."""
+        texts = list(texts)
+        for name, values in (("metadatas", metadatas), ("ids", ids)):
+            if values is not None and len(values) != len(texts):
+                raise ValueError(f"{len(texts)} texts but {len(values)} {name}: give one per text")
+        documents = [
+            Document(
+                page_content=text,
+                metadata=dict(metadatas[i]) if metadatas is not None else {},
+                id=ids[i] if ids is not None else None,
+            )
+            for i, text in enumerate(texts)
+        ]
+        return cls.from_documents(documents, embeddings, **kwargs)
+
+    @classmethod
+    def from_documents(cls, documents: Iterable[Document], embeddings: Embeddings, **kwargs: Any) -> FlagRetriever:
+        """A retriever over ``documents``."""
+        retriever = cls(embeddings=embeddings, **kwargs)
+        retriever.add_documents(list(documents))
+        return retriever
+
+    def add_documents(self, documents: Sequence[Document]) -> list[int]:
+        """Embed and index more documents; returns their positions in the index."""
+        if self.vectorstore is not None:
+            raise ValueError("this retriever searches a vectorstore: add documents to the vectorstore itself")
+        docs = list(documents)
+        for i, doc in enumerate(docs):
+            if not isinstance(doc, Document):
+                raise TypeError(f"documents[{i}] is {type(doc).__name__}, expected a langchain Document")
+        if not docs:
+            return []
+        vectors = self.embeddings.embed_documents([d.page_content for d in docs])
+        payloads = [{"page_content": d.page_content, "metadata": dict(d.metadata), "id": d.id} for d in docs]
+        return self._index.add(vectors, payloads)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    # persistence --------------------------------------------------------------------------------
+
+    def _settings(self) -> dict[str, Any]:
+        signature = getattr(self.embeddings, "signature", None)
+        return signature() if callable(signature) else {"embeddings": type(self.embeddings).__name__}
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the index (vectors, texts, metadata, embedding settings) to one file, atomically."""
+        self._index.save(path, self._settings())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], embeddings: Embeddings, **kwargs: Any) -> FlagRetriever:
+        """Read an index written by :meth:`save`; it must have been built with the same embedding settings.
+        A truncated, corrupted or mismatched file raises :class:`flag_core.IndexFileError`."""
+        retriever = cls(embeddings=embeddings, **kwargs)
+        retriever._index = VectorIndex.load(path, retriever._settings(), use_faiss=retriever.use_faiss)
+        return retriever
+
+    # retrieval ----------------------------------------------------------------------------------
+
+    def _retrieve(self, query: str, k: int | None, top_n: int | None) -> list[Document]:
+        if not isinstance(query, str):
+            raise TypeError(f"query must be a str, got {type(query).__name__}")
+        k = self.k if k is None else k
+        if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
+            raise ValueError(f"k must be a positive int, got {k!r}")
+        if self.vectorstore is not None:
+            docs = [
+                doc.model_copy(update={"metadata": {**doc.metadata, RETRIEVAL_SCORE: float(score)}})
+                for doc, score in self.vectorstore.similarity_search_with_score(query, k=k)
+            ]
+        else:
+            hits = self._index.search(self.embeddings.embed_query(query), k)[0]
+            payloads = self._index.payloads
+            docs = [
+                Document(
+                    page_content=payloads[i]["page_content"],
+                    metadata={**payloads[i]["metadata"], RETRIEVAL_SCORE: score},
+                    id=payloads[i]["id"],
+                )
+                for i, score in hits
+            ]
+        top_n = self.top_n if top_n is None else top_n
+        if self.reranker is not None:
+            return self.reranker.rerank_documents(docs, query, top_n)
+        return docs if top_n is None else docs[:top_n]
+
+    def _get_relevant_documents(
+        self,
+        query: str,
+        *,
+        run_manager: CallbackManagerForRetrieverRun,
+        k: int | None = None,
+        top_n: int | None = None,
+    ) -> list[Document]:
+        return self._retrieve(query, k, top_n)
+
+    async def _aget_relevant_documents(
+        self,
+        query: str,
+        *,
+        run_manager: AsyncCallbackManagerForRetrieverRun,
+        k: int | None = None,
+        top_n: int | None = None,
+    ) -> list[Document]:
+        return await asyncio.to_thread(self._retrieve, query, k, top_n)

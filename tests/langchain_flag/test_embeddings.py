@@ -1,0 +1,107 @@
+"""FlagEmbeddings gives flag_core's (and so FlagEmbedding's) vectors, as Python floats, without blocking."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+
+from flag_core import FlagModel
+from flag_core.instructions import BGE_EN_QUERY_INSTRUCTION, LLM_EMBEDDER_INSTRUCTIONS
+from langchain_flag import FlagEmbeddings
+
+
+def test_vectors_equal_flag_core_and_golden(model_path: str, golden: dict[str, Any]) -> None:
+    settings = golden["embedder"]["cls"]["settings"]
+    embeddings = FlagEmbeddings(
+        model_name=model_path, pooling_method="cls", devices="cpu",
+        query_instruction_for_retrieval=settings["query_instruction_for_retrieval"],
+        query_max_length=512, passage_max_length=512,
+    )
+    texts = golden["texts"]
+    documents = embeddings.embed_documents(texts)
+    assert isinstance(documents, list) and type(documents[0][0]) is float
+    np.testing.assert_allclose(documents, golden["embedder"]["cls"]["encode_corpus"], atol=1e-5)
+    query = embeddings.embed_query(texts[0])
+    assert type(query[0]) is float
+    np.testing.assert_allclose(query, golden["embedder"]["cls"]["encode_queries"][0], atol=1e-5)
+    core = FlagModel(model_path, pooling_method="cls", devices="cpu", passage_max_length=512)
+    np.testing.assert_array_equal(np.array(documents, dtype=np.float32), core.encode_corpus(texts))
+
+
+def test_empty_and_bad_input(model_path: str) -> None:
+    embeddings = FlagEmbeddings(model_name=model_path, devices="cpu")
+    assert embeddings.embed_documents([]) == []
+    with pytest.raises(TypeError, match=r"sentences\[1\]"):
+        embeddings.embed_documents(["ok", None])  # type: ignore[list-item]
+    with pytest.raises(TypeError, match="one str"):
+        embeddings.embed_query(["a list"])  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        FlagEmbeddings(model_name=model_path, not_a_setting=1)  # type: ignore[call-arg]
+
+
+def test_registry_instruction_is_default_and_overridable(model_copy: Any) -> None:
+    folder = model_copy("bge-small-en-v1.5")
+    default = FlagEmbeddings(model_name=folder, devices="cpu")
+    assert default.client.query_instruction_for_retrieval == BGE_EN_QUERY_INSTRUCTION
+    none = FlagEmbeddings(model_name=folder, devices="cpu", query_instruction_for_retrieval="")
+    assert none.client.query_instruction_for_retrieval is None
+    np.testing.assert_allclose(none.embed_query("pandas"), none.embed_documents(["pandas"])[0], atol=1e-6)
+
+
+def test_chinese_model_keeps_the_users_instruction(model_copy: Any) -> None:
+    folder = model_copy("bge-small-zh-v1.5")
+    mine = FlagEmbeddings(model_name=folder, devices="cpu", query_instruction_for_retrieval="Find: ")
+    assert mine.client.query_instruction_for_retrieval == "Find: "  # never silently replaced
+
+
+def test_llm_embedder_task(model_copy: Any, mini_model: FlagModel) -> None:
+    folder = model_copy("llm-embedder")
+    embeddings = FlagEmbeddings(model_name=folder, devices="cpu", task="chat", pooling_method="cls")
+    query_instruction, key_instruction = LLM_EMBEDDER_INSTRUCTIONS["chat"]
+    np.testing.assert_allclose(embeddings.embed_query("hi"), mini_model.encode(query_instruction + "hi"), atol=1e-6)
+    np.testing.assert_allclose(embeddings.embed_documents(["hi"])[0], mini_model.encode(key_instruction + "hi"),
+                               atol=1e-6)
+    with pytest.raises(ValueError, match="unknown LLM-Embedder task"):
+        FlagEmbeddings(model_name=folder, devices="cpu", task="search")
+
+
+def test_one_model_for_equal_settings(model_path: str) -> None:
+    a = FlagEmbeddings(model_name=model_path, devices="cpu")
+    b = FlagEmbeddings(model_name=model_path, devices="cpu")
+    c = FlagEmbeddings(model_name=model_path, devices="cpu", pooling_method="cls")
+    assert a.client is b.client and a.client is not c.client
+    assert a.client.runtime.loaded is c.client.runtime.loaded  # weights in memory once
+
+
+async def _ticks_while(coro: Any) -> tuple[Any, int, float]:
+    ticks = 0
+    done = False
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while not done:
+            await asyncio.sleep(0.005)
+            ticks += 1
+
+    task = asyncio.create_task(ticker())
+    start = time.perf_counter()
+    result = await coro
+    elapsed = time.perf_counter() - start
+    done = True
+    await task
+    return result, ticks, elapsed
+
+
+async def test_async_embedding_does_not_block_the_loop(model_path: str) -> None:
+    embeddings = FlagEmbeddings(model_name=model_path, devices="cpu")
+    texts = [f"document number {i} about pandas and bamboo forests " * 8 for i in range(200)]
+    vectors, ticks, elapsed = await _ticks_while(embeddings.aembed_documents(texts))
+    assert len(vectors) == 200
+    # a blocked loop would tick once; a free one ticks about every 5 ms of the call
+    assert elapsed > 0.1 and ticks >= elapsed / 0.005 * 0.2, (ticks, elapsed)
+    query, _, _ = await _ticks_while(embeddings.aembed_query("pandas"))
+    assert query == embeddings.embed_query("pandas")

@@ -1,0 +1,143 @@
+"""FlagRetriever: dense top-k, rerank, k as field and argument, vector stores, save/load."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from langchain_core.documents import Document
+from langchain_core.vectorstores import InMemoryVectorStore
+
+from flag_core import IndexFileError
+from langchain_flag import FlagEmbeddings, FlagReranker, FlagRetriever
+
+TEXTS = [
+    "The giant panda is a bear species endemic to China.",
+    "Pandas eat bamboo almost exclusively.",
+    "Paris is the capital of France.",
+    "json.loads parses JSON text into Python objects.",
+    "Red pandas are not closely related to giant pandas.",
+    "The Eiffel Tower is in Paris.",
+    "subprocess.run runs a command and captures its output.",
+]
+
+
+@pytest.fixture(scope="module")
+def embeddings(model_path: str) -> FlagEmbeddings:
+    return FlagEmbeddings(model_name=model_path, devices="cpu")
+
+
+@pytest.fixture(scope="module")
+def retriever(embeddings: FlagEmbeddings) -> FlagRetriever:
+    return FlagRetriever.from_texts(TEXTS, embeddings, metadatas=[{"n": i} for i in range(len(TEXTS))], k=3)
+
+
+def test_dense_top_k_is_exact(retriever: FlagRetriever, embeddings: FlagEmbeddings) -> None:
+    docs = retriever.invoke("what do pandas eat?")
+    query = np.array(embeddings.embed_query("what do pandas eat?"))
+    scores = np.array(embeddings.embed_documents(TEXTS)) @ query
+    assert [d.metadata["n"] for d in docs] == list(np.argsort(-scores, kind="stable")[:3])
+    assert [d.metadata["retrieval_score"] for d in docs] == pytest.approx(sorted(scores)[::-1][:3], abs=1e-5)
+    assert len(retriever.invoke("pandas", k=5)) == 5
+    assert len(retriever.invoke("pandas", k=100)) == len(TEXTS)
+
+
+def test_rerank_stage(embeddings: FlagEmbeddings, reranker_path: str) -> None:
+    reranker = FlagReranker(model_name=reranker_path, devices="cpu")
+    retriever = FlagRetriever.from_texts(TEXTS, embeddings, k=5, reranker=reranker, top_n=2)
+    docs = retriever.invoke("capital of France")
+    assert len(docs) == 2
+    assert docs[0].metadata["relevance_score"] >= docs[1].metadata["relevance_score"]
+    assert "retrieval_score" in docs[0].metadata
+    dense = FlagRetriever.from_texts(TEXTS, embeddings, k=5).invoke("capital of France")
+    expected = reranker.rerank_documents(dense, "capital of France", top_n=2)
+    assert [d.page_content for d in docs] == [d.page_content for d in expected]
+    assert len(retriever.invoke("capital of France", top_n=4)) == 4
+
+
+def test_over_an_existing_vectorstore(embeddings: FlagEmbeddings) -> None:
+    store = InMemoryVectorStore(embedding=embeddings)
+    store.add_texts(TEXTS)
+    retriever = FlagRetriever(embeddings=embeddings, vectorstore=store, k=2)
+    docs = retriever.invoke("Eiffel Tower")
+    assert len(docs) == 2 and docs[0].page_content == "The Eiffel Tower is in Paris."
+    with pytest.raises(ValueError, match="vectorstore"):
+        retriever.add_documents([Document(page_content="x")])
+
+
+def test_bad_input(embeddings: FlagEmbeddings, retriever: FlagRetriever) -> None:
+    with pytest.raises(ValueError, match="metadatas"):
+        FlagRetriever.from_texts(TEXTS, embeddings, metadatas=[{}])
+    with pytest.raises(ValueError, match="k must be"):
+        retriever.invoke("pandas", k=0)
+    with pytest.raises(TypeError, match=r"documents\[0\]"):
+        retriever.add_documents(["text"])  # type: ignore[list-item]
+    empty = FlagRetriever(embeddings=embeddings)
+    assert empty.invoke("anything") == []
+
+
+def test_save_load_round_trip(retriever: FlagRetriever, embeddings: FlagEmbeddings, tmp_path: Path) -> None:
+    path = tmp_path / "index.flag"
+    retriever.save(path)
+    loaded = FlagRetriever.load(path, embeddings, k=3)
+    np.testing.assert_array_equal(loaded._index.vectors, retriever._index.vectors)
+    for query in ("pandas", "France", "json"):
+        assert loaded.invoke(query) == retriever.invoke(query)
+    assert [p.name for p in tmp_path.iterdir()] == ["index.flag"]  # no temporary file left behind
+
+
+def test_load_rejects_truncated_corrupted_and_mismatched(
+    retriever: FlagRetriever, embeddings: FlagEmbeddings, model_path: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "index.flag"
+    retriever.save(path)
+    data = path.read_bytes()
+    truncated = tmp_path / "truncated.flag"
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(IndexFileError, match=r"truncated\.flag"):
+        FlagRetriever.load(truncated, embeddings)
+    corrupted = tmp_path / "corrupted.flag"
+    flipped = bytearray(data)
+    position = data.index(b"giant panda")
+    flipped[position] = ord("G")
+    corrupted.write_bytes(bytes(flipped))
+    with pytest.raises(IndexFileError, match=r"corrupted\.flag"):
+        FlagRetriever.load(corrupted, embeddings)
+    other = FlagEmbeddings(model_name=model_path, devices="cpu", pooling_method="cls")
+    with pytest.raises(IndexFileError, match="pooling_method"):
+        FlagRetriever.load(path, other)
+    with pytest.raises(IndexFileError, match="no index file"):
+        FlagRetriever.load(tmp_path / "missing.flag", embeddings)
+
+
+def test_metadata_that_is_not_json_is_refused_on_save(embeddings: FlagEmbeddings, tmp_path: Path) -> None:
+    retriever = FlagRetriever.from_texts(["a"], embeddings, metadatas=[{"when": object()}])
+    with pytest.raises(TypeError, match="payload 0"):
+        retriever.save(tmp_path / "x.flag")
+    assert not (tmp_path / "x.flag").exists()
+
+
+async def test_ainvoke_does_not_block_the_loop(embeddings: FlagEmbeddings, reranker_path: str) -> None:
+    reranker = FlagReranker(model_name=reranker_path, devices="cpu")
+    retriever = FlagRetriever.from_texts(TEXTS * 10, embeddings, k=50, reranker=reranker, top_n=3)
+    ticks = 0
+    done = False
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while not done:
+            await asyncio.sleep(0.005)
+            ticks += 1
+
+    task = asyncio.create_task(ticker())
+    start = time.perf_counter()
+    results = await asyncio.gather(*(retriever.ainvoke(q) for q in ("pandas", "Paris", "json")))
+    elapsed = time.perf_counter() - start
+    done = True
+    await task
+    assert [len(r) for r in results] == [3, 3, 3]
+    assert elapsed > 0.05 and ticks >= elapsed / 0.005 * 0.2, (ticks, elapsed)
+    assert results[0] == retriever.invoke("pandas")
