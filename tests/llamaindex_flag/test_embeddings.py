@@ -1,0 +1,73 @@
+"""llamaindex_flag.FlagEmbedding: same vectors as LangChain's class and flag_core, caching, async, Settings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from langchain_flag import FlagEmbeddings
+from llamaindex_flag import FlagEmbedding
+
+
+def test_same_vectors_as_langchain_and_flag_core(model_path: str, golden: dict[str, Any]) -> None:
+    settings = {
+        "pooling_method": "cls", "devices": "cpu", "query_max_length": 512, "passage_max_length": 512,
+        "query_instruction_for_retrieval": golden["embedder"]["cls"]["settings"]["query_instruction_for_retrieval"],
+    }
+    llama = FlagEmbedding(model_name=model_path, **settings)
+    chain = FlagEmbeddings(model_name=model_path, **settings)
+    texts = golden["texts"]
+    assert llama.get_text_embedding_batch(texts) == chain.embed_documents(texts)
+    assert llama.get_query_embedding(texts[0]) == chain.embed_query(texts[0])
+    assert llama.get_text_embedding(texts[1]) == chain.embed_documents([texts[1]])[0]
+    np.testing.assert_allclose(llama.get_text_embedding_batch(texts), golden["embedder"]["cls"]["encode_corpus"],
+                               atol=1e-5)
+    assert llama.client is chain.client  # one model for equal settings, across frameworks
+    assert llama.embed_batch_size > 10
+
+
+def test_cache_never_mixes_query_and_text(model_path: str) -> None:
+    from llama_index.core.storage.kvstore import SimpleKVStore
+
+    model = FlagEmbedding(model_name=model_path, devices="cpu", query_instruction_for_retrieval="Query: ",
+                          embeddings_cache=SimpleKVStore())
+    query_first = model.get_query_embedding("pandas")
+    text_after = model.get_text_embedding("pandas")
+    assert query_first != text_after
+    assert text_after == FlagEmbedding(model_name=model_path, devices="cpu").get_text_embedding("pandas")
+    assert model.get_query_embedding("pandas") == query_first  # served from the cache
+
+
+def test_bad_input(model_path: str) -> None:
+    model = FlagEmbedding(model_name=model_path, devices="cpu")
+    with pytest.raises(TypeError, match=r"sentences\[1\]"):
+        model.get_text_embedding_batch(["ok", None])  # type: ignore[list-item]
+    with pytest.raises(ValueError):
+        FlagEmbedding(model_name=model_path, embed_batch_size=0)
+
+
+async def test_async_paths(model_path: str) -> None:
+    model = FlagEmbedding(model_name=model_path, devices="cpu")
+    assert await model.aget_query_embedding("pandas") == model.get_query_embedding("pandas")
+    assert await model.aget_text_embedding("pandas") == model.get_text_embedding("pandas")
+    assert await model.aget_text_embedding_batch(["a", "b"]) == model.get_text_embedding_batch(["a", "b"])
+
+
+def test_settings_and_ingestion(model_path: str) -> None:
+    from llama_index.core import Document, Settings
+    from llama_index.core.ingestion import IngestionPipeline
+    from llama_index.core.node_parser import SentenceSplitter
+
+    model = FlagEmbedding(model_name=model_path, devices="cpu")
+    previous = Settings._embed_model
+    try:
+        Settings.embed_model = model
+        assert Settings.embed_model is model
+    finally:
+        Settings._embed_model = previous
+    nodes = IngestionPipeline(transformations=[SentenceSplitter(chunk_size=64, chunk_overlap=8), model]).run(
+        documents=[Document(text="Pandas eat bamboo. " * 20), Document(text="Paris is in France.")]
+    )
+    assert len(nodes) >= 2 and all(len(n.embedding) == 384 for n in nodes)
