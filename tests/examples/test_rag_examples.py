@@ -1,0 +1,27 @@
+"""The RAG example scripts run end to end, offline, on real data (a small slice of SciFact)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+@pytest.mark.parametrize("script", ["langchain_rag.py", "llamaindex_rag.py"])
+def test_example_runs_offline(script: str, shared_data: Path) -> None:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / script), "--data", str(shared_data / "scifact"), "--limit", "40",
+         "--queries", "2", "-k", "5"],
+        capture_output=True, text=True, env=env, timeout=600, check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
+    assert "indexed 40 SciFact documents" in out
+    assert out.count("Q: ") == 2 and "rerank" in out and "dense" in out
+    assert "*" in out  # at least one judged-relevant document was found
