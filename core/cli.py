@@ -11,6 +11,7 @@ import time
 from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 SAMPLE_TEXTS = [
     "How do I parse a JSON string in Python?",
@@ -125,6 +126,168 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_metrics(result: Any) -> None:
+    from .tables import format_table
+
+    metrics = result.metrics
+    ks = sorted({int(name.split("@")[1]) for name in metrics if "@" in name})
+    print()
+    if ks:
+        columns = [c for c in ("ndcg", "recall", "mrr", "map") if f"{c}@{ks[0]}" in metrics]
+        rows = [[f"@{k}", *[metrics[f"{c}@{k}"] for c in columns]] for k in ks]
+        print(format_table(["k", *[c if c != "ndcg" else "nDCG" for c in columns]], rows))
+    else:
+        print(format_table(["metric", "value"], [[name, value] for name, value in metrics.items()]))
+    counts = ", ".join(f"{key} {value}" for key, value in result.counts.items())
+    print(f"\n{counts}; {result.seconds:.1f}s")
+
+
+def _write_outputs(result: Any, args: argparse.Namespace) -> None:
+    from .fileio import atomic_write
+    from .plots import plot_results
+
+    if args.output:
+        with atomic_write(args.output, "w") as handle:
+            json.dump(result.to_dict(), handle, indent=2, ensure_ascii=False)
+        print(f"wrote {args.output}")
+    if args.plot:
+        plot_results([result.to_dict()], args.plot)
+        print(f"wrote {args.plot}")
+
+
+def _eval_model(args: argparse.Namespace) -> Any:
+    from .embedder import FlagAutoModel
+
+    return FlagAutoModel.from_finetuned(
+        args.model,
+        pooling_method=args.pooling,
+        query_instruction_for_retrieval=args.query_instruction,
+        query_max_length=args.max_length,
+        passage_max_length=args.max_length,
+        devices=args.device,
+        use_bf16=args.bf16,
+        batch_size=args.batch_size,
+    )
+
+
+def _eval_reranker(path: str | None, args: argparse.Namespace) -> Any:
+    from .reranker import FlagAutoReranker
+
+    if path is None or path == "identity":
+        return None
+    return FlagAutoReranker.from_finetuned(path, devices=args.device, max_length=args.rerank_max_length)
+
+
+def cmd_eval_retrieval(args: argparse.Namespace) -> int:
+    from .evaluation import evaluate_retrieval
+
+    model = _eval_model(args)
+    print(f"retrieval on {args.data} ({args.split}) with {args.model}: {model.pooling_method} pooling, "
+          f"max length {model.passage_max_length}, query instruction {model.query_instruction_for_retrieval!r}")
+    result = evaluate_retrieval(
+        model, args.data, split=args.split, top_k=args.top_k, reranker=_eval_reranker(args.reranker, args),
+        rerank_top_k=args.rerank_top_k, hybrid=args.hybrid, cache_dir=args.cache_dir, show_progress=not args.quiet,
+    )
+    _print_metrics(result)
+    _write_outputs(result, args)
+    return 0
+
+
+def cmd_eval_rerank(args: argparse.Namespace) -> int:
+    from .evaluation import evaluate_rerank
+
+    print(f"reranking {args.run} on {args.data} ({args.split}) with {args.reranker}")
+    result = evaluate_rerank(
+        _eval_reranker(args.reranker, args), args.data, args.run, split=args.split, top_k=args.rerank_top_k,
+        show_progress=not args.quiet,
+    )
+    _print_metrics(result)
+    _write_outputs(result, args)
+    return 0
+
+
+def cmd_eval_sts(args: argparse.Namespace) -> int:
+    from .evaluation import evaluate_sts
+
+    model = _eval_model(args)
+    print(f"STS on {args.pairs} with {args.model}: {model.pooling_method} pooling, max length "
+          f"{model.passage_max_length}")
+    result = evaluate_sts(model, args.pairs, show_progress=not args.quiet)
+    _print_metrics(result)
+    _write_outputs(result, args)
+    return 0
+
+
+def cmd_eval_plot(args: argparse.Namespace) -> int:
+    from .plots import plot_results
+
+    results = []
+    for path in args.results:
+        with open(path, encoding="utf-8") as handle:
+            try:
+                results.append(json.load(handle))
+            except ValueError as exc:
+                raise ValueError(f"{path} is not a results JSON file: {exc}") from exc
+    drawn = plot_results(results, args.output, args.metrics)
+    print(f"wrote {args.output} ({', '.join(drawn)})")
+    return 0
+
+
+def _add_eval_parsers(sub: Any) -> None:
+    evaluation = sub.add_parser("eval", help="evaluate retrieval, reranking or STS")
+    kinds = evaluation.add_subparsers(dest="eval_command", required=True)
+
+    def model_options(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--model", required=True, help="embedding model folder or hub id")
+        parser.add_argument("--pooling", choices=["cls", "mean", "last_token"], default=None)
+        parser.add_argument("--max-length", type=int, default=None)
+        parser.add_argument("--query-instruction", default=None,
+                            help="instruction before each query (default: the registry's; '' for none)")
+        parser.add_argument("--batch-size", type=int, default=256)
+        parser.add_argument("--bf16", action="store_true")
+
+    def common(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--device", default=None)
+        parser.add_argument("--output", help="write the results (metrics, settings, data checksums) as JSON")
+        parser.add_argument("--plot", help="write a bar chart of the metrics (PNG)")
+        parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+    retrieval = kinds.add_parser("retrieval", help="dense retrieval on a BEIR folder (optionally reranked)")
+    model_options(retrieval)
+    retrieval.add_argument("--data", required=True, help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/")
+    retrieval.add_argument("--split", default="test")
+    retrieval.add_argument("--top-k", type=int, default=100, help="documents retrieved per query")
+    retrieval.add_argument("--reranker", default=None, help="rerank the top documents with this reranker")
+    retrieval.add_argument("--rerank-top-k", type=int, default=100)
+    retrieval.add_argument("--rerank-max-length", type=int, default=512)
+    retrieval.add_argument("--hybrid", action="store_true", help="fuse BM25 and dense by reciprocal rank")
+    retrieval.add_argument("--cache-dir", default=None, help="keep encoded corpora here for the next run")
+    common(retrieval)
+    retrieval.set_defaults(func=cmd_eval_retrieval)
+
+    rerank = kinds.add_parser("rerank", help="rescore a TREC run's candidates with a reranker")
+    rerank.add_argument("--reranker", required=True, help="reranker folder or hub id; 'identity' keeps the run")
+    rerank.add_argument("--data", required=True)
+    rerank.add_argument("--run", required=True, help="TREC run file: qid Q0 docid rank score tag")
+    rerank.add_argument("--split", default="test")
+    rerank.add_argument("--rerank-top-k", type=int, default=100)
+    rerank.add_argument("--rerank-max-length", type=int, default=512)
+    common(rerank)
+    rerank.set_defaults(func=cmd_eval_rerank)
+
+    sts = kinds.add_parser("sts", help="Spearman/Pearson of cosine similarity on scored sentence pairs")
+    model_options(sts)
+    sts.add_argument("--pairs", required=True, help="csv/tsv: sentence1, sentence2, score")
+    common(sts)
+    sts.set_defaults(func=cmd_eval_sts)
+
+    plot = kinds.add_parser("plot", help="plot several --output files side by side")
+    plot.add_argument("results", nargs="+", help="results JSON files")
+    plot.add_argument("--output", required=True, help="PNG file")
+    plot.add_argument("--metrics", nargs="*", default=None)
+    plot.set_defaults(func=cmd_eval_plot)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flagstack", description="BGE models on one fast runtime.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
@@ -148,6 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="versions, devices, and what flagstack knows about a model")
     info.add_argument("--model", help="also describe this model folder or hub id")
     info.set_defaults(func=cmd_info)
+
+    _add_eval_parsers(sub)
     return parser
 
 
@@ -157,7 +322,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
         return int(args.func(args))
-    except (ValueError, TypeError, OSError) as exc:
+    except (ValueError, TypeError, OSError, ImportError) as exc:
         print(f"flagstack {args.command}: error: {exc}", file=sys.stderr)
         return 2
 
