@@ -288,6 +288,116 @@ def _add_eval_parsers(sub: Any) -> None:
     plot.set_defaults(func=cmd_eval_plot)
 
 
+def _band(text: str) -> tuple[int, int]:
+    start, _, end = text.partition("-")
+    try:
+        return int(start), int(end)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected START-END like 10-210, got {text!r}") from None
+
+
+def cmd_mine(args: argparse.Namespace) -> int:
+    from .embedder import FlagAutoModel
+    from .finetune_data import read_examples, write_examples
+    from .mining import add_teacher_scores, mine_hard_negatives
+    from .reranker import FlagAutoReranker
+
+    examples = read_examples(args.input)
+    pool = _read_lines(args.candidate_pool) if args.candidate_pool else None
+    model = FlagAutoModel.from_finetuned(args.model, query_instruction_for_retrieval=args.query_instruction,
+                                         devices=args.device)
+    mined, report = mine_hard_negatives(model, examples, pool, args.range_for_sampling, args.negative_number,
+                                        args.seed, show_progress=not args.quiet)
+    if args.reranker:
+        mined = add_teacher_scores(FlagAutoReranker.from_finetuned(args.reranker, devices=args.device), mined,
+                                   show_progress=not args.quiet)
+    write_examples(args.output, mined)
+    from .tables import format_table
+
+    print(format_table(["", "value"], [["queries", report.queries], ["candidate pool", report.pool],
+                                       ["negatives asked", args.negative_number],
+                                       ["queries with fewer", report.short], ["fewest negatives", report.fewest],
+                                       ["teacher scores", "yes" if args.reranker else "no"]]))
+    print(f"wrote {args.output}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .tables import format_table
+    from .training import EmbedderTrainingArgs, RerankerTrainingArgs, train_embedder, train_reranker
+
+    common = {
+        "output_dir": args.output, "epochs": args.epochs, "max_steps": args.max_steps, "batch_size": args.batch_size,
+        "train_group_size": args.group_size, "seed": args.seed, "fp16": args.fp16, "bf16": args.bf16,
+        "gradient_checkpointing": args.gradient_checkpointing, "save_steps": args.save_steps,
+        "logging_steps": args.logging_steps, "resume_from_checkpoint": args.resume or None,
+        "show_progress": not args.quiet, "distill": True if args.distill else None,
+    }
+    if args.learning_rate is not None:
+        common["learning_rate"] = args.learning_rate
+    if args.train_command == "embedder":
+        result = train_embedder(args.model, args.data, EmbedderTrainingArgs(
+            **common, temperature=args.temperature, in_batch_negatives=not args.no_in_batch_negatives,
+            query_max_length=args.query_max_length, passage_max_length=args.passage_max_length,
+            query_instruction=args.query_instruction, pooling=args.pooling,
+        ))
+    else:
+        result = train_reranker(args.model, args.data, RerankerTrainingArgs(**common, max_length=args.max_length))
+    print(format_table(["", "value"], [
+        ["steps", result.steps], ["first loss", result.first_loss], ["last loss", result.last_loss],
+        ["time", f"{result.seconds:.1f}s"], ["model", result.output_dir],
+    ]))
+    return 0
+
+
+def _add_training_parsers(sub: Any) -> None:
+    mine = sub.add_parser("mine", help="mine hard negatives for FlagEmbedding-format training data")
+    mine.add_argument("--model", required=True)
+    mine.add_argument("--input", required=True, help="jsonl with query, pos, (neg)")
+    mine.add_argument("--output", required=True)
+    mine.add_argument("--candidate-pool", default=None, help="one passage per line (default: all pos and neg)")
+    mine.add_argument("--range-for-sampling", type=_band, default=(10, 210), help="rank band, e.g. 10-210")
+    mine.add_argument("--negative-number", type=int, default=15)
+    mine.add_argument("--query-instruction", default=None)
+    mine.add_argument("--reranker", default=None, help="also score pairs with this reranker (for distillation)")
+    mine.add_argument("--seed", type=int, default=42)
+    mine.add_argument("--device", default=None)
+    mine.add_argument("-q", "--quiet", action="store_true")
+    mine.set_defaults(func=cmd_mine)
+
+    train = sub.add_parser("train", help="fine-tune an embedder or a reranker")
+    kinds = train.add_subparsers(dest="train_command", required=True)
+    for kind in ("embedder", "reranker"):
+        parser = kinds.add_parser(kind, help=f"fine-tune a{'n' if kind == 'embedder' else ''} {kind}")
+        parser.add_argument("--model", required=True)
+        parser.add_argument("--data", required=True, help="FlagEmbedding jsonl")
+        parser.add_argument("--output", required=True, help="output folder (checkpoints inside)")
+        parser.add_argument("--epochs", type=float, default=1.0)
+        parser.add_argument("--max-steps", type=int, default=-1)
+        parser.add_argument("--batch-size", type=int, default=4, help="queries per step")
+        parser.add_argument("--group-size", type=int, default=8, help="1 positive + n-1 negatives")
+        parser.add_argument("--learning-rate", type=float, default=None)
+        parser.add_argument("--distill", action="store_true", help="add KL to the teacher scores")
+        parser.add_argument("--seed", type=int, default=42)
+        parser.add_argument("--fp16", action="store_true")
+        parser.add_argument("--bf16", action="store_true")
+        parser.add_argument("--gradient-checkpointing", action="store_true")
+        parser.add_argument("--save-steps", type=int, default=500)
+        parser.add_argument("--logging-steps", type=int, default=10)
+        parser.add_argument("--resume", default=None, help="checkpoint folder to resume from")
+        parser.add_argument("-q", "--quiet", action="store_true")
+        if kind == "embedder":
+            parser.add_argument("--temperature", type=float, default=0.02)
+            parser.add_argument("--no-in-batch-negatives", action="store_true")
+            parser.add_argument("--query-max-length", type=int, default=32)
+            parser.add_argument("--passage-max-length", type=int, default=128)
+            parser.add_argument("--query-instruction", default=None)
+            parser.add_argument("--pooling", choices=["cls", "mean", "last_token"], default=None)
+        else:
+            parser.add_argument("--max-length", type=int, default=512)
+        parser.set_defaults(func=cmd_train)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flagstack", description="BGE models on one fast runtime.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
@@ -313,6 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(func=cmd_info)
 
     _add_eval_parsers(sub)
+    _add_training_parsers(sub)
     return parser
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -25,6 +26,16 @@ Embeddings = np.ndarray | torch.Tensor | list[float] | list[list[float]]
 
 FALLBACK_POOLING = "cls"
 FALLBACK_MAX_LENGTH = 512
+
+
+def resolve_pooling(model_name_or_path: str, path: Path, explicit: str | None = None) -> str:
+    """The pooling for a model: ``explicit``, else its sentence-transformers config, else the registry's,
+    else FlagEmbedding's default (cls)."""
+    if explicit is not None:
+        return check_pooling(explicit)
+    entry = lookup_embedder(model_name_or_path)
+    pooling = read_sentence_transformers_config(path).pooling or (entry.pooling if entry else None)
+    return check_pooling(pooling or FALLBACK_POOLING)
 
 
 class FlagModel:
@@ -63,8 +74,7 @@ class FlagModel:
         self.model_name_or_path = str(model_name_or_path)
         self.entry: ModelEntry | None = lookup_embedder(self.model_name_or_path)
         st_config = read_sentence_transformers_config(path)
-        pooling = pooling_method or st_config.pooling or (self.entry.pooling if self.entry else None)
-        self.pooling_method = check_pooling(pooling or FALLBACK_POOLING)
+        self.pooling_method = resolve_pooling(self.model_name_or_path, path, pooling_method)
         self.normalize_embeddings = bool(normalize_embeddings)
         self.use_fp16 = bool(use_fp16)
         self.use_bf16 = bool(use_bf16)

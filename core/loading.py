@@ -234,3 +234,39 @@ def model_max_length(loaded: LoadedModel) -> int | None:
         offset = 2 if getattr(loaded.config, "model_type", "") in {"roberta", "xlm-roberta", "camembert"} else 0
         return positions - offset
     return None
+
+
+def write_sentence_transformers_config(
+    folder: str | os.PathLike[str], pooling: str, normalize: bool, max_seq_length: int, dimension: int
+) -> None:
+    """Make a Hugging Face model folder a sentence-transformers model too (Transformer, Pooling with
+    ``pooling``, and Normalize when ``normalize``), so it loads with the pooling it was trained with."""
+    root = Path(folder)
+    modes = {"cls": "cls", "mean": "mean", "last_token": "lasttoken"}
+    if pooling not in modes:
+        raise ValueError(f"unknown pooling {pooling!r}")
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+    ]
+    if normalize:
+        modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
+        (root / "2_Normalize").mkdir(parents=True, exist_ok=True)
+    (root / "1_Pooling").mkdir(parents=True, exist_ok=True)
+    pooling_config = {
+        "word_embedding_dimension": dimension,
+        "pooling_mode_cls_token": pooling == "cls",
+        "pooling_mode_mean_tokens": pooling == "mean",
+        "pooling_mode_max_tokens": False,
+        "pooling_mode_mean_sqrt_len_tokens": False,
+        "pooling_mode_weightedmean_tokens": False,
+        "pooling_mode_lasttoken": pooling == "last_token",
+        "include_prompt": True,
+    }
+    files = {
+        root / "modules.json": modules,
+        root / "1_Pooling" / "config.json": pooling_config,
+        root / "sentence_bert_config.json": {"max_seq_length": max_seq_length, "do_lower_case": False},
+    }
+    for path, content in files.items():
+        path.write_text(json.dumps(content, indent=2), encoding="utf-8")

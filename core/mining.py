@@ -1,0 +1,100 @@
+"""Hard-negative mining, the BGE recipe: search each query in a candidate pool and sample negatives from
+a band of ranks (default 10-210), never a positive, never the query itself, never a duplicate.
+
+Where FlagEmbedding fills a short list with random pool items (which can be positives), a short list
+here stays short and is reported.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from .embedder import FlagModel
+from .finetune_data import TrainExample
+from .index import VectorIndex
+from .reranker import FlagReranker
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class MiningReport:
+    """What mining did: how many queries got fewer negatives than asked, and the smallest count."""
+
+    queries: int
+    pool: int
+    short: int
+    fewest: int
+
+
+def mine_hard_negatives(
+    model: FlagModel,
+    examples: Sequence[TrainExample],
+    candidate_pool: Sequence[str] | None = None,
+    range_for_sampling: tuple[int, int] = (10, 210),
+    negative_number: int = 15,
+    seed: int = 42,
+    show_progress: bool = False,
+) -> tuple[list[TrainExample], MiningReport]:
+    """New examples whose ``neg`` are mined hard negatives (teacher scores are dropped: they no longer
+    match). The pool defaults to every positive and negative passage in ``examples``; queries are
+    encoded with the model's query instruction, the pool as plain passages."""
+    start, end = range_for_sampling
+    if not 0 <= start < end:
+        raise ValueError(f"range_for_sampling must be (start, end) with 0 <= start < end, got {range_for_sampling}")
+    if negative_number <= 0:
+        raise ValueError(f"negative_number must be positive, got {negative_number}")
+    if candidate_pool is None:
+        pool = list(dict.fromkeys(text for ex in examples for text in (*ex.pos, *ex.neg)))
+    else:
+        pool = list(dict.fromkeys(candidate_pool))
+    if not pool:
+        raise ValueError("the candidate pool is empty")
+    index = VectorIndex()
+    index.add(np.asarray(model.encode(pool, show_progress_bar=show_progress)), [{} for _ in pool])
+    queries = np.asarray(model.encode_queries([ex.query for ex in examples], show_progress_bar=show_progress))
+    hits = index.search(queries, min(end, len(pool))) if len(examples) else []
+    rng = random.Random(seed)
+    mined: list[TrainExample] = []
+    short = 0
+    fewest = negative_number
+    for example, found in zip(examples, hits, strict=True):
+        banned = {*example.pos, example.query}
+        seen: set[str] = set()
+        candidates = []
+        for position, _ in found[start:end]:
+            text = pool[position]
+            if text in banned or text in seen:
+                continue
+            seen.add(text)
+            candidates.append(text)
+        chosen = rng.sample(candidates, negative_number) if len(candidates) > negative_number else candidates
+        if len(chosen) < negative_number:
+            short += 1
+            fewest = min(fewest, len(chosen))
+        mined.append(replace(example, neg=chosen, pos_scores=None, neg_scores=None))
+    if short:
+        logger.warning(
+            "%d of %d queries got fewer than %d negatives (fewest: %d): the pool or the rank band is too small",
+            short, len(examples), negative_number, fewest,
+        )
+    return mined, MiningReport(queries=len(examples), pool=len(pool), short=short, fewest=fewest)
+
+
+def add_teacher_scores(
+    reranker: FlagReranker, examples: Sequence[TrainExample], show_progress: bool = False
+) -> list[TrainExample]:
+    """Examples with ``pos_scores``/``neg_scores`` from a reranker, for distillation."""
+    pairs = [(ex.query, text) for ex in examples for text in (*ex.pos, *ex.neg)]
+    scores = iter(reranker.compute_score(pairs, show_progress_bar=show_progress))
+    scored = []
+    for ex in examples:
+        pos_scores = [next(scores) for _ in ex.pos]
+        neg_scores = [next(scores) for _ in ex.neg]
+        scored.append(replace(ex, pos_scores=pos_scores, neg_scores=neg_scores))
+    return scored
