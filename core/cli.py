@@ -398,6 +398,44 @@ def _add_training_parsers(sub: Any) -> None:
         parser.set_defaults(func=cmd_train)
 
 
+def cmd_merge(args: argparse.Namespace) -> int:
+    from .merge import merge_checkpoints, mix_models, mix_models_with_data
+    from .tables import format_table
+
+    if (args.weights is None) == (args.data is None):
+        raise ValueError("give either --weights or --data (a few examples of the target task)")
+    if args.weights is not None:
+        result = mix_models(args.models, args.model_type, args.weights, args.output, overwrite=args.overwrite)
+    else:
+        result = mix_models_with_data(args.models, args.model_type, args.data, temperature=args.temperature,
+                                      neg_number=args.neg_number, output_path=args.output, overwrite=args.overwrite)
+    losses: list[float | None] = list(result.losses) or [None] * len(args.models)
+    print(format_table(["model", "weight", "example loss"],
+                       [[m, w, "-" if loss is None else loss] for m, w, loss in zip(args.models, result.weights,
+                                                                                   losses, strict=True)]))
+    print(f"wrote {result.output_path}")
+    if args.plot:
+        if len(args.models) != 2 or not args.sweep_sts:
+            raise ValueError("--plot sweeps the weight of two models: give two --models and --sweep-sts FILE")
+        import tempfile
+
+        from .embedder import FlagModel
+        from .evaluation import evaluate_sts
+        from .plots import plot_curve
+
+        steps = [i / 4 for i in range(5)]
+        scores = []
+        with tempfile.TemporaryDirectory() as tmp:
+            for i, w in enumerate(steps):
+                folder = merge_checkpoints(args.models, [1 - w, w], f"{tmp}/w{i}", args.model_type)
+                scores.append(evaluate_sts(FlagModel(str(folder)), args.sweep_sts).metrics["spearman"])
+                print(f"weight of {args.models[1]} = {w:.2f}: STS Spearman {scores[-1]:.4f}")
+        plot_curve(steps, scores, args.plot, f"weight of {Path(args.models[1]).name}", "STS Spearman",
+                   "merge weight sweep")
+        print(f"wrote {args.plot}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flagstack", description="BGE models on one fast runtime.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
@@ -424,6 +462,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_eval_parsers(sub)
     _add_training_parsers(sub)
+
+    merge = sub.add_parser("merge", help="merge models (LM-Cocktail) by weights or by a few examples")
+    merge.add_argument("--models", nargs="+", required=True)
+    merge.add_argument("--model-type", choices=["encoder", "reranker", "decoder"], default="encoder")
+    merge.add_argument("--weights", nargs="+", type=float, default=None)
+    merge.add_argument("--data", default=None, help="jsonl examples of the target task (choose weights by loss)")
+    merge.add_argument("--temperature", type=float, default=5.0)
+    merge.add_argument("--neg-number", type=int, default=7)
+    merge.add_argument("--output", required=True)
+    merge.add_argument("--overwrite", action="store_true")
+    merge.add_argument("--plot", default=None, help="PNG of STS Spearman across the weight of the second model")
+    merge.add_argument("--sweep-sts", default=None, help="STS pairs file for --plot")
+    merge.set_defaults(func=cmd_merge)
     return parser
 
 

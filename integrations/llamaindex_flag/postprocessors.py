@@ -13,6 +13,7 @@ from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 
 from flag_core import build_reranker
+from flag_core.merge import merged_model
 from flag_core.reranker import FlagReranker as CoreReranker
 from flag_core.settings import RerankerFields
 
@@ -53,6 +54,18 @@ class FlagReranker(BaseNodePostprocessor, RerankerFields):
     @classmethod
     def class_name(cls) -> str:
         return "FlagReranker"
+
+    @classmethod
+    def from_merge(
+        cls,
+        models: list[str],
+        weights: list[float] | None = None,
+        example_data: Any = None,
+        output_path: str | None = None,
+        **settings: Any,
+    ) -> FlagReranker:
+        """A reranker from an LM-Cocktail merge of ``models`` (by ``weights`` or ``example_data``)."""
+        return cls(model=merged_model(models, "reranker", weights, example_data, output_path), **settings)
 
     @property
     def client(self) -> CoreReranker:
