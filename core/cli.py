@@ -436,6 +436,14 @@ def cmd_merge(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import QUESTIONS, run_demo
+
+    run_demo(model=args.model, reranker=args.reranker, top_k=args.top_k, cache_dir=args.cache_dir,
+             rebuild=args.rebuild, questions=args.question or QUESTIONS)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flagstack", description="BGE models on one fast runtime.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
@@ -475,6 +483,15 @@ def build_parser() -> argparse.ArgumentParser:
     merge.add_argument("--plot", default=None, help="PNG of STS Spearman across the weight of the second model")
     merge.add_argument("--sweep-sts", default=None, help="STS pairs file for --plot")
     merge.set_defaults(func=cmd_merge)
+
+    demo = sub.add_parser("demo", help="semantic search over the Python standard library's docs, offline")
+    demo.add_argument("--model", default=None, help="embedding model (default: the bundled all-MiniLM-L6-v2)")
+    demo.add_argument("--reranker", default=None, help="rerank the candidates with this reranker")
+    demo.add_argument("--question", action="append", default=None, help="ask this instead (repeatable)")
+    demo.add_argument("--top-k", type=int, default=3)
+    demo.add_argument("--cache-dir", default=None, help="where the index is kept (default ~/.cache/flagstack/demo)")
+    demo.add_argument("--rebuild", action="store_true", help="ignore the cached index")
+    demo.set_defaults(func=cmd_demo)
     return parser
 
 
