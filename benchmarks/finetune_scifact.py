@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import SHARED_DATA  # noqa: E402
+from common import SHARED_DATA
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
