@@ -117,6 +117,12 @@ class FlagReranker:
             cutoff_layers=cutoff_layers,
         )
 
+    def _floats(self, scores: Any, normalize: bool | None) -> list[list[float]]:
+        """One list of Python floats per score column (sigmoid applied when normalising)."""
+        if self.normalize if normalize is None else normalize:
+            scores = scores.sigmoid()
+        return [[float(s) for s in column] for column in scores.T.tolist()]
+
     def compute_score(
         self,
         sentence_pairs: Sequence[tuple[str, str]] | tuple[str, str] | Sequence[Sequence[str]],
@@ -127,10 +133,8 @@ class FlagReranker:
         show_progress_bar: bool | None = None,
     ) -> list[float]:
         """Relevance scores of (query, passage) pairs, in input order; an empty list gives []."""
-        scores = self._scores(sentence_pairs, batch_size, query_max_length, max_length, show_progress_bar)[:, 0]
-        if self.normalize if normalize is None else normalize:
-            scores = scores.sigmoid()
-        return [float(s) for s in scores.tolist()]
+        scores = self._scores(sentence_pairs, batch_size, query_max_length, max_length, show_progress_bar)
+        return self._floats(scores, normalize)[0]
 
     def rerank(
         self, query: str, passages: Sequence[str], top_n: int | None = None, normalize: bool | None = None
@@ -197,10 +201,8 @@ class FlagLLMReranker(FlagReranker):
         """Relevance scores of (query, passage) pairs, in input order."""
         scores = self._scores(
             sentence_pairs, batch_size, query_max_length, max_length, show_progress_bar, prompt or self.prompt
-        )[:, 0]
-        if self.normalize if normalize is None else normalize:
-            scores = scores.sigmoid()
-        return [float(s) for s in scores.tolist()]
+        )
+        return self._floats(scores, normalize)[0]
 
 
 class LayerWiseFlagLLMReranker(FlagLLMReranker):
@@ -228,9 +230,7 @@ class LayerWiseFlagLLMReranker(FlagLLMReranker):
         scores = self._scores(
             sentence_pairs, batch_size, query_max_length, max_length, show_progress_bar, prompt or self.prompt, layers
         )
-        if self.normalize if normalize is None else normalize:
-            scores = scores.sigmoid()
-        per_layer = [[float(s) for s in column] for column in scores.T.tolist()]
+        per_layer = self._floats(scores, normalize)
         return per_layer[0] if len(per_layer) == 1 else per_layer
 
 

@@ -6,12 +6,35 @@ in flag_core's constructors, in ``langchain_flag`` and in ``llamaindex_flag``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, Field
 
 
-class EmbedderFields(BaseModel):
+class FromMerge:
+    """``from_merge``: build an adapter object from an LM-Cocktail merge, without handling files."""
+
+    merge_type: ClassVar[str] = "encoder"
+    model_field: ClassVar[str] = "model_name"
+
+    @classmethod
+    def from_merge(
+        cls,
+        models: list[str],
+        weights: list[float] | None = None,
+        example_data: Any = None,
+        output_path: str | None = None,
+        **settings: Any,
+    ) -> Any:
+        """This class over a merge of ``models``, by ``weights`` or by a few ``example_data`` rows
+        (query/pos/neg); the merged folder is cached unless ``output_path`` is given."""
+        from .merge import merged_model
+
+        path = merged_model(models, cls.merge_type, weights, example_data, output_path)
+        return cls(**{cls.model_field: path}, **settings)
+
+
+class EmbedderFields(FromMerge, BaseModel):
     """Embedding settings (flag_core.FlagModel's names). Instructions left as None take the registry's
     default for the model; "" turns an instruction off."""
 
@@ -42,8 +65,10 @@ class EmbedderFields(BaseModel):
         return settings
 
 
-class RerankerFields(BaseModel):
+class RerankerFields(FromMerge, BaseModel):
     """Reranking settings (flag_core.FlagReranker's names)."""
+
+    merge_type: ClassVar[str] = "reranker"
 
     normalize: bool = Field(default=False, description="map scores through a sigmoid to (0, 1)")
     model_class: str | None = Field(default=None, description="encoder, llm or layerwise (default: detected)")

@@ -9,7 +9,6 @@ from langchain_core.embeddings import Embeddings
 from pydantic import ConfigDict, Field, PrivateAttr
 
 from flag_core import FlagModel, build_embedder
-from flag_core.merge import merged_model
 from flag_core.settings import EmbedderFields
 
 
@@ -39,20 +38,6 @@ class FlagEmbeddings(EmbedderFields, Embeddings):
 
     def model_post_init(self, context: Any, /) -> None:
         self._model = build_embedder(self.model_name, **self.embedder_settings())
-
-    @classmethod
-    def from_merge(
-        cls,
-        models: list[str],
-        weights: list[float] | None = None,
-        example_data: Any = None,
-        output_path: str | None = None,
-        **settings: Any,
-    ) -> FlagEmbeddings:
-        """Embeddings from an LM-Cocktail merge of ``models``, by ``weights`` or by a few ``example_data``
-        rows (query/pos/neg); the merged folder is cached unless ``output_path`` is given."""
-        path = merged_model(models, "encoder", weights, example_data, output_path)
-        return cls(model_name=path, **settings)
 
     @property
     def client(self) -> FlagModel:

@@ -12,7 +12,6 @@ from langchain_core.documents import BaseDocumentCompressor, Document
 from pydantic import ConfigDict, Field, PrivateAttr
 
 from flag_core import build_reranker
-from flag_core.merge import merged_model
 from flag_core.reranker import FlagReranker as CoreReranker
 from flag_core.settings import RerankerFields
 
@@ -48,19 +47,6 @@ class FlagReranker(RerankerFields, BaseDocumentCompressor, BaseCrossEncoder):
         if self.top_n is not None and self.top_n <= 0:
             raise ValueError(f"top_n must be a positive int or None, got {self.top_n}")
         self._model = build_reranker(self.model_name, **self.reranker_settings())
-
-    @classmethod
-    def from_merge(
-        cls,
-        models: list[str],
-        weights: list[float] | None = None,
-        example_data: Any = None,
-        output_path: str | None = None,
-        **settings: Any,
-    ) -> FlagReranker:
-        """A reranker from an LM-Cocktail merge of ``models`` (by ``weights`` or ``example_data``)."""
-        path = merged_model(models, "reranker", weights, example_data, output_path)
-        return cls(model_name=path, **settings)
 
     @property
     def client(self) -> CoreReranker:

@@ -9,7 +9,6 @@ from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 
 from flag_core import FlagModel, build_embedder
-from flag_core.merge import merged_model
 from flag_core.settings import EmbedderFields
 
 # With an embeddings cache set, LlamaIndex keys query and text vectors by the string alone; queries are
@@ -42,18 +41,6 @@ class FlagEmbedding(BaseEmbedding, EmbedderFields):
     @classmethod
     def class_name(cls) -> str:
         return "FlagEmbedding"
-
-    @classmethod
-    def from_merge(
-        cls,
-        models: list[str],
-        weights: list[float] | None = None,
-        example_data: Any = None,
-        output_path: str | None = None,
-        **settings: Any,
-    ) -> FlagEmbedding:
-        """An embedding model from an LM-Cocktail merge of ``models`` (by ``weights`` or ``example_data``)."""
-        return cls(model_name=merged_model(models, "encoder", weights, example_data, output_path), **settings)
 
     @property
     def client(self) -> FlagModel:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, ClassVar
 
 import llama_index.core.instrumentation as instrument
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
@@ -13,7 +13,6 @@ from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 
 from flag_core import build_reranker
-from flag_core.merge import merged_model
 from flag_core.reranker import FlagReranker as CoreReranker
 from flag_core.settings import RerankerFields
 
@@ -43,6 +42,8 @@ class FlagReranker(BaseNodePostprocessor, RerankerFields):
     keep_retrieval_score: bool = Field(default=False, description='copy the old score to metadata["retrieval_score"]')
     device: str | None = Field(default=None, description="one device (compatibility name; see devices)")
 
+    model_field: ClassVar[str] = "model"
+
     _model: CoreReranker = PrivateAttr()
 
     def model_post_init(self, context: Any, /) -> None:
@@ -54,18 +55,6 @@ class FlagReranker(BaseNodePostprocessor, RerankerFields):
     @classmethod
     def class_name(cls) -> str:
         return "FlagReranker"
-
-    @classmethod
-    def from_merge(
-        cls,
-        models: list[str],
-        weights: list[float] | None = None,
-        example_data: Any = None,
-        output_path: str | None = None,
-        **settings: Any,
-    ) -> FlagReranker:
-        """A reranker from an LM-Cocktail merge of ``models`` (by ``weights`` or ``example_data``)."""
-        return cls(model=merged_model(models, "reranker", weights, example_data, output_path), **settings)
 
     @property
     def client(self) -> CoreReranker:
