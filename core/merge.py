@@ -30,6 +30,7 @@ from .loading import resolve_model_path, write_sentence_transformers_config
 logger = logging.getLogger(__name__)
 
 MODEL_TYPES = ("encoder", "reranker", "decoder")
+_FLOAT_DTYPES = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32, "F64": torch.float64}
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".ckpt")
 
 
@@ -117,17 +118,24 @@ def check_compatible(checkpoints: Sequence[Checkpoint]) -> None:
             if first.config.get(key) != other.config.get(key):
                 raise ValueError(f"{other.folder} has {key} {other.config.get(key)!r}, {first.folder} has "
                                  f"{first.config.get(key)!r}: only models of one architecture can be merged")
-        missing = sorted(set(first.tensors) ^ set(other.tensors))
-        if missing:
-            raise ValueError(f"{first.folder} and {other.folder} hold different tensors (e.g. {missing[:3]})")
+        # integer buffers (e.g. position_ids, which older transformers versions saved) may be missing
+        # from some checkpoints: they are not learned, and the first model's copy is used
+        differing = set(first.tensors) ^ set(other.tensors)
+        learned = sorted(
+            name for name in differing
+            if (first.tensors.get(name) or other.tensors[name]).dtype in _FLOAT_DTYPES
+        )
+        if learned:
+            raise ValueError(f"{first.folder} and {other.folder} hold different tensors (e.g. {learned[:3]})")
         for name, info in first.tensors.items():
+            if name not in other.tensors:
+                continue
             theirs = other.tensors[name]
             if (info.shape, info.dtype) != (theirs.shape, theirs.dtype):
                 raise ValueError(f"tensor {name}: {info.shape} {info.dtype} in {first.folder} but "
                                  f"{theirs.shape} {theirs.dtype} in {other.folder}")
 
 
-_FLOAT_DTYPES = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32, "F64": torch.float64}
 
 
 def _copy_support_files(source: Path, target: Path) -> None:

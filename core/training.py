@@ -367,9 +367,12 @@ def train_reranker(
     """Fine-tune (or start from an encoder) a cross-encoder reranker with listwise loss."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    from transformers import set_seed
+
     path = resolve_model_path(model_name_or_path)
     examples = _examples(data)
     tokenizer = AutoTokenizer.from_pretrained(path)
+    set_seed(args.seed)  # a new classifier head is initialised here: seed it
     with quiet_transformers(errors_only=True):  # a fresh classifier head is expected when starting from an encoder
         model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
     limit = getattr(tokenizer, "model_max_length", None)

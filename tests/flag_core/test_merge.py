@@ -65,7 +65,7 @@ def test_bad_inputs_fail_before_writing(model_path: str, tmp_path: Path) -> None
     out = tmp_path / "out"
     cases = [
         (([a, wide], [0.5, 0.5]), ValueError, "hidden|shape|tensor"),
-        (([a, model_path], [0.5, 0.5]), ValueError, ""),
+        (([a, model_path], [0.5, 0.5]), ValueError, None),
         (([a, a], [0.5, 0.6]), ValueError, "sum to 1"),
         (([a, a], [0.5, 0.4]), ValueError, "sum to 1"),
         (([a, a], [1.0]), ValueError, "one weight per model"),
@@ -103,7 +103,12 @@ print((after - before) * 1024)
 
 
 def test_weights_from_examples(model_path: str, tmp_path: Path) -> None:
-    a = _tiny_bert(tmp_path / "a", 1, model_path)
+    from transformers import AutoConfig, AutoTokenizer, BertModel
+
+    torch.manual_seed(0)  # an untrained model of the same architecture
+    BertModel(AutoConfig.from_pretrained(model_path)).save_pretrained(tmp_path / "a")
+    AutoTokenizer.from_pretrained(model_path).save_pretrained(tmp_path / "a")
+    a = str(tmp_path / "a")
     examples = [{"query": "what do pandas eat?", "pos": ["Pandas eat bamboo."], "neg": ["Paris is in France."]},
                 {"query": "capital of France", "pos": ["Paris is the capital of France."], "neg": ["Cats purr."]}]
     result = mix_models_with_data([model_path, a], "encoder", examples, temperature=5.0, neg_number=2,
@@ -147,3 +152,17 @@ def test_cli_and_framework_objects_from_a_merge(model_path: str, tmp_path: Path,
     reference = FlagModel(str(tmp_path / "m"), devices="cpu").encode_corpus(["merged text"])[0]
     np.testing.assert_allclose(chain.embed_documents(["merged text"])[0], reference, atol=1e-6)
     np.testing.assert_allclose(llama.get_text_embedding("merged text"), reference, atol=1e-6)
+
+
+def test_buffers_saved_by_older_transformers_do_not_block_a_merge(model_path: str, tmp_path: Path) -> None:
+    from transformers import AutoModel
+
+    AutoModel.from_pretrained(model_path).save_pretrained(tmp_path / "resaved")  # saved without position_ids
+    original = load_file(str(Path(model_path) / "model.safetensors"))
+    resaved = load_file(str(tmp_path / "resaved" / "model.safetensors"))
+    assert set(original) - set(resaved) == {"embeddings.position_ids"}
+    result = mix_models([model_path, str(tmp_path / "resaved")], "encoder", [0.5, 0.5], tmp_path / "m")
+    merged = load_file(str(result.output_path / "model.safetensors"))
+    assert torch.equal(merged["embeddings.position_ids"], original["embeddings.position_ids"])
+    for name in resaved:
+        torch.testing.assert_close(merged[name], original[name], rtol=0, atol=1e-7)
