@@ -365,9 +365,7 @@ def train_reranker(
     model_name_or_path: str, data: str | os.PathLike[str] | Sequence[TrainExample], args: RerankerTrainingArgs
 ) -> TrainResult:
     """Fine-tune (or start from an encoder) a cross-encoder reranker with listwise loss."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    from transformers import set_seed
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed
 
     path = resolve_model_path(model_name_or_path)
     examples = _examples(data)
