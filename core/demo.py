@@ -144,6 +144,7 @@ def run_demo(
     cache_dir: str | os.PathLike[str] | None = None,
     rebuild: bool = False,
     out: Callable[[str], None] = print,
+    modules: Sequence[str] = MODULES,
 ) -> dict[str, Any]:
     """Build (or load) the standard-library index, answer ``questions``, print hits and stage timings.
     Returns the hits per question and the stage timings (for tests and notebooks)."""
@@ -154,7 +155,7 @@ def run_demo(
 
     stages: list[Stage] = []
     model_path = model or bundled_model_path()
-    corpus = _timed(stages, "read docstrings", stdlib_corpus)
+    corpus = _timed(stages, "read docstrings", lambda: stdlib_corpus(modules))
     embedder = _timed(stages, "load model", lambda: FlagAutoModel.from_finetuned(model_path, passage_max_length=256))
     texts = [entry.text for entry in corpus]
     settings = {**embedder.signature(), "python": sys.version.split()[0], "corpus": texts_digest(texts)}
@@ -190,14 +191,14 @@ def run_demo(
         out(f"Q: {question}   (search {search_ms:.0f} ms)")
         shown = [(hit.payload["name"], hit.score, hit.text) for hit in hits[:top_k]]
         for name, score, text in shown:
-            out(f"   {score:6.3f}  {name:<40} {text[len(name):][:70]}")
+            out(f"   {score:6.3f}  {name:<40} {text.split(': ', 1)[-1][:70]}")
         answer: dict[str, Any] = {"dense": [name for name, _, _ in shown]}
         if ranker is not None:
             start = time.perf_counter()
             ranked = ranker.rerank(question, [hit.text for hit in hits], top_n=top_k)
             out(f"   after reranking {len(hits)} candidates ({(time.perf_counter() - start) * 1000:.0f} ms):")
             for index, score in ranked:
-                out(f"   {score:6.3f}  {hits[index].payload['name']:<40} {hits[index].text[:70]}")
+                out(f"   {score:6.3f}  {hits[index].payload['name']:<40} {hits[index].text.split(': ', 1)[-1][:70]}")
             answer["reranked"] = [hits[index].payload["name"] for index, _ in ranked]
         answers[question] = answer
         out("")
