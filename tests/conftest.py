@@ -84,3 +84,31 @@ def model_copy(model_path: str, tmp_path: Path) -> Any:
         return str(dest)
 
     return copy
+
+
+@pytest.fixture
+def ticks_while() -> Any:
+    """``await ticks_while(coro)`` -> (result, ticks, seconds): how often a 5 ms ticker ran on the event loop
+    while ``coro`` ran (a blocked loop ticks about once)."""
+    import asyncio
+    import time
+
+    async def run(coro: Any) -> tuple[Any, int, float]:
+        ticks = 0
+        done = False
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while not done:
+                await asyncio.sleep(0.005)
+                ticks += 1
+
+        task = asyncio.create_task(ticker())
+        start = time.perf_counter()
+        result = await coro
+        elapsed = time.perf_counter() - start
+        done = True
+        await task
+        return result, ticks, elapsed
+
+    return run

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from typing import Any
 
 import numpy as np
@@ -77,31 +75,12 @@ def test_one_model_for_equal_settings(model_path: str) -> None:
     assert a.client.runtime.loaded is c.client.runtime.loaded  # weights in memory once
 
 
-async def _ticks_while(coro: Any) -> tuple[Any, int, float]:
-    ticks = 0
-    done = False
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while not done:
-            await asyncio.sleep(0.005)
-            ticks += 1
-
-    task = asyncio.create_task(ticker())
-    start = time.perf_counter()
-    result = await coro
-    elapsed = time.perf_counter() - start
-    done = True
-    await task
-    return result, ticks, elapsed
-
-
-async def test_async_embedding_does_not_block_the_loop(model_path: str) -> None:
+async def test_async_embedding_does_not_block_the_loop(model_path: str, ticks_while: Any) -> None:
     embeddings = FlagEmbeddings(model_name=model_path, devices="cpu")
     texts = [f"document number {i} about pandas and bamboo forests " * 8 for i in range(200)]
-    vectors, ticks, elapsed = await _ticks_while(embeddings.aembed_documents(texts))
+    vectors, ticks, elapsed = await ticks_while(embeddings.aembed_documents(texts))
     assert len(vectors) == 200
     # a blocked loop would tick once; a free one ticks about every 5 ms of the call
     assert elapsed > 0.1 and ticks >= elapsed / 0.005 * 0.2, (ticks, elapsed)
-    query, _, _ = await _ticks_while(embeddings.aembed_query("pandas"))
+    query, _, _ = await ticks_while(embeddings.aembed_query("pandas"))
     assert query == embeddings.embed_query("pandas")

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -120,24 +120,12 @@ def test_metadata_that_is_not_json_is_refused_on_save(embeddings: FlagEmbeddings
     assert not (tmp_path / "x.flag").exists()
 
 
-async def test_ainvoke_does_not_block_the_loop(embeddings: FlagEmbeddings, reranker_path: str) -> None:
+async def test_ainvoke_does_not_block_the_loop(embeddings: FlagEmbeddings, reranker_path: str,
+                                               ticks_while: Any) -> None:
     reranker = FlagReranker(model_name=reranker_path, devices="cpu")
     retriever = FlagRetriever.from_texts(TEXTS * 10, embeddings, k=50, reranker=reranker, top_n=3)
-    ticks = 0
-    done = False
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while not done:
-            await asyncio.sleep(0.005)
-            ticks += 1
-
-    task = asyncio.create_task(ticker())
-    start = time.perf_counter()
-    results = await asyncio.gather(*(retriever.ainvoke(q) for q in ("pandas", "Paris", "json")))
-    elapsed = time.perf_counter() - start
-    done = True
-    await task
+    queries = ("pandas", "Paris", "json")
+    results, ticks, elapsed = await ticks_while(asyncio.gather(*(retriever.ainvoke(q) for q in queries)))
     assert [len(r) for r in results] == [3, 3, 3]
     assert elapsed > 0.05 and ticks >= elapsed / 0.005 * 0.2, (ticks, elapsed)
     assert results[0] == retriever.invoke("pandas")
