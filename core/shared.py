@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import threading
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 from .embedder import FlagAutoModel, FlagModel
@@ -18,19 +19,19 @@ _INSTANCES: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary(
 _LOCK = threading.Lock()
 
 
-def _key(kind: str, settings: dict[str, Any]) -> str:
-    return json.dumps([kind, settings], sort_keys=True, default=repr)
+def _shared(kind: str, factory: Callable[..., Any], model_name_or_path: str, settings: dict[str, Any]) -> Any:
+    key = json.dumps([kind, {"model": model_name_or_path, **settings}], sort_keys=True, default=repr)
+    with _LOCK:
+        model = _INSTANCES.get(key)
+        if model is None:
+            model = factory(model_name_or_path, **settings)
+            _INSTANCES[key] = model
+        return model
 
 
 def build_embedder(model_name_or_path: str, **settings: Any) -> FlagModel:
     """``FlagAutoModel.from_finetuned(model_name_or_path, **settings)``, shared while anyone holds it."""
-    key = _key("embedder", {"model": model_name_or_path, **settings})
-    with _LOCK:
-        model = _INSTANCES.get(key)
-        if model is None:
-            model = FlagAutoModel.from_finetuned(model_name_or_path, **settings)
-            _INSTANCES[key] = model
-        return model
+    return _shared("embedder", FlagAutoModel.from_finetuned, model_name_or_path, settings)  # type: ignore[no-any-return]
 
 
 def build_reranker(model_name_or_path: str, **settings: Any) -> FlagReranker:
@@ -41,10 +42,4 @@ def build_reranker(model_name_or_path: str, **settings: Any) -> FlagReranker:
     settings = {
         k: v for k, v in settings.items() if not (v is None and k.endswith(("_for_rerank", "_format", "model_class")))
     }
-    key = _key("reranker", {"model": model_name_or_path, **settings})
-    with _LOCK:
-        model = _INSTANCES.get(key)
-        if model is None:
-            model = FlagAutoReranker.from_finetuned(model_name_or_path, **settings)
-            _INSTANCES[key] = model
-        return model
+    return _shared("reranker", FlagAutoReranker.from_finetuned, model_name_or_path, settings)  # type: ignore[no-any-return]

@@ -13,18 +13,9 @@ from flag_core.pooling import pool
 
 
 @pytest.fixture(scope="module")
-def tiny_decoder(model_path: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from transformers import AutoTokenizer, LlamaConfig, LlamaModel
-
-    folder = tmp_path_factory.mktemp("tiny-decoder")
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=30522, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=256, pad_token_id=0,
-    )
-    LlamaModel(config).save_pretrained(folder)
-    AutoTokenizer.from_pretrained(model_path).save_pretrained(folder)
-    return folder
+def tiny_decoder(tiny_decoder_path: str) -> Path:
+    """The shared tiny Llama (conftest), read here as a base model for last_token embeddings."""
+    return Path(tiny_decoder_path)
 
 
 def test_last_token_batched_equals_single(tiny_decoder: Path) -> None:
