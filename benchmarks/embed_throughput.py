@@ -1,10 +1,12 @@
 """Embedding throughput: flagstack against sentence-transformers on the SciFact corpus, in one run.
 
-    python benchmarks/embed_throughput.py [--rounds 3] [--limit N] [--max-length 512] [--no-bf16]
+    python benchmarks/embed_throughput.py [--rounds 3] [--limit N] [--max-length 512] [--no-bf16] [--no-onnx]
 
 Each round encodes the same documents (title + " " + text, stripped) with sentence-transformers (fp32),
-flagstack fp32, and flagstack bf16 (opt-in CPU mode), in alternating order. Prints docs/s per system
-(median over rounds), the ratio to sentence-transformers, and the minimum cosine between outputs.
+flagstack fp32 (the default torch backend), and the opt-in modes: flagstack bf16 on the CPU and
+flagstack's ONNX Runtime fp32 backend (when onnxruntime is installed), in alternating order. Prints docs/s
+per system (median over rounds), the ratio to sentence-transformers, the minimum cosine to
+sentence-transformers and, for the opt-in modes, to flagstack's default fp32 output.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ def main() -> None:
     parser.add_argument("--st-batch-size", type=int, default=32, help="sentence-transformers' batch size")
     parser.add_argument("--max-tokens-per-batch", type=int, default=None, help="flagstack's token budget")
     parser.add_argument("--no-bf16", action="store_true", help="skip the bf16 CPU mode")
+    parser.add_argument("--no-onnx", action="store_true", help="skip the ONNX Runtime backend")
     args = parser.parse_args()
     logging.getLogger("flag_core").setLevel(logging.ERROR)  # truncation notices would interleave the table
 
@@ -70,29 +73,40 @@ def main() -> None:
     fp32 = FlagModel(args.model, pooling_method="mean", devices="cpu", passage_max_length=args.max_length,
                      max_tokens_per_batch=args.max_tokens_per_batch)
     systems["flagstack fp32"] = lambda: fp32.encode_corpus(docs)
+    opt_in: dict[str, FlagModel] = {}
     if not args.no_bf16:
-        bf16 = FlagModel(args.model, pooling_method="mean", devices="cpu", passage_max_length=args.max_length,
-                         use_bf16=True, max_tokens_per_batch=args.max_tokens_per_batch)
-        systems["flagstack bf16 (opt-in)"] = lambda: bf16.encode_corpus(docs)
+        opt_in["flagstack bf16 (opt-in)"] = FlagModel(
+            args.model, pooling_method="mean", devices="cpu", passage_max_length=args.max_length, use_bf16=True,
+            max_tokens_per_batch=args.max_tokens_per_batch,
+        )
+    if not args.no_onnx:
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            print("onnxruntime is not installed: skipping the ONNX backend (pip install 'flagstack[onnx]')")
+        else:
+            opt_in["flagstack onnx fp32 (opt-in)"] = FlagModel(
+                args.model, pooling_method="mean", devices="cpu", passage_max_length=args.max_length,
+                backend="onnx", max_tokens_per_batch=args.max_tokens_per_batch,
+            )
+    for name, model in opt_in.items():
+        systems[name] = lambda model=model: model.encode_corpus(docs)
 
     st.encode(docs[:16])  # warm-up: first calls pay one-off costs
-    fp32.encode_corpus(docs[:16])
-    if not args.no_bf16:
-        bf16.encode_corpus(docs[:16])
+    for model in (fp32, *opt_in.values()):
+        model.encode_corpus(docs[:16])
     rates, outputs = alternate(systems, args.rounds, len(docs), "docs/s")
     names = list(systems)
 
     anchor = names[0]
     anchor_rate = rates[anchor]
     print()
-    print(f"{'system':<28} {'docs/s':>9} {'x ST':>6} {'min cosine to ST fp32':>22}")
+    print(f"{'system':<30} {'docs/s':>9} {'x ST':>6} {'min cosine to ST fp32':>22} {'to flagstack fp32':>18}")
     for name in names:
         rate = rates[name]
-        print(f"{name:<28} {rate:9.1f} {rate / anchor_rate:6.2f} {min_cosine(outputs[name], outputs[anchor]):22.7f}")
-    if "flagstack bf16 (opt-in)" in outputs:
-        print(f"bf16 vs flagstack fp32: min cosine "
-              f"{min_cosine(outputs['flagstack bf16 (opt-in)'], outputs['flagstack fp32']):.7f}")
-
+        to_default = f"{min_cosine(outputs[name], outputs['flagstack fp32']):18.7f}" if name in opt_in else ""
+        print(f"{name:<30} {rate:9.1f} {rate / anchor_rate:6.2f} "
+              f"{min_cosine(outputs[name], outputs[anchor]):22.7f} {to_default}")
 
 if __name__ == "__main__":
     main()

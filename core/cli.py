@@ -57,6 +57,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
         pooling_method=args.pooling,
         devices=args.device,
         use_bf16=args.bf16,
+        backend=args.backend,
         query_instruction_for_retrieval=args.query_instruction,
         passage_max_length=args.max_length,
         query_max_length=args.max_length,
@@ -166,6 +167,7 @@ def _eval_model(args: argparse.Namespace) -> Any:
         passage_max_length=args.max_length,
         devices=args.device,
         use_bf16=args.bf16,
+        backend=args.backend,
         batch_size=args.batch_size,
     )
 
@@ -175,7 +177,8 @@ def _eval_reranker(path: str | None, args: argparse.Namespace) -> Any:
 
     if path is None or path == "identity":
         return None
-    return FlagAutoReranker.from_finetuned(path, devices=args.device, max_length=args.rerank_max_length)
+    return FlagAutoReranker.from_finetuned(path, devices=args.device, max_length=args.rerank_max_length,
+                                           backend=args.backend)
 
 
 def cmd_eval_retrieval(args: argparse.Namespace) -> int:
@@ -245,6 +248,9 @@ def _add_eval_parsers(sub: Any) -> None:
                             help="instruction before each query (default: the registry's; '' for none)")
         parser.add_argument("--batch-size", type=int, default=256)
         parser.add_argument("--bf16", action="store_true")
+        parser.add_argument("--backend", choices=["torch", "onnx"], default="torch",
+                            help="onnx: ONNX Runtime fp32 on the CPU, for the embedder and a cross-encoder "
+                            "--reranker (needs the onnx extra)")
 
     def common(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--device", default=None)
@@ -272,6 +278,8 @@ def _add_eval_parsers(sub: Any) -> None:
     rerank.add_argument("--split", default="test")
     rerank.add_argument("--rerank-top-k", type=int, default=100)
     rerank.add_argument("--rerank-max-length", type=int, default=512)
+    rerank.add_argument("--backend", choices=["torch", "onnx"], default="torch",
+                        help="onnx: ONNX Runtime fp32 on the CPU, cross-encoders only (needs the onnx extra)")
     common(rerank)
     rerank.set_defaults(func=cmd_eval_rerank)
 
@@ -459,6 +467,8 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument("--max-length", type=int, default=None)
     enc.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: automatic)")
     enc.add_argument("--bf16", action="store_true", help="compute in bf16 (fast on CPUs with AVX512-BF16/AMX)")
+    enc.add_argument("--backend", choices=["torch", "onnx"], default="torch",
+                     help="onnx: ONNX Runtime fp32 on the CPU (needs the onnx extra)")
     enc.add_argument("--output", help="write the vectors to this .npy file")
     enc.add_argument("--max-table", type=int, default=12, help="print the similarity table up to this many texts")
     enc.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

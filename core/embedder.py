@@ -69,6 +69,7 @@ class FlagModel:
         max_tokens_per_batch: int | None = None,
         show_progress_bar: bool = False,
         padding_side: Literal["left", "right"] | None = None,
+        backend: Literal["torch", "onnx"] = "torch",
     ) -> None:
         path = resolve_model_path(model_name_or_path, cache_dir)
         self.model_name_or_path = str(model_name_or_path)
@@ -97,6 +98,7 @@ class FlagModel:
                 trust_remote_code=bool(trust_remote_code),
                 padding_side=padding_side,
                 max_tokens_per_batch=max_tokens_per_batch,
+                backend=backend,
             ),
             self.target_devices,
         )

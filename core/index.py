@@ -106,7 +106,7 @@ class VectorIndex:
         except ImportError as exc:
             raise ImportError("use_faiss=True needs FAISS: pip install 'flagstack[faiss]'") from exc
         if self._faiss is None:
-            self._faiss = faiss.IndexFlatIP(self.dim)
+            self._faiss = faiss.IndexFlatIP(int(self._vectors.shape[1]))
             self._faiss.add(self._vectors)
         scores, ids = self._faiss.search(np.ascontiguousarray(q), k)
         return [[(int(i), float(s)) for i, s in zip(row_ids, row_scores, strict=True) if i >= 0]

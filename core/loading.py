@@ -155,7 +155,7 @@ def quiet_transformers(errors_only: bool = False) -> Iterator[None]:
 class LoadedModel:
     """A model, its tokenizer, where it runs, and the lock that serialises its use."""
 
-    model: torch.nn.Module
+    model: Any  # a transformers model, or flag_core.onnx_backend.OnnxModel with backend="onnx"
     tokenizer: Any
     path: Path
     device: torch.device
@@ -178,21 +178,32 @@ def load_model(
     dtype: torch.dtype,
     trust_remote_code: bool = False,
     padding_side: str | None = None,
+    backend: str = "torch",
 ) -> LoadedModel:
     """Load (or reuse) the model in ``path`` with ``head`` ("base", "sequence_classification" or
-    "causal_lm") on ``device`` in ``dtype``. Weights come from safetensors when the folder has them."""
-    key = (str(path.resolve()), head, device, str(dtype), trust_remote_code, padding_side)
+    "causal_lm") on ``device`` in ``dtype``. Weights come from safetensors when the folder has them.
+    ``backend="onnx"`` runs the forward pass in ONNX Runtime (see :mod:`flag_core.onnx_backend`)."""
+    from .onnx_backend import check_backend
+
+    check_backend(backend, device, dtype, head)
+    key = (str(path.resolve()), head, device, str(dtype), trust_remote_code, padding_side, backend)
     with _CACHE_LOCK:
         cached = _CACHE.get(key)
         if cached is not None:
             return cached
-        loaded = _load_uncached(path, head, device, dtype, trust_remote_code, padding_side)
+        loaded = _load_uncached(path, head, device, dtype, trust_remote_code, padding_side, backend)
         _CACHE[key] = loaded
         return loaded
 
 
 def _load_uncached(
-    path: Path, head: str, device: str, dtype: torch.dtype, trust_remote_code: bool, padding_side: str | None
+    path: Path,
+    head: str,
+    device: str,
+    dtype: torch.dtype,
+    trust_remote_code: bool,
+    padding_side: str | None,
+    backend: str,
 ) -> LoadedModel:
     import transformers
 
@@ -212,6 +223,12 @@ def _load_uncached(
     tokenizer = transformers.AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     if padding_side is not None:
         tokenizer.padding_side = padding_side
+    if backend == "onnx":
+        from .onnx_backend import OnnxModel, export_onnx
+
+        config = transformers.AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+        session = OnnxModel(export_onnx(path, head, trust_remote_code), config, head)
+        return LoadedModel(model=session, tokenizer=tokenizer, path=path, device=torch.device("cpu"), dtype=dtype)
     with quiet_transformers():
         try:
             model = classes[head].from_pretrained(path, attn_implementation="sdpa", **kwargs)

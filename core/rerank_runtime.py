@@ -49,6 +49,7 @@ class RerankerSettings:
     use_bf16: bool = False
     trust_remote_code: bool = False
     max_tokens_per_batch: int | None = None
+    backend: str = "torch"
 
     def __call__(self, device: str) -> RerankerRuntime:
         return RerankerRuntime(self, [device])
@@ -72,6 +73,7 @@ class RerankerRuntime:
             settings.trust_remote_code,
             # decoders read the last position: left padding puts it at -1 (positions are passed explicitly)
             None if encoder else "left",
+            settings.backend,
         )
         if encoder and getattr(self.loaded.config, "num_labels", 1) != 1:
             raise ValueError(

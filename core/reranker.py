@@ -8,7 +8,7 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from .devices import resolve_devices
 from .inputs import as_pair_list, as_text_list, check_positive_int
@@ -49,6 +49,7 @@ class FlagReranker:
         use_bf16: bool = False,
         max_tokens_per_batch: int | None = None,
         show_progress_bar: bool = False,
+        backend: Literal["torch", "onnx"] = "torch",
     ) -> None:
         path = resolve_model_path(model_name_or_path, cache_dir)
         self.model_name_or_path = str(model_name_or_path)
@@ -72,6 +73,7 @@ class FlagReranker:
                 use_bf16=self.use_bf16,
                 trust_remote_code=bool(trust_remote_code),
                 max_tokens_per_batch=max_tokens_per_batch,
+                backend=backend,
             ),
             self.target_devices,
         )

@@ -42,6 +42,7 @@ class EmbedderSettings:
     trust_remote_code: bool = False
     padding_side: str | None = None
     max_tokens_per_batch: int | None = None
+    backend: str = "torch"
 
     def __call__(self, device: str) -> EmbeddingRuntime:
         return EmbeddingRuntime(self, [device])
@@ -60,7 +61,13 @@ class EmbeddingRuntime:
         # the first device's model is loaded in this process: it answers single-text calls and
         # describes the model (dimension, limits) even when the work runs in worker processes
         self.loaded: LoadedModel = load_model(
-            Path(settings.path), "base", devices[0], self.dtype, settings.trust_remote_code, settings.padding_side
+            Path(settings.path),
+            "base",
+            devices[0],
+            self.dtype,
+            settings.trust_remote_code,
+            settings.padding_side,
+            settings.backend,
         )
         self._pool: DevicePool | None = None
 

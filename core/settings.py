@@ -6,7 +6,7 @@ in flag_core's constructors, in ``langchain_flag`` and in ``llamaindex_flag``.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field
 
@@ -53,6 +53,7 @@ class EmbedderFields(FromMerge, BaseModel):
     use_fp16: bool = Field(default=True, description="fp16 on accelerators (ignored on CPUs)")
     use_bf16: bool = False
     truncate_dim: int | None = Field(default=None, gt=0)
+    backend: Literal["torch", "onnx"] = Field(default="torch", description="onnx: ONNX Runtime, fp32 CPU (opt-in)")
     trust_remote_code: bool = False
     cache_dir: str | None = None
     show_progress_bar: bool = False
@@ -83,6 +84,7 @@ class RerankerFields(FromMerge, BaseModel):
     query_instruction_format: str | None = None
     passage_instruction_for_rerank: str | None = None
     passage_instruction_format: str | None = None
+    backend: Literal["torch", "onnx"] = Field(default="torch", description="onnx: ONNX Runtime, fp32 CPU (opt-in)")
     trust_remote_code: bool = False
     cache_dir: str | None = None
     show_progress_bar: bool = False

@@ -25,3 +25,22 @@ def test_example_runs_offline(script: str, shared_data: Path) -> None:
     assert "indexed 40 SciFact documents" in out
     assert out.count("Q: ") == 2 and "rerank" in out and "dense" in out
     assert "*" in out  # at least one judged-relevant document was found
+
+
+def test_qdrant_example_keeps_vectors_and_instructions(shared_data: Path) -> None:
+    pytest.importorskip("langchain_qdrant", reason="needs the vectorstores extra")
+    pytest.importorskip("llama_index.vector_stores.qdrant", reason="needs the vectorstores extra")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "qdrant_vector_store.py"), "--data", str(shared_data / "scifact"),
+         "--limit", "40", "--queries", "2", "-k", "5"],
+        capture_output=True, text=True, env=env, timeout=600, check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
+    for framework in ("LangChain", "LlamaIndex"):
+        assert f"{framework}: added 40" in out
+        assert f"{framework}: reopened; stored vectors == flagstack encode_corpus" in out
+        assert f"{framework}: top-5 equal to flagstack's exact search for 2/2 queries" in out
+    diffs = [float(line.rsplit("max |diff| ", 1)[1].rstrip(")")) for line in out.splitlines() if "max |diff|" in line]
+    assert len(diffs) == 2 and max(diffs) <= 1e-6
