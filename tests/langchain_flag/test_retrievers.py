@@ -45,6 +45,17 @@ def test_dense_top_k_is_exact(retriever: FlagRetriever, embeddings: FlagEmbeddin
     assert len(retriever.invoke("pandas", k=100)) == len(TEXTS)
 
 
+def test_faiss_search_gives_the_same_hits(retriever: FlagRetriever, embeddings: FlagEmbeddings) -> None:
+    pytest.importorskip("faiss", reason="needs the faiss extra")
+    with_faiss = FlagRetriever.from_texts(TEXTS, embeddings, metadatas=[{"n": i} for i in range(len(TEXTS))], k=4,
+                                          use_faiss=True)
+    for query in ("what do pandas eat?", "run a command", "capital of France"):
+        expected, got = retriever.invoke(query, k=4), with_faiss.invoke(query)
+        assert [d.metadata["n"] for d in got] == [d.metadata["n"] for d in expected]
+        assert [d.metadata["retrieval_score"] for d in got] == pytest.approx(
+            [d.metadata["retrieval_score"] for d in expected], abs=1e-5)
+
+
 def test_rerank_stage(embeddings: FlagEmbeddings, reranker_path: str) -> None:
     reranker = FlagReranker(model_name=reranker_path, devices="cpu")
     retriever = FlagRetriever.from_texts(TEXTS, embeddings, k=5, reranker=reranker, top_n=2)
