@@ -10,6 +10,15 @@ from pathlib import Path
 from typing import IO
 
 
+def _default_file_mode() -> int:
+    mask = os.umask(0)  # read once, at import, before any worker threads exist
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+_FILE_MODE = _default_file_mode()
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]:  # type: ignore[type-arg]
     """Open a temporary file next to ``path``; on success it replaces ``path``, on error it is removed."""
@@ -22,6 +31,7 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, _FILE_MODE)  # mkstemp makes 0600 files; give the mode open() would
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

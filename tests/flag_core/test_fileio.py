@@ -1,0 +1,32 @@
+"""atomic_write: all or nothing, no temp files left, and the permissions a plain open() would give."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from flag_core.fileio import atomic_write
+
+
+def test_writes_with_the_usual_permissions(tmp_path: Path) -> None:
+    target = tmp_path / "sub" / "out.txt"
+    with atomic_write(target, "w") as handle:
+        handle.write("hello")
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    assert target.read_text() == "hello"
+    assert stat.S_IMODE(target.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode)
+    assert sorted(p.name for p in target.parent.iterdir()) == ["out.txt"]
+
+
+def test_a_failed_write_keeps_the_old_file(tmp_path: Path) -> None:
+    target = tmp_path / "out.bin"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError), atomic_write(target) as handle:
+        handle.write(b"new, half written")
+        raise RuntimeError("disk full")
+    assert target.read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["out.bin"]
