@@ -95,7 +95,8 @@ def main() -> None:
         return [ids[i] for i in np.argsort(-scores, kind="stable")[: args.k]]
 
     def check_vectors(vectors: dict[str, Any]) -> float:
-        assert sorted(vectors) == sorted(ids), "the store lost or duplicated documents"
+        if sorted(vectors) != sorted(ids):
+            raise SystemExit("the store lost or duplicated documents")
         return max(float(np.abs(vectors[doc_id] - reference[i]).max()) for i, doc_id in enumerate(ids))
 
     print(f"Qdrant at {args.url or workdir / 'qdrant'}; {len(texts)} SciFact documents, dim {dim}\n")
