@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 
 BACKENDS = ("torch", "onnx")
 ONNX_HEADS = ("base", "sequence_classification")
-_FORMAT = "flagstack-onnx-1"
+_FORMAT = "flagstack-onnx-2"
 # model types whose graphs ONNX Runtime's BERT optimizer knows how to fuse
 _BERT_LIKE = {"bert", "roberta", "xlm-roberta", "camembert", "electra", "ernie"}
 _EXPORT_LOCK = threading.Lock()
@@ -102,7 +102,10 @@ def export_onnx(path: Path, head: str, trust_remote_code: bool = False) -> Path:
         names = ["input_ids", "attention_mask"]
         if "token_type_ids" in getattr(tokenizer, "model_input_names", ()):
             names.append("token_type_ids")
-        sample = tuple(torch.ones((2, 8), dtype=torch.long) for _ in names)
+        # a padded sample, so the traced graph keeps the attention mask (an all-ones mask may be skipped)
+        mask = torch.ones((2, 8), dtype=torch.long)
+        mask[1, 5:] = 0
+        sample = (torch.ones((2, 8), dtype=torch.long), mask, torch.zeros((2, 8), dtype=torch.long))[: len(names)]
         output = "last_hidden_state" if head == "base" else "logits"
         axes = {name: {0: "batch", 1: "sequence"} for name in names}
         axes[output] = {0: "batch", 1: "sequence"} if head == "base" else {0: "batch"}
