@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .embedding_cache import texts_digest
+from .fileio import cache_folder
 from .index import IndexFileError
 
 logger = logging.getLogger(__name__)
@@ -119,7 +120,7 @@ def stdlib_corpus(modules: Sequence[str] = MODULES) -> list[DocEntry]:
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("FLAGSTACK_CACHE", Path.home() / ".cache" / "flagstack")) / "demo"
+    return cache_folder("demo")
 
 
 @dataclass

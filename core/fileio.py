@@ -19,6 +19,12 @@ def _default_file_mode() -> int:
 _FILE_MODE = _default_file_mode()
 
 
+def cache_folder(name: str) -> Path:
+    """flagstack's cache folder ``name``: under ``$FLAGSTACK_CACHE``, default ~/.cache/flagstack."""
+    root = os.environ.get("FLAGSTACK_CACHE") or Path.home() / ".cache" / "flagstack"
+    return Path(root).expanduser() / name
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]:  # type: ignore[type-arg]
     """Open a temporary file next to ``path``; on success it replaces ``path``, on error it is removed."""

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .fileio import cache_folder
 from .finetune_data import TrainExample, parse_example
 from .loading import resolve_model_path, write_sentence_transformers_config
 
@@ -381,7 +382,7 @@ def merged_model(
 ) -> str:
     """The folder of a merge of ``models`` (by ``weights``, or by ``example_data``), for building framework
     objects from a merge. Without ``output_path`` merges are kept under ``cache_dir`` (default
-    ~/.cache/flagstack/merges), keyed by their inputs, and reused."""
+    $FLAGSTACK_CACHE/merges, else ~/.cache/flagstack/merges), keyed by their inputs, and reused."""
     if (weights is None) == (example_data is None):
         raise ValueError("give either weights or example_data")
     if output_path is None:
@@ -394,7 +395,7 @@ def merged_model(
                 e.to_json() if isinstance(e, TrainExample) else e for e in example_data
             ]
         key = json.dumps([list(models), model_type, weights, data_key, kwargs], sort_keys=True, default=str)
-        root = Path(cache_dir) if cache_dir else Path.home() / ".cache" / "flagstack" / "merges"
+        root = Path(cache_dir) if cache_dir else cache_folder("merges")
         output_path = root / hashlib.sha256(key.encode()).hexdigest()[:24]
         if (Path(output_path) / "merge_config.json").is_file():
             return str(output_path)

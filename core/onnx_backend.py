@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .fileio import cache_folder
+
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("torch", "onnx")
@@ -50,7 +52,7 @@ def check_backend(backend: str, device: str, dtype: torch.dtype, head: str) -> N
 
 def cache_root() -> Path:
     """Where exported models are kept: ``$FLAGSTACK_CACHE/onnx`` or ~/.cache/flagstack/onnx."""
-    return Path(os.environ.get("FLAGSTACK_CACHE", Path.home() / ".cache" / "flagstack")).expanduser() / "onnx"
+    return cache_folder("onnx")
 
 
 def _export_key(path: Path, head: str) -> str:
