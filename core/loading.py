@@ -7,6 +7,7 @@ same :class:`LoadedModel` (weights in memory once), together with the lock that 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -151,6 +152,11 @@ def quiet_transformers(errors_only: bool = False) -> Iterator[None]:
         hf_logging.set_verbosity(verbosity)
 
 
+# Encoders whose transformers code takes a ready 4-D attention mask as is (see LoadedModel.inputs): the BGE
+# family's architectures (BERT: bge-*-en/zh, e5, gte-base; XLM-RoBERTa: bge-m3, bge-reranker-*).
+ROW_MASK_MODEL_TYPES = frozenset({"bert", "roberta", "xlm-roberta"})
+
+
 @dataclass(eq=False)
 class LoadedModel:
     """A model, its tokenizer, where it runs, and the lock that serialises its use."""
@@ -165,6 +171,34 @@ class LoadedModel:
     @property
     def config(self) -> Any:
         return self.model.config
+
+    @functools.cached_property
+    def row_mask(self) -> bool:
+        """Whether padded batches reach the model as one additive mask row per sequence (see ``inputs``)."""
+        config = getattr(self.model, "config", None)
+        return (
+            isinstance(self.model, torch.nn.Module)
+            and self.device.type == "cpu"
+            and getattr(config, "model_type", None) in ROW_MASK_MODEL_TYPES
+            and getattr(config, "_attn_implementation", None) == "sdpa"
+            and not getattr(config, "is_decoder", False)
+        )
+
+    def inputs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The model's keyword inputs for a padded ``batch`` (``pad_batch``'s output).
+
+        For the bidirectional encoders in ``ROW_MASK_MODEL_TYPES`` on the CPU, a padded batch's mask is given
+        as a (batch, 1, 1, length) additive float mask (0 or -inf). transformers would otherwise expand the
+        2-D mask to (batch, 1, length, length) booleans, which PyTorch's CPU SDPA kernel converts to floats
+        for every layer; each query row of that mask is the same key-padding row, so the scores are the
+        same and only the mask work goes. Batches without padding, other models and devices are unchanged.
+        """
+        mask = batch["attention_mask"]
+        if not self.row_mask or bool(mask.all()):
+            return batch
+        keep = mask.bool()[:, None, None, :]
+        additive = torch.zeros(keep.shape, dtype=self.dtype, device=mask.device).masked_fill(~keep, float("-inf"))
+        return {**batch, "attention_mask": additive}
 
 
 _CACHE: weakref.WeakValueDictionary[tuple[Any, ...], LoadedModel] = weakref.WeakValueDictionary()

@@ -183,7 +183,7 @@ class RerankerRuntime:
                 loaded.device,
                 token_types=[types[i] for i in indices] if use_types else False,
             )
-            return loaded.model(**batch, return_dict=True).logits.float().reshape(len(indices), 1)
+            return loaded.model(**loaded.inputs(batch), return_dict=True).logits.float().reshape(len(indices), 1)
 
         return forward
 

@@ -131,7 +131,7 @@ class EmbeddingRuntime:
                 batch = pad_batch(
                     [ids[i] for i in indices], pad_id, tokenizer.padding_side, loaded.device, token_types
                 )
-                hidden = loaded.model(**batch, return_dict=True).last_hidden_state
+                hidden = loaded.model(**loaded.inputs(batch), return_dict=True).last_hidden_state
                 pooled = pool(hidden.float(), batch["attention_mask"], self.settings.pooling)
                 if truncate_dim is not None:
                     pooled = pooled[:, :truncate_dim]

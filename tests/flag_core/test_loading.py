@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -55,3 +56,52 @@ def test_too_long_max_length_is_capped(model_path: str) -> None:
     model = FlagModel(model_path, devices="cpu", passage_max_length=4096)
     assert model.passage_max_length == 512
     assert model.encode("word " * 2000).shape == (384,)
+
+
+def _golden_mix() -> list[str]:
+    # lengths from 1 to far over 512 tokens, so the length-sorted batches carry padding
+    return ["", "a", "short text", "a somewhat longer sentence about proteins and cells " * 3,
+            "word " * 40, "another document " * 90, "x " * 700, "mixed lengths here"] * 3
+
+
+def test_row_mask_gives_the_same_vectors_bit_for_bit(model_path: str) -> None:
+    model = FlagModel(model_path, pooling_method="mean", devices="cpu", max_tokens_per_batch=600)
+    loaded = model.runtime.loaded
+    assert loaded.row_mask  # a BERT model on the CPU with SDPA
+    texts = _golden_mix()
+    with_rows = model.encode_corpus(texts)
+    loaded.__dict__["row_mask"] = False  # transformers' own (batch, 1, length, length) mask
+    try:
+        plain = model.encode_corpus(texts)
+    finally:
+        del loaded.__dict__["row_mask"]
+    assert np.array_equal(with_rows, plain)
+
+
+def test_row_mask_gives_the_same_reranker_scores(reranker_path: str) -> None:
+    from flag_core import FlagReranker
+
+    reranker = FlagReranker(reranker_path, devices="cpu", max_tokens_per_batch=600)
+    loaded = reranker.runtime.loaded
+    assert loaded.row_mask
+    pairs = [(q, p) for q in ("what is a cell?", "proteins") for p in _golden_mix()[:8]]
+    with_rows = reranker.compute_score(pairs)
+    loaded.__dict__["row_mask"] = False
+    try:
+        plain = reranker.compute_score(pairs)
+    finally:
+        del loaded.__dict__["row_mask"]
+    assert with_rows == plain
+
+
+def test_row_mask_only_for_padded_cpu_encoder_batches(model_path: str, tiny_decoder_path: str) -> None:
+    loaded = FlagModel(model_path, devices="cpu").runtime.loaded
+    ones = torch.ones((2, 3), dtype=torch.long)
+    unpadded = {"input_ids": ones, "attention_mask": ones}
+    assert loaded.inputs(unpadded) is unpadded
+    padded = {**unpadded, "attention_mask": torch.tensor([[1, 1, 1], [1, 1, 0]])}
+    mask = loaded.inputs(padded)["attention_mask"]
+    assert mask.shape == (2, 1, 1, 3) and mask.dtype == torch.float32
+    assert mask[1, 0, 0].tolist() == [0.0, 0.0, float("-inf")] and mask[0].eq(0).all()
+    decoder = load_model(Path(tiny_decoder_path), "causal_lm", "cpu", torch.float32)
+    assert not decoder.row_mask and decoder.inputs(padded) is padded
