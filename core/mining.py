@@ -40,23 +40,34 @@ def mine_hard_negatives(
     negative_number: int = 15,
     seed: int = 42,
     show_progress: bool = False,
+    pool_vectors: np.ndarray | None = None,
 ) -> tuple[list[TrainExample], MiningReport]:
     """New examples whose ``neg`` are mined hard negatives (teacher scores are dropped: they no longer
     match). The pool defaults to every positive and negative passage in ``examples``; queries are
-    encoded with the model's query instruction, the pool as plain passages."""
+    encoded with the model's query instruction, the pool as plain passages.
+
+    ``pool_vectors`` skips encoding the pool: one row per ``candidate_pool`` text, in its order, encoded
+    by the same model (e.g. the corpus vectors of an evaluation run, when the model has no passage
+    instruction)."""
     start, end = range_for_sampling
     if not 0 <= start < end:
         raise ValueError(f"range_for_sampling must be (start, end) with 0 <= start < end, got {range_for_sampling}")
     if negative_number <= 0:
         raise ValueError(f"negative_number must be positive, got {negative_number}")
     if candidate_pool is None:
+        if pool_vectors is not None:
+            raise ValueError("pool_vectors needs the candidate_pool they were encoded from")
         pool = list(dict.fromkeys(text for ex in examples for text in (*ex.pos, *ex.neg)))
     else:
         pool = list(dict.fromkeys(candidate_pool))
     if not pool:
         raise ValueError("the candidate pool is empty")
+    if pool_vectors is None:
+        vectors = np.asarray(model.encode(pool, show_progress_bar=show_progress))
+    else:
+        vectors = _given_pool_vectors(pool_vectors, candidate_pool or [], model.dimension)
     index = VectorIndex()
-    index.add(np.asarray(model.encode(pool, show_progress_bar=show_progress)), [{} for _ in pool])
+    index.add(vectors, [{} for _ in pool])
     queries = np.asarray(model.encode_queries([ex.query for ex in examples], show_progress_bar=show_progress))
     hits = index.search(queries, min(end, len(pool))) if len(examples) else []
     rng = random.Random(seed)
@@ -84,6 +95,20 @@ def mine_hard_negatives(
             short, len(examples), negative_number, fewest,
         )
     return mined, MiningReport(queries=len(examples), pool=len(pool), short=short, fewest=fewest)
+
+
+def _given_pool_vectors(vectors: np.ndarray, candidate_pool: Sequence[str], dimension: int) -> np.ndarray:
+    """The rows of ``vectors`` for the first occurrence of each pool text, checked against the pool."""
+    vectors = np.asarray(vectors)
+    if vectors.shape != (len(candidate_pool), dimension):
+        raise ValueError(
+            f"pool_vectors has shape {vectors.shape}; expected ({len(candidate_pool)}, {dimension}): one row of "
+            "the model's dimension per candidate_pool text, in the same order"
+        )
+    first: dict[str, int] = {}
+    for row, text in enumerate(candidate_pool):
+        first.setdefault(text, row)
+    return vectors[list(first.values())]
 
 
 def add_teacher_scores(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import pytest
 
 from flag_core import FlagModel, FlagReranker
@@ -27,6 +28,19 @@ def test_mined_negatives_are_clean(mini_model: FlagModel) -> None:
     again, _ = mine_hard_negatives(mini_model, examples, pool, (2, 40), 10, seed=1)
     assert again == mined  # seeded
     assert report.short == 0 and report.pool == len(POOL)
+
+
+def test_given_pool_vectors_mine_the_same(mini_model: FlagModel) -> None:
+    examples = [TrainExample("what is topic 3?", ["passage about topic 3 number 3"])]
+    pool = POOL + POOL[:10]
+    vectors = np.asarray(mini_model.encode(pool))
+    mined, _ = mine_hard_negatives(mini_model, examples, pool, (2, 40), 10, seed=1)
+    given, report = mine_hard_negatives(mini_model, examples, pool, (2, 40), 10, seed=1, pool_vectors=vectors)
+    assert given == mined and report.pool == len(POOL)
+    with pytest.raises(ValueError, match=r"pool_vectors has shape \(71, 384\); expected \(72, 384\)"):
+        mine_hard_negatives(mini_model, examples, [*pool, "one more"], (2, 40), 10, pool_vectors=vectors)
+    with pytest.raises(ValueError, match="needs the candidate_pool"):
+        mine_hard_negatives(mini_model, examples, None, (2, 40), 10, pool_vectors=vectors)
 
 
 def test_too_few_candidates_gives_fewer_not_positives(mini_model: FlagModel,
