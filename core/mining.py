@@ -57,15 +57,19 @@ def mine_hard_negatives(
     if candidate_pool is None:
         if pool_vectors is not None:
             raise ValueError("pool_vectors needs the candidate_pool they were encoded from")
-        pool = list(dict.fromkeys(text for ex in examples for text in (*ex.pos, *ex.neg)))
+        first_rows = {text: 0 for ex in examples for text in (*ex.pos, *ex.neg)}
     else:
-        pool = list(dict.fromkeys(candidate_pool))
+        first_rows = {}
+        for row, text in enumerate(candidate_pool):
+            first_rows.setdefault(text, row)
+    pool = list(first_rows)
     if not pool:
         raise ValueError("the candidate pool is empty")
-    if pool_vectors is None:
+    if pool_vectors is None or candidate_pool is None:
         vectors = np.asarray(model.encode(pool, show_progress_bar=show_progress))
-    else:
-        vectors = _given_pool_vectors(pool_vectors, candidate_pool or [], model.dimension)
+    else:  # one given row per candidate_pool text; a repeated text keeps its first row
+        vectors = _checked_pool_vectors(pool_vectors, len(candidate_pool), model.dimension)
+        vectors = vectors[list(first_rows.values())]
     index = VectorIndex()
     index.add(vectors, [{} for _ in pool])
     queries = np.asarray(model.encode_queries([ex.query for ex in examples], show_progress_bar=show_progress))
@@ -97,18 +101,15 @@ def mine_hard_negatives(
     return mined, MiningReport(queries=len(examples), pool=len(pool), short=short, fewest=fewest)
 
 
-def _given_pool_vectors(vectors: np.ndarray, candidate_pool: Sequence[str], dimension: int) -> np.ndarray:
-    """The rows of ``vectors`` for the first occurrence of each pool text, checked against the pool."""
+def _checked_pool_vectors(vectors: np.ndarray, rows: int, dimension: int) -> np.ndarray:
+    """``vectors`` as an array, after checking it has one row of the model's ``dimension`` per pool text."""
     vectors = np.asarray(vectors)
-    if vectors.shape != (len(candidate_pool), dimension):
+    if vectors.shape != (rows, dimension):
         raise ValueError(
-            f"pool_vectors has shape {vectors.shape}; expected ({len(candidate_pool)}, {dimension}): one row of "
+            f"pool_vectors has shape {vectors.shape}; expected ({rows}, {dimension}): one row of "
             "the model's dimension per candidate_pool text, in the same order"
         )
-    first: dict[str, int] = {}
-    for row, text in enumerate(candidate_pool):
-        first.setdefault(text, row)
-    return vectors[list(first.values())]
+    return vectors
 
 
 def add_teacher_scores(
