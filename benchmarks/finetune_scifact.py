@@ -50,13 +50,13 @@ def main() -> None:
     logging.getLogger("flag_core").setLevel(logging.ERROR)
 
     from flag_core import FlagModel, FlagReranker
-    from flag_core.beir import load_corpus, load_qrels, load_queries
-    from flag_core.embedding_cache import EmbeddingCache
     from flag_core.evaluation import encode_cached, evaluate_rerank, evaluate_retrieval, evaluate_sts
-    from flag_core.finetune_data import TrainExample, read_examples, write_examples
-    from flag_core.mining import mine_hard_negatives
+    from flag_core.evaluation.beir import load_corpus, load_qrels, load_queries
+    from flag_core.evaluation.cache import EmbeddingCache
     from flag_core.testing import bundled_model_path
     from flag_core.training import EmbedderTrainingArgs, RerankerTrainingArgs, train_embedder, train_reranker
+    from flag_core.training.data import TrainExample, read_examples, write_examples
+    from flag_core.training.mining import mine_hard_negatives
 
     scifact, stsb = SHARED_DATA / "scifact", SHARED_DATA / "stsb" / "stsb-en-test.csv"
     bm25 = SHARED_DATA / "scifact_rerank" / "bm25_top100_test.trec"

@@ -38,9 +38,9 @@ def main() -> None:
 
     from flag_core import FlagModel
     from flag_core.evaluation import evaluate_retrieval, evaluate_sts
-    from flag_core.finetune_data import read_examples
     from flag_core.merge import mix_models, mix_models_with_data
     from flag_core.testing import bundled_model_path
+    from flag_core.training.data import read_examples
 
     tuned_dir, mined_file = args.work / "minilm-scifact", args.work / "scifact_train_mined.jsonl"
     if not (tuned_dir / "config.json").is_file() or not mined_file.is_file():
@@ -82,7 +82,7 @@ def main() -> None:
         print(f"{name:<26} {ndcg:16.4f} {spearman:15.4f} {kept:17.0%}")
     print(f"weights (fine-tuned, base): fixed {fixed.weights}, by examples {[round(w, 4) for w in by_data.weights]}")
     if args.plot is not None:
-        from flag_core.plots import plot_results
+        from flag_core.evaluation.plots import plot_results
 
         plot_results([{"model": name, "metrics": {"SciFact nDCG@10": n, "STS-B Spearman": s}}
                       for name, (n, s) in results.items()], args.plot)

@@ -37,7 +37,7 @@ def main() -> None:
     import ray
 
     from flag_core import FlagModel
-    from flag_core.beir import load_corpus
+    from flag_core.evaluation.beir import load_corpus
     from flag_core.ray_embed import embed_dataset
     from flag_core.testing import bundled_model_path
 

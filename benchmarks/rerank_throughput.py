@@ -44,14 +44,15 @@ def main() -> None:
     from sentence_transformers import CrossEncoder
 
     from flag_core import FlagReranker
-    from flag_core.beir import load_corpus, load_queries, load_trec_run, ranked
+    from flag_core.evaluation import trec_order
+    from flag_core.evaluation.beir import load_corpus, load_queries, load_trec_run
     from flag_core.testing import build_test_reranker
 
     corpus = load_corpus(args.data)
     queries = load_queries(args.data)
     run = load_trec_run(args.run)
     qids = list(run)[: args.queries]
-    pairs = [(queries[qid], corpus[docid]["full"]) for qid in qids for docid in ranked(run[qid])]
+    pairs = [(queries[qid], corpus[docid]["full"]) for qid in qids for docid in trec_order(run[qid])]
     print(f"{len(qids)} queries, {len(pairs)} pairs, max length {args.max_length}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")
 

@@ -20,9 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .embedding_cache import texts_digest
-from .fileio import cache_folder
-from .index import IndexFileError
+from .fileio import cache_folder, texts_digest
+from .inference.embedder import FlagAutoModel
+from .inference.reranker import FlagAutoReranker
+from .retrieval import DenseIndex, IndexFileError
+from .testing import bundled_model_path
 
 logger = logging.getLogger(__name__)
 
@@ -149,11 +151,6 @@ def run_demo(
 ) -> dict[str, Any]:
     """Build (or load) the standard-library index, answer ``questions``, print hits and stage timings.
     Returns the hits per question and the stage timings (for tests and notebooks)."""
-    from .embedder import FlagAutoModel
-    from .reranker import FlagAutoReranker
-    from .retrieval import DenseIndex
-    from .testing import bundled_model_path
-
     stages: list[Stage] = []
     model_path = model or bundled_model_path()
     corpus = _timed(stages, "read docstrings", lambda: stdlib_corpus(modules))

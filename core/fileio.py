@@ -1,11 +1,13 @@
-"""Atomic file writes: write a temporary file beside the target, then rename it into place."""
+"""Files: atomic writes (a temporary file beside the target, renamed into place), flagstack's cache folder,
+and fingerprints of model folders and text collections."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -43,3 +45,23 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def folder_fingerprint(folder: str | os.PathLike[str]) -> str:
+    """Names, sizes and modification times of a model folder's weight and config files."""
+    root = Path(folder)
+    parts = []
+    for pattern in ("*.safetensors", "*.bin", "config.json", "tokenizer.json"):
+        for file in sorted(root.glob(pattern)):
+            stat = file.stat()
+            parts.append(f"{file.name}:{stat.st_size}:{stat.st_mtime_ns}")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def texts_digest(texts: Sequence[str]) -> str:
+    """A SHA-256 over the texts, in order."""
+    digest = hashlib.sha256()
+    for text in texts:
+        digest.update(text.encode("utf-8", "surrogatepass"))
+        digest.update(b"\x00")
+    return digest.hexdigest()

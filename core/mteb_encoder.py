@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .embedder import FlagModel
+from .inference.embedder import FlagModel
 
 
 def _texts(inputs: Any) -> list[str]:

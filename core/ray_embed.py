@@ -27,7 +27,7 @@ class EmbedBatch:
                  torch_threads: int | None, settings: dict[str, Any]) -> None:
         import torch
 
-        from .shared import build_embedder
+        from .inference.shared import build_embedder
 
         if torch_threads:
             torch.set_num_threads(torch_threads)

@@ -1,94 +1,116 @@
-"""The settings of an embedder and of a reranker, as pydantic fields, shared by every adapter.
+"""The settings of an embedder and of a reranker, described once: name, type, default and help text.
 
-LangChain's and LlamaIndex's classes inherit these fields, so a setting has one name everywhere:
-in flag_core's constructors, in ``langchain_flag`` and in ``llamaindex_flag``.
+LangChain's and LlamaIndex's classes inherit these fields and the command line builds its options from
+them, so a setting has one name, default and description everywhere. flag_core's constructors
+(``FlagModel``, ``FlagAutoModel.from_finetuned``, ``FlagReranker``, ``FlagAutoReranker.from_finetuned``)
+take the same names with the same defaults; ``tests/flag_core/test_settings.py`` holds them to it.
+
+A setting left as None is not passed on: flag_core decides (the registry's instruction for the model, the
+model's own pooling and length, every accelerator, the reranker class's own instructions).
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from .inference.runtime import CPU_TOKEN_BUDGET
 
-class FromMerge:
-    """``from_merge``: build an adapter object from an LM-Cocktail merge, without handling files."""
+Backend = Literal["torch", "onnx"]
+Pooling = Literal["cls", "mean", "last_token"]
+Devices = str | list[str] | None
 
-    merge_type: ClassVar[str] = "encoder"
-    model_field: ClassVar[str] = "model_name"
-
-    @classmethod
-    def from_merge(
-        cls,
-        models: list[str],
-        weights: list[float] | None = None,
-        example_data: Any = None,
-        output_path: str | None = None,
-        **settings: Any,
-    ) -> Any:
-        """This class over a merge of ``models``, by ``weights`` or by a few ``example_data`` rows
-        (query/pos/neg); the merged folder is cached unless ``output_path`` is given."""
-        from .merge import merged_model
-
-        path = merged_model(models, cls.merge_type, weights, example_data, output_path)
-        return cls(**{cls.model_field: path}, **settings)
+_BACKEND = "torch, or onnx: ONNX Runtime, fp32 on the CPU, for encoders and cross-encoders (needs the onnx extra)"
+_DEVICES = "cpu, cuda, cuda:1, mps, or a list (one worker process per device); None: every accelerator, else the CPU"
+_BUDGET = f"most tokens in one padded batch (None: {CPU_TOKEN_BUDGET} on a CPU, more on accelerators)"
 
 
-class EmbedderFields(FromMerge, BaseModel):
+def given(settings: BaseModel, fields: type[BaseModel], exclude: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The values of ``fields``' settings held by ``settings`` (an adapter object) that are not None (None
+    means "not given": flag_core decides)."""
+    return {
+        name: value
+        for name in fields.model_fields
+        if name not in exclude and (value := getattr(settings, name)) is not None
+    }
+
+
+class EmbedderFields(BaseModel):
     """Embedding settings (flag_core.FlagModel's names). Instructions left as None take the registry's
     default for the model; "" turns an instruction off."""
 
-    query_instruction_for_retrieval: str | None = Field(default=None, description="put before each query")
-    query_instruction_format: str | None = Field(default=None, description='how instruction and query join: "{}{}"')
-    passage_instruction_for_retrieval: str | None = Field(default=None, description="put before each passage")
-    passage_instruction_format: str = "{}{}"
-    task: str | None = Field(default=None, description="LLM-Embedder task: qa, convsearch, chat, lrlm, icl, tool")
-    pooling_method: str | None = Field(default=None, description="cls, mean or last_token (default: the model's)")
-    normalize_embeddings: bool = True
-    query_max_length: int | None = Field(default=None, gt=0)
-    passage_max_length: int | None = Field(default=None, gt=0)
-    batch_size: int = Field(default=256, gt=0, description="most texts per forward pass")
-    max_tokens_per_batch: int | None = Field(default=None, gt=0, description="token budget per forward pass")
-    devices: str | list[str] | None = Field(default=None, description="cpu, cuda:0, [cuda:0, cuda:1], mps")
+    query_instruction_for_retrieval: str | None = Field(
+        default=None, description="instruction put before each query (None: the registry's for the model; '': none)"
+    )
+    query_instruction_format: str | None = Field(
+        default=None, description="how instruction and query join, e.g. '{}{}' (None: the registry's, else '{}{}')"
+    )
+    passage_instruction_for_retrieval: str | None = Field(
+        default=None, description="instruction put before each passage (None: the registry's, usually none)"
+    )
+    passage_instruction_format: str = Field(default="{}{}", description="how instruction and passage join")
+    task: str | None = Field(default=None, description="LLM-Embedder task: qa, convsearch, chat, lrlm, icl or tool")
+    pooling_method: Pooling | None = Field(
+        default=None, description="cls, mean or last_token (None: the model's sentence-transformers config, the "
+        "registry's, else cls)"
+    )
+    normalize_embeddings: bool = Field(default=True, description="unit-length vectors")
+    query_max_length: int | None = Field(
+        default=None, gt=0, description="longest query in tokens (None: the model's max_seq_length, else 512)"
+    )
+    passage_max_length: int | None = Field(
+        default=None, gt=0, description="longest passage in tokens (None: the model's max_seq_length, else 512)"
+    )
+    batch_size: int = Field(default=256, gt=0, description="most texts in one forward pass")
+    max_tokens_per_batch: int | None = Field(default=None, gt=0, description=_BUDGET)
+    devices: Devices = Field(default=None, description=_DEVICES)
     use_fp16: bool = Field(default=True, description="fp16 on accelerators (ignored on CPUs)")
-    use_bf16: bool = False
-    truncate_dim: int | None = Field(default=None, gt=0)
-    backend: Literal["torch", "onnx"] = Field(default="torch", description="onnx: ONNX Runtime, fp32 CPU (opt-in)")
-    trust_remote_code: bool = False
-    cache_dir: str | None = None
-    show_progress_bar: bool = False
+    use_bf16: bool = Field(default=False, description="bf16 (fast on CPUs with AVX512-BF16/AMX, slow without)")
+    truncate_dim: int | None = Field(default=None, gt=0, description="keep the first n dimensions (Matryoshka)")
+    backend: Backend = Field(default="torch", description=_BACKEND)
+    trust_remote_code: bool = Field(default=False, description="run code shipped with a hub model")
+    cache_dir: str | None = Field(default=None, description="where hub downloads are kept")
+    show_progress_bar: bool = Field(default=False, description="show a progress bar while encoding")
 
     def embedder_settings(self) -> dict[str, Any]:
-        """These settings as keyword arguments for :func:`flag_core.build_embedder`."""
-        settings = {name: getattr(self, name) for name in EmbedderFields.model_fields}
-        if settings["task"] is None:
-            del settings["task"]
-        return settings
+        """The settings given, as keyword arguments for :func:`flag_core.build_embedder`."""
+        return given(self, EmbedderFields)
 
 
-class RerankerFields(FromMerge, BaseModel):
+class RerankerFields(BaseModel):
     """Reranking settings (flag_core.FlagReranker's names)."""
 
-    merge_type: ClassVar[str] = "reranker"
-
     normalize: bool = Field(default=False, description="map scores through a sigmoid to (0, 1)")
-    model_class: str | None = Field(default=None, description="encoder, llm or layerwise (default: detected)")
-    use_fp16: bool = False
-    use_bf16: bool = False
-    batch_size: int = Field(default=128, gt=0)
-    max_length: int = Field(default=512, gt=0)
-    query_max_length: int | None = Field(default=None, gt=0)
-    max_tokens_per_batch: int | None = Field(default=None, gt=0)
-    devices: str | list[str] | None = None
-    query_instruction_for_rerank: str | None = None
-    query_instruction_format: str | None = None
-    passage_instruction_for_rerank: str | None = None
-    passage_instruction_format: str | None = None
-    backend: Literal["torch", "onnx"] = Field(default="torch", description="onnx: ONNX Runtime, fp32 CPU (opt-in)")
-    trust_remote_code: bool = False
-    cache_dir: str | None = None
-    show_progress_bar: bool = False
+    model_class: str | None = Field(
+        default=None, description="encoder, llm or layerwise (None: the registry's, else read from the config)"
+    )
+    use_fp16: bool = Field(default=False, description="fp16 on accelerators (ignored on CPUs)")
+    use_bf16: bool = Field(default=False, description="bf16 (fast on CPUs with AVX512-BF16/AMX, slow without)")
+    batch_size: int = Field(default=128, gt=0, description="most pairs in one forward pass")
+    max_length: int = Field(default=512, gt=0, description="longest (query, passage) pair in tokens")
+    query_max_length: int | None = Field(
+        default=None, gt=0, description="longest query in tokens (None: 3/4 of max_length)"
+    )
+    max_tokens_per_batch: int | None = Field(default=None, gt=0, description=_BUDGET)
+    devices: Devices = Field(default=None, description=_DEVICES)
+    prompt: str | None = Field(
+        default=None, description="LLM rerankers: the prompt after query and passage (None: FlagEmbedding's)"
+    )
+    query_instruction_for_rerank: str | None = Field(
+        default=None, description="instruction put before each query (None: the class's, 'A: ' for LLM rerankers)"
+    )
+    query_instruction_format: str = Field(default="{}{}", description="how instruction and query join")
+    passage_instruction_for_rerank: str | None = Field(
+        default=None, description="instruction put before each passage (None: the class's, 'B: ' for LLM rerankers)"
+    )
+    passage_instruction_format: str = Field(default="{}{}", description="how instruction and passage join")
+    backend: Backend = Field(default="torch", description=_BACKEND)
+    trust_remote_code: bool = Field(default=False, description="run code shipped with a hub model")
+    cache_dir: str | None = Field(default=None, description="where hub downloads are kept")
+    show_progress_bar: bool = Field(default=False, description="show a progress bar while scoring")
 
     def reranker_settings(self) -> dict[str, Any]:
-        """These settings (less ``normalize``, a per-call option) for :func:`flag_core.build_reranker`."""
-        return {name: getattr(self, name) for name in RerankerFields.model_fields if name != "normalize"}
+        """The settings given, less ``normalize`` (a per-call option, so one loaded reranker serves both),
+        as keyword arguments for :func:`flag_core.build_reranker`."""
+        return given(self, RerankerFields, exclude=("normalize",))

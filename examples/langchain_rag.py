@@ -35,7 +35,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.getLogger("flag_core").setLevel(logging.ERROR)  # truncation notices would clutter the output
 
-    from flag_core.beir import sample
+    from flag_core.evaluation.beir import sample
     from flag_core.testing import build_test_reranker, bundled_model_path
     from langchain_flag import FlagEmbeddings, FlagReranker, FlagRetriever
 

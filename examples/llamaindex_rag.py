@@ -39,7 +39,7 @@ def main() -> None:
     from llama_index.core import Document, Settings, VectorStoreIndex
     from llama_index.core.llms import MockLLM
 
-    from flag_core.beir import sample
+    from flag_core.evaluation.beir import sample
     from flag_core.testing import build_test_reranker, bundled_model_path
     from llamaindex_flag import FlagEmbedding, FlagReranker
 

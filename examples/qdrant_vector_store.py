@@ -58,7 +58,7 @@ def main() -> None:
     from qdrant_client import QdrantClient
     from qdrant_client.models import Distance, VectorParams
 
-    from flag_core.beir import sample
+    from flag_core.evaluation.beir import sample
     from flag_core.testing import bundled_model_path
     from langchain_flag import FlagEmbeddings, FlagRetriever
     from llamaindex_flag import FlagEmbedding

@@ -9,10 +9,11 @@ from langchain_core.embeddings import Embeddings
 from pydantic import ConfigDict, Field, PrivateAttr
 
 from flag_core import FlagModel, build_embedder
+from flag_core.merge import FromMerge
 from flag_core.settings import EmbedderFields
 
 
-class FlagEmbeddings(EmbedderFields, Embeddings):
+class FlagEmbeddings(FromMerge, EmbedderFields, Embeddings):
     """BGE (and other) embedding models for LangChain, with flag_core's setting names
     (see :class:`flag_core.settings.EmbedderFields`).
 
@@ -46,13 +47,13 @@ class FlagEmbeddings(EmbedderFields, Embeddings):
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         """Embed passages (with the passage instruction, if any)."""
-        return self._model.encode_corpus(texts, output="list")  # type: ignore[return-value]
+        return self._model.encode_corpus(texts, output="list")
 
     def embed_query(self, text: str) -> list[float]:
         """Embed one query (with the query instruction)."""
         if not isinstance(text, str):
             raise TypeError(f"embed_query takes one str, got {type(text).__name__}")
-        return self._model.encode_queries(text, output="list")  # type: ignore[return-value]
+        return self._model.encode_queries(text, output="list")
 
     async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
         """Like :meth:`embed_documents`, run in a worker thread so the event loop keeps running."""

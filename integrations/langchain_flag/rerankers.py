@@ -4,21 +4,22 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from langchain_core.callbacks import Callbacks
 from langchain_core.cross_encoders import BaseCrossEncoder
 from langchain_core.documents import BaseDocumentCompressor, Document
 from pydantic import ConfigDict, Field, PrivateAttr
 
+from flag_core import FlagReranker as CoreReranker
 from flag_core import build_reranker
-from flag_core.reranker import FlagReranker as CoreReranker
+from flag_core.merge import FromMerge
 from flag_core.settings import RerankerFields
 
 RELEVANCE_SCORE = "relevance_score"
 
 
-class FlagReranker(RerankerFields, BaseDocumentCompressor, BaseCrossEncoder):
+class FlagReranker(FromMerge, RerankerFields, BaseDocumentCompressor, BaseCrossEncoder):
     """Reranks documents by a BGE reranker's score of (query, document) and keeps the best ``top_n``
     (settings: :class:`flag_core.settings.RerankerFields`).
 
@@ -38,6 +39,8 @@ class FlagReranker(RerankerFields, BaseDocumentCompressor, BaseCrossEncoder):
     model_name: str = Field(description="hub id or local folder of the reranker")
     top_n: int | None = Field(default=3, description="documents kept (None: all, reordered)")
     score_threshold: float | None = Field(default=None, description="drop documents scoring below this")
+
+    merge_type: ClassVar[str] = "reranker"
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 

@@ -14,6 +14,7 @@ from langchain_core.retrievers import BaseRetriever
 from langchain_core.vectorstores import VectorStore
 from pydantic import ConfigDict, Field, PrivateAttr
 
+from flag_core.inference.inputs import check_positive_int
 from flag_core.retrieval import DenseIndex, embedding_settings
 
 from .rerankers import FlagReranker
@@ -130,8 +131,7 @@ class FlagRetriever(BaseRetriever):
     def _retrieve(self, query: str, k: int | None, top_n: int | None) -> list[Document]:
         k = self.k if k is None else k
         if self.vectorstore is not None:
-            if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
-                raise ValueError(f"k must be a positive int, got {k!r}")
+            check_positive_int(k, "k", allow_none=False)
             docs = [
                 doc.model_copy(update={"metadata": {**doc.metadata, RETRIEVAL_SCORE: float(score)}})
                 for doc, score in self.vectorstore.similarity_search_with_score(query, k=k)

@@ -9,6 +9,7 @@ from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 
 from flag_core import FlagModel, build_embedder
+from flag_core.merge import FromMerge
 from flag_core.settings import EmbedderFields
 
 # With an embeddings cache set, LlamaIndex keys query and text vectors by the string alone; queries are
@@ -16,7 +17,7 @@ from flag_core.settings import EmbedderFields
 _QUERY_KEY = "\x00flagstack-query\x00"
 
 
-class FlagEmbedding(BaseEmbedding, EmbedderFields):
+class FlagEmbedding(FromMerge, BaseEmbedding, EmbedderFields):
     """BGE (and other) embedding models for LlamaIndex, with flag_core's setting names
     (:class:`flag_core.settings.EmbedderFields`): use it as ``Settings.embed_model``, in an index, or as an
     ingestion transformation.
@@ -66,7 +67,7 @@ class FlagEmbedding(BaseEmbedding, EmbedderFields):
     def _get_query_embedding(self, query: str) -> Embedding:
         if not isinstance(query, str):
             raise TypeError(f"query must be a str, got {type(query).__name__}")
-        return self._model.encode_queries(query.removeprefix(_QUERY_KEY), output="list")  # type: ignore[return-value]
+        return self._model.encode_queries(query.removeprefix(_QUERY_KEY), output="list")
 
     async def _aget_query_embedding(self, query: str) -> Embedding:
         return await asyncio.to_thread(self._get_query_embedding, query)
@@ -76,10 +77,10 @@ class FlagEmbedding(BaseEmbedding, EmbedderFields):
     def _get_text_embedding(self, text: str) -> Embedding:
         if not isinstance(text, str):
             raise TypeError(f"text must be a str, got {type(text).__name__}")
-        return self._model.encode_corpus(text, output="list")  # type: ignore[return-value]
+        return self._model.encode_corpus(text, output="list")
 
     def _get_text_embeddings(self, texts: list[str]) -> list[Embedding]:
-        return self._model.encode_corpus(texts, output="list")  # type: ignore[return-value]
+        return self._model.encode_corpus(texts, output="list")
 
     async def _aget_text_embedding(self, text: str) -> Embedding:
         return await asyncio.to_thread(self._get_text_embedding, text)

@@ -12,14 +12,15 @@ from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRan
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 
+from flag_core import FlagReranker as CoreReranker
 from flag_core import build_reranker
-from flag_core.reranker import FlagReranker as CoreReranker
+from flag_core.merge import FromMerge
 from flag_core.settings import RerankerFields
 
 dispatcher = instrument.get_dispatcher(__name__)
 
 
-class FlagReranker(BaseNodePostprocessor, RerankerFields):
+class FlagReranker(FromMerge, BaseNodePostprocessor, RerankerFields):
     """Reorders retrieved nodes by a BGE reranker's score of (query, node text) and keeps ``top_n``.
 
     Takes the constructor arguments of LlamaIndex's ``FlagEmbeddingReranker`` (``model``, ``top_n``,
@@ -42,6 +43,7 @@ class FlagReranker(BaseNodePostprocessor, RerankerFields):
     keep_retrieval_score: bool = Field(default=False, description='copy the old score to metadata["retrieval_score"]')
     device: str | None = Field(default=None, description="one device (compatibility name; see devices)")
 
+    merge_type: ClassVar[str] = "reranker"
     model_field: ClassVar[str] = "model"
 
     _model: CoreReranker = PrivateAttr()

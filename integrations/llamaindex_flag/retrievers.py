@@ -13,6 +13,7 @@ from llama_index.core.callbacks import CallbackManager
 from llama_index.core.schema import BaseNode, MetadataMode, NodeWithScore, QueryBundle
 from llama_index.core.storage.docstore.utils import doc_to_json, json_to_doc
 
+from flag_core.inference.inputs import check_positive_int
 from flag_core.retrieval import DenseIndex, embedding_settings
 
 from .postprocessors import FlagReranker
@@ -46,8 +47,7 @@ class FlagRetriever(BaseRetriever):
     ) -> None:
         if embed_model is None:
             raise ValueError("embed_model is required, e.g. FlagEmbedding(model_name=...)")
-        if isinstance(similarity_top_k, bool) or not isinstance(similarity_top_k, int) or similarity_top_k <= 0:
-            raise ValueError(f"similarity_top_k must be a positive int, got {similarity_top_k!r}")
+        check_positive_int(similarity_top_k, "similarity_top_k", allow_none=False)
         self.embed_model = embed_model
         self.similarity_top_k = similarity_top_k
         self.reranker = reranker

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # each runs a whole example or notebook
+
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 

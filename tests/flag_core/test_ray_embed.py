@@ -19,6 +19,7 @@ def local_ray() -> object:
     ray.shutdown()
 
 
+@pytest.mark.slow
 def test_ray_vectors_equal_in_process(local_ray: object, model_path: str, tmp_path: Path) -> None:
     from flag_core.ray_embed import embed_dataset
 

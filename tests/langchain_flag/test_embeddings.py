@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from flag_core import FlagModel
-from flag_core.instructions import BGE_EN_QUERY_INSTRUCTION, LLM_EMBEDDER_INSTRUCTIONS
+from flag_core.inference.instructions import BGE_EN_QUERY_INSTRUCTION, LLM_EMBEDDER_INSTRUCTIONS
 from langchain_flag import FlagEmbeddings
 
 
@@ -81,6 +81,6 @@ async def test_async_embedding_does_not_block_the_loop(model_path: str, ticks_wh
     vectors, ticks, elapsed = await ticks_while(embeddings.aembed_documents(texts))
     assert len(vectors) == 200
     # a blocked loop would tick once; a free one ticks about every 5 ms of the call
-    assert elapsed > 0.1 and ticks >= elapsed / 0.005 * 0.2, (ticks, elapsed)
+    assert ticks >= 3 and ticks >= elapsed / 0.005 * 0.2, (ticks, elapsed)
     query, _, _ = await ticks_while(embeddings.aembed_query("pandas"))
     assert query == embeddings.embed_query("pandas")

@@ -138,5 +138,5 @@ async def test_ainvoke_does_not_block_the_loop(embeddings: FlagEmbeddings, reran
     queries = ("pandas", "Paris", "json")
     results, ticks, elapsed = await ticks_while(asyncio.gather(*(retriever.ainvoke(q) for q in queries)))
     assert [len(r) for r in results] == [3, 3, 3]
-    assert elapsed > 0.05 and ticks >= elapsed / 0.005 * 0.2, (ticks, elapsed)
+    assert ticks >= 3 and ticks >= elapsed / 0.005 * 0.2, (ticks, elapsed)
     assert results[0] == retriever.invoke("pandas")

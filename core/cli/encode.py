@@ -1,0 +1,137 @@
+"""``flagstack encode`` (texts in, vectors and their similarities out) and ``flagstack info``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from ..settings import EmbedderFields
+from .options import default_model, given_settings, parser_kwargs, positive_int, quiet, read_lines, setting
+from .tables import format_table, shorten
+
+SAMPLE_TEXTS = [
+    "How do I parse a JSON string in Python?",
+    "json.loads(s) deserializes a str containing a JSON document to a Python object.",
+    "subprocess.run(args, capture_output=True) runs a command and captures its output.",
+    "The giant panda is a bear species endemic to China.",
+    "Pandas are bears that live in the mountains of central China and eat bamboo.",
+]
+
+
+def embedder_options(parser: argparse.ArgumentParser, query_instruction_help: str | None = None) -> None:
+    """The embedding settings a command takes (--pooling, --max-length, --device, --bf16, --backend, ...)."""
+    setting(parser, EmbedderFields, "query_instruction_for_retrieval", "--query-instruction",
+            help=query_instruction_help)
+    setting(parser, EmbedderFields, "pooling_method", "--pooling")
+    parser.add_argument("--max-length", type=positive_int, default=None,
+                        help="longest query and passage in tokens (None: the model's max_seq_length, else 512)")
+    setting(parser, EmbedderFields, "devices", "--device")
+    setting(parser, EmbedderFields, "use_bf16", "--bf16")
+    setting(parser, EmbedderFields, "backend")
+
+
+def embedder_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The embedding settings of parsed options, lengths included."""
+    settings = given_settings(args, EmbedderFields)
+    settings.update(query_max_length=args.max_length, passage_max_length=args.max_length)
+    return settings
+
+
+def cmd_encode(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from ..fileio import atomic_write
+    from ..inference.embedder import FlagModel
+
+    texts: list[str] = list(args.texts)
+    if args.file:
+        texts += read_lines(args.file)
+    if not texts:
+        texts = SAMPLE_TEXTS
+    model_path = args.model or default_model()
+    start = time.perf_counter()
+    model = FlagModel(model_path, show_progress_bar=not args.quiet, **embedder_settings(args))
+    loaded = time.perf_counter()
+    encode = model.encode_queries if args.queries else model.encode_corpus
+    vectors = encode(texts, output="numpy")
+    done = time.perf_counter()
+    print(f"model      {model_path}")
+    print(f"settings   pooling={model.pooling_method} max_length={model.passage_max_length} "
+          f"devices={','.join(model.target_devices)} dim={vectors.shape[1]}")
+    print(f"timing     load {loaded - start:.2f}s, encode {len(texts)} texts {done - loaded:.2f}s")
+    if args.output:
+        with atomic_write(args.output) as handle:
+            np.save(handle, vectors)
+        print(f"wrote      {args.output} ({vectors.shape[0]} x {vectors.shape[1]} float32)")
+    if len(texts) <= args.max_table:
+        print()
+        sims = vectors @ vectors.T
+        labels = [f"[{i}]" for i in range(len(texts))]
+        rows = [[labels[i], shorten(texts[i]), *[float(s) for s in sims[i]]] for i in range(len(texts))]
+        print(format_table(["", "text", *labels], rows))
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..inference.devices import available_devices, cpu_has_native_bf16
+
+    rows: list[list[object]] = []
+    for dist in ("flagstack", "torch", "transformers", "sentence-transformers", "langchain-core", "llama-index-core"):
+        try:
+            rows.append([dist, metadata.version(dist)])
+        except metadata.PackageNotFoundError:
+            rows.append([dist, "not installed"])
+    rows += [
+        ["python", platform.python_version()],
+        ["devices", ", ".join(available_devices())],
+        ["cpu threads", str(torch.get_num_threads())],
+        ["cpu native bf16", {True: "yes", False: "no", None: "unknown"}[cpu_has_native_bf16()]],
+    ]
+    print(format_table(["component", "version / value"], rows))
+    if args.model:
+        from ..inference.embedder import FlagModel
+        from ..inference.kinds import ModelKind
+        from ..inference.model_files import read_sentence_transformers_config, resolve_model_path
+        from ..inference.registry import lookup_embedder, lookup_reranker
+
+        path = resolve_model_path(args.model)
+        entry = lookup_embedder(args.model) or lookup_reranker(args.model)
+        st = read_sentence_transformers_config(Path(path))
+        model = FlagModel(args.model)
+        details = [
+            ["folder", str(path)],
+            ["registry entry", entry.name if entry else "none (generic defaults)"],
+            ["kind", (entry.kind if entry else ModelKind.EMBEDDER).value],
+            ["query instruction", json.dumps(entry.query_instruction) if entry else "none"],
+            ["sentence-transformers pooling", st.pooling or "-"],
+            ["pooling used", model.pooling_method],
+            ["max length (query/passage)", f"{model.query_max_length}/{model.passage_max_length}"],
+            ["dimension", str(model.dimension)],
+        ]
+        print()
+        print(format_table(["model", args.model], details))
+    return 0
+
+
+def add_parsers(sub: Any) -> None:
+    enc = sub.add_parser("encode", **parser_kwargs("encode texts and print their cosine similarities"))
+    enc.add_argument("texts", nargs="*", help="texts to encode (default: a few sample sentences)")
+    enc.add_argument("--model", help="model folder or hub id (default: the bundled all-MiniLM-L6-v2)")
+    enc.add_argument("--file", help="also encode each non-empty line of this file ('-' for stdin)")
+    enc.add_argument("--queries", action="store_true", help="encode as queries (with the query instruction)")
+    embedder_options(enc, query_instruction_help="instruction put before each query (with --queries)")
+    enc.add_argument("--output", help="write the vectors to this .npy file")
+    enc.add_argument("--max-table", type=int, default=12, help="print the similarity table up to this many texts")
+    quiet(enc)
+    enc.set_defaults(func=cmd_encode)
+
+    info = sub.add_parser("info", **parser_kwargs("versions, devices, and what flagstack knows about a model"))
+    info.add_argument("--model", help="also describe this model folder or hub id")
+    info.set_defaults(func=cmd_info)

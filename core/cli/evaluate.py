@@ -1,0 +1,167 @@
+"""``flagstack eval retrieval|rerank|sts|plot``: evaluations printed as tables, written as JSON and plots."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from ..settings import EmbedderFields, RerankerFields
+from .encode import embedder_options, embedder_settings
+from .options import parser_kwargs, positive_int, quiet, setting
+from .tables import format_table
+
+
+def print_metrics(result: Any) -> None:
+    """An evaluation's metrics as a table (one row per cut-off k when the metrics have them)."""
+    metrics = result.metrics
+    ks = sorted({int(name.split("@")[1]) for name in metrics if "@" in name})
+    print()
+    if ks:
+        columns = [c for c in ("ndcg", "recall", "mrr", "map") if f"{c}@{ks[0]}" in metrics]
+        rows = [[f"@{k}", *[metrics[f"{c}@{k}"] for c in columns]] for k in ks]
+        print(format_table(["k", *[c if c != "ndcg" else "nDCG" for c in columns]], rows))
+    else:
+        print(format_table(["metric", "value"], [[name, value] for name, value in metrics.items()]))
+    counts = ", ".join(f"{key} {value}" for key, value in result.counts.items())
+    print(f"\n{counts}; {result.seconds:.1f}s")
+
+
+def _write_outputs(result: Any, args: argparse.Namespace) -> None:
+    from ..evaluation.plots import plot_results
+    from ..fileio import atomic_write
+
+    if args.output:
+        with atomic_write(args.output, "w") as handle:
+            json.dump(result.to_dict(), handle, indent=2, ensure_ascii=False)
+        print(f"wrote {args.output}")
+    if args.plot:
+        plot_results([result.to_dict()], args.plot)
+        print(f"wrote {args.plot}")
+
+
+def _model(args: argparse.Namespace) -> Any:
+    from ..inference.embedder import FlagAutoModel
+
+    return FlagAutoModel.from_finetuned(args.model, **embedder_settings(args))
+
+
+def _reranker(path: str | None, args: argparse.Namespace) -> Any:
+    from ..inference.reranker import FlagAutoReranker
+
+    if path is None or path == "identity":
+        return None
+    return FlagAutoReranker.from_finetuned(path, devices=args.devices, max_length=args.rerank_max_length,
+                                           backend=args.backend)
+
+
+def cmd_eval_retrieval(args: argparse.Namespace) -> int:
+    from ..evaluation import evaluate_retrieval
+
+    model = _model(args)
+    print(f"retrieval on {args.data} ({args.split}) with {args.model}: {model.pooling_method} pooling, "
+          f"max length {model.passage_max_length}, query instruction {model.query_instruction_for_retrieval!r}")
+    result = evaluate_retrieval(
+        model, args.data, split=args.split, top_k=args.top_k, reranker=_reranker(args.reranker, args),
+        rerank_top_k=args.rerank_top_k, hybrid=args.hybrid, cache_dir=args.cache_dir, show_progress=not args.quiet,
+    )
+    print_metrics(result)
+    _write_outputs(result, args)
+    return 0
+
+
+def cmd_eval_rerank(args: argparse.Namespace) -> int:
+    from ..evaluation import evaluate_rerank
+
+    print(f"reranking {args.run} on {args.data} ({args.split}) with {args.reranker}")
+    result = evaluate_rerank(
+        _reranker(args.reranker, args), args.data, args.run, split=args.split, top_k=args.rerank_top_k,
+        show_progress=not args.quiet,
+    )
+    print_metrics(result)
+    _write_outputs(result, args)
+    return 0
+
+
+def cmd_eval_sts(args: argparse.Namespace) -> int:
+    from ..evaluation import evaluate_sts
+
+    model = _model(args)
+    print(f"STS on {args.pairs} with {args.model}: {model.pooling_method} pooling, max length "
+          f"{model.passage_max_length}")
+    result = evaluate_sts(model, args.pairs, show_progress=not args.quiet)
+    print_metrics(result)
+    _write_outputs(result, args)
+    return 0
+
+
+def cmd_eval_plot(args: argparse.Namespace) -> int:
+    from ..evaluation.plots import plot_results
+
+    results = []
+    for path in args.results:
+        with open(path, encoding="utf-8") as handle:
+            try:
+                results.append(json.load(handle))
+            except ValueError as exc:
+                raise ValueError(f"{path} is not a results JSON file: {exc}") from exc
+    drawn = plot_results(results, args.output, args.metrics)
+    print(f"wrote {args.output} ({', '.join(drawn)})")
+    return 0
+
+
+def _model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="embedding model folder or hub id")
+    embedder_options(parser)
+    setting(parser, EmbedderFields, "batch_size")
+
+
+def _rerank_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--rerank-top-k", type=positive_int, default=100, help="candidates reranked per query")
+    setting(parser, RerankerFields, "max_length", "--rerank-max-length")
+
+
+def _outputs(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--output", help="write the results (metrics, settings, data checksums) as JSON")
+    parser.add_argument("--plot", help="write a bar chart of the metrics (PNG)")
+    quiet(parser)
+
+
+def add_parsers(sub: Any) -> None:
+    evaluation = sub.add_parser("eval", **parser_kwargs("evaluate retrieval, reranking or STS"))
+    kinds = evaluation.add_subparsers(dest="eval_command", required=True)
+
+    retrieval = kinds.add_parser("retrieval", **parser_kwargs("dense retrieval on a BEIR folder (optionally reranked)"))
+    _model_options(retrieval)
+    retrieval.add_argument("--data", required=True, help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/")
+    retrieval.add_argument("--split", default="test", help="qrels split")
+    retrieval.add_argument("--top-k", type=positive_int, default=100, help="documents retrieved per query")
+    retrieval.add_argument("--reranker", default=None, help="rerank the top documents with this reranker")
+    _rerank_options(retrieval)
+    retrieval.add_argument("--hybrid", action="store_true", help="fuse BM25 and dense by reciprocal rank")
+    retrieval.add_argument("--cache-dir", default=None, help="keep encoded corpora here for the next run")
+    _outputs(retrieval)
+    retrieval.set_defaults(func=cmd_eval_retrieval)
+
+    rerank = kinds.add_parser("rerank", **parser_kwargs("rescore a TREC run's candidates with a reranker"))
+    rerank.add_argument("--reranker", required=True, help="reranker folder or hub id; 'identity' keeps the run")
+    rerank.add_argument("--data", required=True, help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/")
+    rerank.add_argument("--run", required=True, help="TREC run file: qid Q0 docid rank score tag")
+    rerank.add_argument("--split", default="test", help="qrels split")
+    _rerank_options(rerank)
+    setting(rerank, RerankerFields, "devices", "--device")
+    setting(rerank, RerankerFields, "backend")
+    _outputs(rerank)
+    rerank.set_defaults(func=cmd_eval_rerank)
+
+    sts = kinds.add_parser("sts", **parser_kwargs("Spearman/Pearson of cosine similarity on scored sentence pairs"))
+    _model_options(sts)
+    sts.add_argument("--pairs", required=True, help="csv/tsv: sentence1, sentence2, score")
+    _outputs(sts)
+    sts.set_defaults(func=cmd_eval_sts)
+
+    plot = kinds.add_parser("plot", **parser_kwargs("plot several --output files side by side"))
+    plot.add_argument("results", nargs="+", help="results JSON files")
+    plot.add_argument("--output", required=True, help="PNG file")
+    plot.add_argument("--metrics", nargs="*", default=None, help="metrics to draw (None: the usual ones present)")
+    plot.set_defaults(func=cmd_eval_plot)

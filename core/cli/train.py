@@ -1,0 +1,125 @@
+"""``flagstack mine`` (hard negatives) and ``flagstack train embedder|reranker`` (the BGE recipe)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ..settings import EmbedderFields
+from ..training.trainer import EmbedderTrainingArgs, RerankerTrainingArgs, TrainingArgs
+from .options import field_option, parser_kwargs, positive_int, quiet, read_lines, setting
+from .tables import format_table
+
+
+def _band(text: str) -> tuple[int, int]:
+    start, _, end = text.partition("-")
+    try:
+        return int(start), int(end)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected START-END like 10-210, got {text!r}") from None
+
+
+def cmd_mine(args: argparse.Namespace) -> int:
+    from ..inference.embedder import FlagAutoModel
+    from ..inference.reranker import FlagAutoReranker
+    from ..training import add_teacher_scores, mine_hard_negatives, read_examples, write_examples
+
+    examples = read_examples(args.input)
+    pool = read_lines(args.candidate_pool) if args.candidate_pool else None
+    model = FlagAutoModel.from_finetuned(
+        args.model, query_instruction_for_retrieval=args.query_instruction_for_retrieval, devices=args.devices
+    )
+    mined, report = mine_hard_negatives(model, examples, pool, args.range_for_sampling, args.negative_number,
+                                        args.seed, show_progress=not args.quiet)
+    if args.reranker:
+        mined = add_teacher_scores(FlagAutoReranker.from_finetuned(args.reranker, devices=args.devices), mined,
+                                   show_progress=not args.quiet)
+    write_examples(args.output, mined)
+    print(format_table(["", "value"], [["queries", report.queries], ["candidate pool", report.pool],
+                                       ["negatives asked", args.negative_number],
+                                       ["queries with fewer", report.short], ["fewest negatives", report.fewest],
+                                       ["teacher scores", "yes" if args.reranker else "no"]]))
+    print(f"wrote {args.output}")
+    return 0
+
+
+# options shared by both kinds of training (the rest are per kind), with the help each shows
+_COMMON: dict[str, tuple[str, tuple[str, ...]]] = {
+    "epochs": ("passes over the data", ()),
+    "max_steps": ("stop after this many steps (-1: run the epochs)", ()),
+    "batch_size": ("queries per step", ()),
+    "train_group_size": ("passages per query: 1 positive + n-1 negatives", ("--group-size",)),
+    "learning_rate": ("peak learning rate", ()),
+    "seed": ("random seed (sampling, initialisation)", ()),
+    "fp16": ("fp16 mixed precision (GPUs only)", ()),
+    "bf16": ("bf16 mixed precision (GPUs only)", ()),
+    "gradient_checkpointing": ("recompute activations to save memory", ()),
+    "save_steps": ("write a checkpoint every this many steps", ()),
+    "logging_steps": ("log the loss every this many steps", ()),
+}
+_EMBEDDER: dict[str, tuple[str, tuple[str, ...]]] = {
+    "temperature": ("InfoNCE temperature", ()),
+    "query_max_length": ("longest query in tokens", ()),
+    "passage_max_length": ("longest passage in tokens", ()),
+}
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from ..training import train_embedder, train_reranker
+
+    owner: type[TrainingArgs] = EmbedderTrainingArgs if args.train_command == "embedder" else RerankerTrainingArgs
+    names = [*_COMMON, *(_EMBEDDER if owner is EmbedderTrainingArgs else ("max_length",))]
+    values: dict[str, Any] = {name: getattr(args, name) for name in names}
+    values.update(output_dir=args.output, resume_from_checkpoint=args.resume or None, show_progress=not args.quiet,
+                  distill=True if args.distill else None)
+    if owner is EmbedderTrainingArgs:
+        values.update(in_batch_negatives=not args.no_in_batch_negatives, pooling=args.pooling_method,
+                      query_instruction=args.query_instruction_for_retrieval)
+        result = train_embedder(args.model, args.data, EmbedderTrainingArgs(**values))
+    else:
+        result = train_reranker(args.model, args.data, RerankerTrainingArgs(**values))
+    print(format_table(["", "value"], [
+        ["steps", result.steps], ["first loss", result.first_loss], ["last loss", result.last_loss],
+        ["time", f"{result.seconds:.1f}s"], ["model", result.output_dir],
+    ]))
+    return 0
+
+
+def add_parsers(sub: Any) -> None:
+    mine = sub.add_parser("mine", **parser_kwargs("mine hard negatives for FlagEmbedding-format training data"))
+    mine.add_argument("--model", required=True, help="embedding model folder or hub id")
+    mine.add_argument("--input", required=True, help="jsonl with query, pos, (neg)")
+    mine.add_argument("--output", required=True, help="jsonl to write the mined examples to")
+    mine.add_argument("--candidate-pool", default=None, help="one passage per line (None: all pos and neg)")
+    mine.add_argument("--range-for-sampling", type=_band, default=(10, 210), help="rank band, e.g. 10-210")
+    mine.add_argument("--negative-number", type=positive_int, default=15, help="negatives per query")
+    setting(mine, EmbedderFields, "query_instruction_for_retrieval", "--query-instruction")
+    mine.add_argument("--reranker", default=None, help="also score pairs with this reranker (for distillation)")
+    mine.add_argument("--seed", type=int, default=42, help="random seed of the negative sampling")
+    setting(mine, EmbedderFields, "devices", "--device")
+    quiet(mine)
+    mine.set_defaults(func=cmd_mine)
+
+    train = sub.add_parser("train", **parser_kwargs("fine-tune an embedder or a reranker"))
+    kinds = train.add_subparsers(dest="train_command", required=True)
+    for kind, owner in (("embedder", EmbedderTrainingArgs), ("reranker", RerankerTrainingArgs)):
+        parser = kinds.add_parser(kind, **parser_kwargs(f"fine-tune a{'n' if kind == 'embedder' else ''} {kind}"))
+        parser.add_argument("--model", required=True, help=f"{kind} folder or hub id to start from")
+        parser.add_argument("--data", required=True, help="FlagEmbedding jsonl")
+        parser.add_argument("--output", required=True, help="output folder (checkpoints inside)")
+        for name, (help_text, flags) in _COMMON.items():
+            field_option(parser, owner, name, help_text, *flags)
+        parser.add_argument("--distill", action="store_true", help="add KL to the teacher scores")
+        parser.add_argument("--resume", default=None, help="checkpoint folder to resume from")
+        quiet(parser)
+        if owner is EmbedderTrainingArgs:
+            for name, (help_text, flags) in _EMBEDDER.items():
+                field_option(parser, owner, name, help_text, *flags)
+            parser.add_argument("--no-in-batch-negatives", action="store_true",
+                                help="score each query against its own group only")
+            setting(parser, EmbedderFields, "query_instruction_for_retrieval", "--query-instruction",
+                    help="instruction put before each training query")
+            setting(parser, EmbedderFields, "pooling_method", "--pooling")
+        else:
+            field_option(parser, owner, "max_length", "longest (query, passage) pair in tokens")
+        parser.set_defaults(func=cmd_train)

@@ -1,0 +1,464 @@
+"""Drop-in replacements for FlagEmbedding's embedders: FlagModel, LLMEmbedder and FlagAutoModel."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any, Literal, TypedDict, overload
+
+import numpy as np
+import torch
+from typing_extensions import Unpack
+
+from .devices import resolve_devices
+from .inputs import as_text_list, check_positive_int
+from .instructions import apply_instruction, llm_embedder_instruction
+from .kinds import ModelKind, embedder_class
+from .model_files import read_sentence_transformers_config, resolve_model_path
+from .pooling import resolve_pooling
+from .registry import ModelEntry, lookup_embedder
+from .runtime import EmbedderSettings, EmbeddingRuntime
+
+logger = logging.getLogger(__name__)
+
+OutputFormat = Literal["numpy", "torch", "list"]
+Embeddings = np.ndarray | torch.Tensor | list[float] | list[list[float]]
+
+FALLBACK_MAX_LENGTH = 512
+
+
+class EncodeOptions(TypedDict, total=False):
+    """The keyword options of ``encode``, ``encode_queries`` and ``encode_corpus`` besides ``output``."""
+
+    batch_size: int | None
+    max_length: int | None
+    convert_to_numpy: bool | None
+    instruction: str | None
+    instruction_format: str | None
+    show_progress_bar: bool | None
+
+
+class FlagModel:
+    """An embedding model with FlagEmbedding's ``FlagModel`` interface, on flagstack's runtime.
+
+    Settings left as None are filled from, in order: the model folder's sentence-transformers files
+    (pooling, max_seq_length), the registry of known models, then FlagEmbedding's defaults (cls pooling,
+    512 tokens). Instructions are used only when given, as in FlagEmbedding (``FlagAutoModel`` fills
+    them from the registry). fp16 is used on accelerators only; bf16 when asked, also on CPUs.
+    """
+
+    def __init__(
+        self,
+        model_name_or_path: str | os.PathLike[str],
+        normalize_embeddings: bool = True,
+        use_fp16: bool = True,
+        query_instruction_for_retrieval: str | None = None,
+        query_instruction_format: str = "{}{}",
+        devices: str | int | Sequence[str | int] | None = None,
+        pooling_method: str | None = None,
+        trust_remote_code: bool = False,
+        cache_dir: str | None = None,
+        batch_size: int = 256,
+        query_max_length: int | None = None,
+        passage_max_length: int | None = None,
+        convert_to_numpy: bool = True,
+        truncate_dim: int | None = None,
+        passage_instruction_for_retrieval: str | None = None,
+        passage_instruction_format: str = "{}{}",
+        use_bf16: bool = False,
+        max_tokens_per_batch: int | None = None,
+        show_progress_bar: bool = False,
+        padding_side: Literal["left", "right"] | None = None,
+        backend: Literal["torch", "onnx"] = "torch",
+    ) -> None:
+        path = resolve_model_path(model_name_or_path, cache_dir)
+        self.model_name_or_path = str(model_name_or_path)
+        self.entry: ModelEntry | None = lookup_embedder(self.model_name_or_path)
+        st_config = read_sentence_transformers_config(path)
+        self.pooling_method = resolve_pooling(self.model_name_or_path, path, pooling_method)
+        self.normalize_embeddings = bool(normalize_embeddings)
+        self.use_fp16 = bool(use_fp16)
+        self.use_bf16 = bool(use_bf16)
+        self.query_instruction_for_retrieval = query_instruction_for_retrieval
+        self.query_instruction_format = query_instruction_format
+        self.passage_instruction_for_retrieval = passage_instruction_for_retrieval
+        self.passage_instruction_format = passage_instruction_format
+        self.batch_size = check_positive_int(batch_size, "batch_size", allow_none=False) or 256
+        self.convert_to_numpy = bool(convert_to_numpy)
+        self.truncate_dim = check_positive_int(truncate_dim, "truncate_dim")
+        self.show_progress_bar = bool(show_progress_bar)
+        self.target_devices = resolve_devices(devices)
+        check_positive_int(max_tokens_per_batch, "max_tokens_per_batch")
+        self.runtime = EmbeddingRuntime(
+            EmbedderSettings(
+                path=str(path),
+                pooling=self.pooling_method,
+                use_fp16=self.use_fp16,
+                use_bf16=self.use_bf16,
+                trust_remote_code=bool(trust_remote_code),
+                padding_side=padding_side,
+                max_tokens_per_batch=max_tokens_per_batch,
+                backend=backend,
+            ),
+            self.target_devices,
+        )
+        default_length = st_config.max_seq_length or (self.entry.max_length if self.entry else None)
+        self.query_max_length = self._length(query_max_length, default_length, "query_max_length")
+        self.passage_max_length = self._length(passage_max_length, default_length, "passage_max_length")
+
+    def _length(self, explicit: int | None, default: int | None, name: str) -> int:
+        limit = self.runtime.max_length
+        if explicit is not None:
+            value = check_positive_int(explicit, name, allow_none=False) or 0
+            if limit is not None and value > limit:
+                logger.warning("%s=%d is more than the model accepts; using %d", name, value, limit)
+                return limit
+            return value
+        value = default or FALLBACK_MAX_LENGTH
+        return min(value, limit) if limit is not None else value
+
+    @property
+    def dimension(self) -> int:
+        """Length of the vectors this model returns."""
+        dim = self.runtime.dimension
+        return dim if self.truncate_dim is None else min(dim, self.truncate_dim)
+
+    @overload
+    def encode_queries(  # type: ignore[overload-overlap]  # a str is also a Sequence[str]: the str overload comes first
+        self, queries: str, *, output: Literal["list"], **options: Unpack[EncodeOptions]
+    ) -> list[float]: ...
+    @overload
+    def encode_queries(
+        self, queries: Sequence[str], *, output: Literal["list"], **options: Unpack[EncodeOptions]
+    ) -> list[list[float]]: ...
+    @overload
+    def encode_queries(
+        self, queries: str | Sequence[str], *, output: Literal["numpy"], **options: Unpack[EncodeOptions]
+    ) -> np.ndarray: ...
+    @overload
+    def encode_queries(
+        self, queries: str | Sequence[str], *, output: Literal["torch"], **options: Unpack[EncodeOptions]
+    ) -> torch.Tensor: ...
+    @overload
+    def encode_queries(
+        self,
+        queries: str | Sequence[str],
+        batch_size: int | None = None,
+        max_length: int | None = None,
+        convert_to_numpy: bool | None = None,
+        instruction: str | None = None,
+        instruction_format: str | None = None,
+        output: OutputFormat | None = None,
+        show_progress_bar: bool | None = None,
+    ) -> Embeddings: ...
+
+    def encode_queries(
+        self,
+        queries: str | Sequence[str],
+        batch_size: int | None = None,
+        max_length: int | None = None,
+        convert_to_numpy: bool | None = None,
+        instruction: str | None = None,
+        instruction_format: str | None = None,
+        output: OutputFormat | None = None,
+        show_progress_bar: bool | None = None,
+    ) -> Embeddings:
+        """Encode queries with the query instruction (or ``instruction``) and ``query_max_length``."""
+        return self.encode(
+            queries,
+            batch_size=batch_size,
+            max_length=self.query_max_length if max_length is None else max_length,
+            convert_to_numpy=convert_to_numpy,
+            instruction=instruction if instruction is not None else self.query_instruction_for_retrieval,
+            instruction_format=instruction_format or self.query_instruction_format,
+            output=output,
+            show_progress_bar=show_progress_bar,
+        )
+
+    @overload
+    def encode_corpus(  # type: ignore[overload-overlap]  # a str is also a Sequence[str]: the str overload comes first
+        self, corpus: str, *, output: Literal["list"], **options: Unpack[EncodeOptions]
+    ) -> list[float]: ...
+    @overload
+    def encode_corpus(
+        self, corpus: Sequence[str], *, output: Literal["list"], **options: Unpack[EncodeOptions]
+    ) -> list[list[float]]: ...
+    @overload
+    def encode_corpus(
+        self, corpus: str | Sequence[str], *, output: Literal["numpy"], **options: Unpack[EncodeOptions]
+    ) -> np.ndarray: ...
+    @overload
+    def encode_corpus(
+        self, corpus: str | Sequence[str], *, output: Literal["torch"], **options: Unpack[EncodeOptions]
+    ) -> torch.Tensor: ...
+    @overload
+    def encode_corpus(
+        self,
+        corpus: str | Sequence[str],
+        batch_size: int | None = None,
+        max_length: int | None = None,
+        convert_to_numpy: bool | None = None,
+        instruction: str | None = None,
+        instruction_format: str | None = None,
+        output: OutputFormat | None = None,
+        show_progress_bar: bool | None = None,
+    ) -> Embeddings: ...
+
+    def encode_corpus(
+        self,
+        corpus: str | Sequence[str],
+        batch_size: int | None = None,
+        max_length: int | None = None,
+        convert_to_numpy: bool | None = None,
+        instruction: str | None = None,
+        instruction_format: str | None = None,
+        output: OutputFormat | None = None,
+        show_progress_bar: bool | None = None,
+    ) -> Embeddings:
+        """Encode passages with the passage instruction (if any) and ``passage_max_length``."""
+        return self.encode(
+            corpus,
+            batch_size=batch_size,
+            max_length=self.passage_max_length if max_length is None else max_length,
+            convert_to_numpy=convert_to_numpy,
+            instruction=instruction if instruction is not None else self.passage_instruction_for_retrieval,
+            instruction_format=instruction_format or self.passage_instruction_format,
+            output=output,
+            show_progress_bar=show_progress_bar,
+        )
+
+    @overload
+    def encode(  # type: ignore[overload-overlap]  # a str is also a Sequence[str]: the str overload comes first
+        self, sentences: str, *, output: Literal["list"], **options: Unpack[EncodeOptions]
+    ) -> list[float]: ...
+    @overload
+    def encode(
+        self, sentences: Sequence[str], *, output: Literal["list"], **options: Unpack[EncodeOptions]
+    ) -> list[list[float]]: ...
+    @overload
+    def encode(
+        self, sentences: str | Sequence[str], *, output: Literal["numpy"], **options: Unpack[EncodeOptions]
+    ) -> np.ndarray: ...
+    @overload
+    def encode(
+        self, sentences: str | Sequence[str], *, output: Literal["torch"], **options: Unpack[EncodeOptions]
+    ) -> torch.Tensor: ...
+    @overload
+    def encode(
+        self,
+        sentences: str | Sequence[str],
+        batch_size: int | None = None,
+        max_length: int | None = None,
+        convert_to_numpy: bool | None = None,
+        instruction: str | None = None,
+        instruction_format: str | None = None,
+        output: OutputFormat | None = None,
+        show_progress_bar: bool | None = None,
+    ) -> Embeddings: ...
+
+    def encode(
+        self,
+        sentences: str | Sequence[str],
+        batch_size: int | None = None,
+        max_length: int | None = None,
+        convert_to_numpy: bool | None = None,
+        instruction: str | None = None,
+        instruction_format: str | None = None,
+        output: OutputFormat | None = None,
+        show_progress_bar: bool | None = None,
+    ) -> Embeddings:
+        """Encode texts as they are (plus ``instruction`` when given).
+
+        One str gives one 1-D vector; a list gives a (n, dim) matrix, float32, in input order. The
+        result is numpy by default, a torch tensor with ``convert_to_numpy=False`` or
+        ``output="torch"``, and Python lists with ``output="list"``.
+        """
+        texts, single = as_text_list(sentences, "sentences")
+        texts = apply_instruction(texts, instruction, instruction_format)
+        to_numpy = self.convert_to_numpy if convert_to_numpy is None else convert_to_numpy
+        fmt = output or ("numpy" if to_numpy else "torch")
+        if fmt not in ("numpy", "torch", "list"):
+            raise ValueError(f"output must be 'numpy', 'torch' or 'list', got {output!r}")
+        length = self.passage_max_length if max_length is None else self._length(max_length, None, "max_length")
+        vectors = self.runtime.embed(
+            texts,
+            max_length=length,
+            batch_size=check_positive_int(batch_size, "batch_size") or self.batch_size,
+            normalize=self.normalize_embeddings,
+            truncate_dim=self.truncate_dim,
+            show_progress=self.show_progress_bar if show_progress_bar is None else show_progress_bar,
+        )
+        if single:
+            vectors = vectors[0]
+        if fmt == "torch":
+            return vectors
+        array = vectors.numpy()
+        return array.tolist() if fmt == "list" else array
+
+    def signature(self) -> dict[str, Any]:
+        """The settings that decide what a vector means (an index built with one signature can only be
+        searched with vectors of the same signature)."""
+        return {
+            "model": os.path.basename(self.model_name_or_path.rstrip("/\\")),
+            "dimension": self.dimension,
+            "pooling_method": self.pooling_method,
+            "normalize_embeddings": self.normalize_embeddings,
+            "query_instruction": self.query_instruction_for_retrieval,
+            "query_instruction_format": self.query_instruction_format,
+            "passage_instruction": self.passage_instruction_for_retrieval,
+            "passage_instruction_format": self.passage_instruction_format,
+            "query_max_length": self.query_max_length,
+            "passage_max_length": self.passage_max_length,
+            "task": getattr(self, "task", None),
+        }
+
+    def stop_self_pool(self) -> None:
+        """Stop worker processes (several devices); FlagEmbedding's name for it."""
+        self.runtime.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({self.model_name_or_path!r}, pooling_method={self.pooling_method!r}, "
+            f"devices={self.target_devices}, query_max_length={self.query_max_length}, "
+            f"passage_max_length={self.passage_max_length})"
+        )
+
+
+class LLMEmbedder(FlagModel):
+    """BAAI/llm-embedder: one model, six tasks, each with its own query and key instruction."""
+
+    def __init__(
+        self,
+        model_name_or_path: str | os.PathLike[str],
+        normalize_embeddings: bool = True,
+        use_fp16: bool = True,
+        devices: str | int | Sequence[str | int] | None = None,
+        pooling_method: str | None = "cls",
+        task: str = "qa",
+        **kwargs: Any,
+    ) -> None:
+        kwargs.pop("query_instruction_for_retrieval", None)  # the task decides the instruction
+        llm_embedder_instruction(task, "query")  # an unknown task fails here, not at the first call
+        self.task = task
+        super().__init__(
+            model_name_or_path,
+            normalize_embeddings=normalize_embeddings,
+            use_fp16=use_fp16,
+            devices=devices,
+            pooling_method=pooling_method,
+            **kwargs,
+        )
+
+    def encode_queries(  # type: ignore[override]
+        self,
+        queries: str | Sequence[str],
+        batch_size: int | None = None,
+        max_length: int | None = None,
+        convert_to_numpy: bool | None = None,
+        task: str | None = None,
+        **kwargs: Any,
+    ) -> Embeddings:
+        """Encode queries with the query instruction of ``task`` (qa, convsearch, chat, lrlm, icl, tool;
+        default: the task given at construction)."""
+        return self.encode(
+            queries,
+            batch_size=batch_size,
+            max_length=self.query_max_length if max_length is None else max_length,
+            convert_to_numpy=convert_to_numpy,
+            instruction=llm_embedder_instruction(task or self.task, "query"),
+            **kwargs,
+        )
+
+    def encode_keys(
+        self,
+        keys: str | Sequence[str],
+        batch_size: int | None = None,
+        max_length: int | None = None,
+        convert_to_numpy: bool | None = None,
+        task: str | None = None,
+        **kwargs: Any,
+    ) -> Embeddings:
+        """Encode keys (documents) with the key instruction of ``task``."""
+        return self.encode(
+            keys,
+            batch_size=batch_size,
+            max_length=self.passage_max_length if max_length is None else max_length,
+            convert_to_numpy=convert_to_numpy,
+            instruction=llm_embedder_instruction(task or self.task, "key"),
+            **kwargs,
+        )
+
+    def encode_corpus(  # type: ignore[override]
+        self,
+        corpus: str | Sequence[str],
+        batch_size: int | None = None,
+        max_length: int | None = None,
+        convert_to_numpy: bool | None = None,
+        task: str | None = None,
+        **kwargs: Any,
+    ) -> Embeddings:
+        """Same as :meth:`encode_keys`."""
+        return self.encode_keys(corpus, batch_size, max_length, convert_to_numpy, task=task, **kwargs)
+
+
+class FlagAutoModel:
+    """Builds the right embedder for a model name, with the registry's defaults filled in."""
+
+    def __init__(self) -> None:
+        raise OSError("FlagAutoModel is not meant to be instantiated; use FlagAutoModel.from_finetuned(...)")
+
+    @classmethod
+    def from_finetuned(
+        cls,
+        model_name_or_path: str | os.PathLike[str],
+        model_class: str | None = None,
+        normalize_embeddings: bool = True,
+        use_fp16: bool = True,
+        query_instruction_for_retrieval: str | None = None,
+        devices: str | int | Sequence[str | int] | None = None,
+        pooling_method: str | None = None,
+        trust_remote_code: bool = False,
+        query_instruction_format: str | None = None,
+        **kwargs: Any,
+    ) -> FlagModel:
+        """An embedder for ``model_name_or_path``: known names (hub ids, local or fine-tuned folders named
+        after them) get their pooling and query instruction from the registry; unknown ones get the
+        folder's sentence-transformers settings or FlagEmbedding's defaults. Explicit arguments win; an
+        instruction of "" means none (None means the registry's default)."""
+        entry = lookup_embedder(str(model_name_or_path))
+        if model_class is not None:
+            pooling_method = pooling_method or embedder_class(model_class).default_pooling
+        if entry is not None and entry.kind is ModelKind.LLM_EMBEDDER:
+            return LLMEmbedder(
+                model_name_or_path,
+                normalize_embeddings=normalize_embeddings,
+                use_fp16=use_fp16,
+                devices=devices,
+                pooling_method=pooling_method or "cls",
+                trust_remote_code=bool(trust_remote_code),
+                **kwargs,
+            )
+        if entry is not None:
+            if query_instruction_for_retrieval is None:
+                query_instruction_for_retrieval = entry.query_instruction
+            if query_instruction_format is None:
+                query_instruction_format = entry.instruction_format
+            if kwargs.get("passage_instruction_for_retrieval") is None:
+                kwargs["passage_instruction_for_retrieval"] = entry.passage_instruction
+        # "" asks for no instruction at all (None means "the registry's default")
+        if query_instruction_for_retrieval == "":
+            query_instruction_for_retrieval = None
+        if kwargs.get("passage_instruction_for_retrieval") == "":
+            kwargs["passage_instruction_for_retrieval"] = None
+        return FlagModel(
+            model_name_or_path,
+            normalize_embeddings=normalize_embeddings,
+            use_fp16=use_fp16,
+            query_instruction_for_retrieval=query_instruction_for_retrieval,
+            query_instruction_format=query_instruction_format or "{}{}",
+            devices=devices,
+            pooling_method=pooling_method,
+            trust_remote_code=bool(trust_remote_code),
+            **kwargs,
+        )

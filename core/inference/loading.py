@@ -1,0 +1,144 @@
+"""Loading models: every caller that asks for the same folder, head, device and dtype gets the same
+:class:`LoadedModel` (weights in memory once), together with the lock that serialises its use.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import weakref
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .backends.onnx import OnnxModel, check_backend, export_onnx
+from .kinds import Head
+from .model_files import quiet_transformers
+
+# Encoders whose transformers code takes a ready 4-D attention mask as is (see LoadedModel.inputs): the BGE
+# family's architectures (BERT: bge-*-en/zh, e5, gte-base; XLM-RoBERTa: bge-m3, bge-reranker-*).
+ROW_MASK_MODEL_TYPES = frozenset({"bert", "roberta", "xlm-roberta"})
+
+
+@dataclass(eq=False)
+class LoadedModel:
+    """A model, its tokenizer, where it runs, and the lock that serialises its use."""
+
+    model: Any  # a transformers model, or an OnnxModel with backend="onnx"
+    tokenizer: Any
+    path: Path
+    device: torch.device
+    dtype: torch.dtype
+    lock: threading.RLock = field(default_factory=threading.RLock)
+
+    @property
+    def config(self) -> Any:
+        return self.model.config
+
+    @functools.cached_property
+    def row_mask(self) -> bool:
+        """Whether padded batches reach the model as one additive mask row per sequence (see ``inputs``)."""
+        config = getattr(self.model, "config", None)
+        return (
+            isinstance(self.model, torch.nn.Module)
+            and self.device.type == "cpu"
+            and getattr(config, "model_type", None) in ROW_MASK_MODEL_TYPES
+            and getattr(config, "_attn_implementation", None) == "sdpa"
+            and not getattr(config, "is_decoder", False)
+        )
+
+    def inputs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The model's keyword inputs for a padded ``batch`` (``pad_batch``'s output).
+
+        For the bidirectional encoders in ``ROW_MASK_MODEL_TYPES`` on the CPU, a padded batch's mask is given
+        as a (batch, 1, 1, length) additive float mask (0 or -inf). transformers would otherwise expand the
+        2-D mask to (batch, 1, length, length) booleans, which PyTorch's CPU SDPA kernel converts to floats
+        for every layer; each query row of that mask is the same key-padding row, so the scores are the
+        same and only the mask work goes. Batches without padding, other models and devices are unchanged.
+        """
+        mask = batch["attention_mask"]
+        if not self.row_mask or bool(mask.all()):
+            return batch
+        keep = mask.bool()[:, None, None, :]
+        additive = torch.zeros(keep.shape, dtype=self.dtype, device=mask.device).masked_fill(~keep, float("-inf"))
+        return {**batch, "attention_mask": additive}
+
+
+_CACHE: weakref.WeakValueDictionary[tuple[Any, ...], LoadedModel] = weakref.WeakValueDictionary()
+_CACHE_LOCK = threading.Lock()
+
+
+def load_model(
+    path: Path,
+    head: Head,
+    device: str,
+    dtype: torch.dtype,
+    trust_remote_code: bool = False,
+    padding_side: str | None = None,
+    backend: str = "torch",
+) -> LoadedModel:
+    """Load (or reuse) the model in ``path`` with ``head`` on ``device`` in ``dtype``, with its tokenizer.
+    Weights come from safetensors when the folder has them. ``backend="onnx"`` runs the forward pass in
+    ONNX Runtime (see :mod:`flag_core.inference.backends.onnx`)."""
+    head = Head(head)
+    check_backend(backend, device, dtype, head)
+    key = (str(path.resolve()), head, device, str(dtype), trust_remote_code, padding_side, backend)
+    with _CACHE_LOCK:
+        cached = _CACHE.get(key)
+        if cached is not None:
+            return cached
+        loaded = _load_uncached(path, head, device, dtype, trust_remote_code, padding_side, backend)
+        _CACHE[key] = loaded
+        return loaded
+
+
+def _load_uncached(
+    path: Path,
+    head: Head,
+    device: str,
+    dtype: torch.dtype,
+    trust_remote_code: bool,
+    padding_side: str | None,
+    backend: str,
+) -> LoadedModel:
+    import transformers
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    if padding_side is not None:
+        tokenizer.padding_side = padding_side
+    if backend == "onnx":
+        config = transformers.AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+        session = OnnxModel(export_onnx(path, head, trust_remote_code), config, head)
+        return LoadedModel(model=session, tokenizer=tokenizer, path=path, device=torch.device("cpu"), dtype=dtype)
+    auto_class = head.auto_class()
+    kwargs: dict[str, Any] = {
+        "dtype": dtype,
+        "trust_remote_code": trust_remote_code,
+        "use_safetensors": True if any(path.glob("*.safetensors")) else None,
+    }
+    with quiet_transformers():
+        try:
+            model = auto_class.from_pretrained(path, attn_implementation="sdpa", **kwargs)
+        except (ValueError, ImportError, NotImplementedError):
+            # this architecture has no SDPA attention: use its default one
+            model = auto_class.from_pretrained(path, **kwargs)
+    model.eval()
+    torch_device = torch.device(device)
+    model.to(torch_device)
+    return LoadedModel(model=model, tokenizer=tokenizer, path=path, device=torch_device, dtype=dtype)
+
+
+def model_max_length(loaded: LoadedModel) -> int | None:
+    """The longest input the model accepts, from its tokenizer or its position embeddings."""
+    limit = getattr(loaded.tokenizer, "model_max_length", None)
+    if isinstance(limit, int) and 0 < limit < 1_000_000:
+        return limit
+    positions = getattr(loaded.config, "max_position_embeddings", None)
+    if isinstance(positions, int) and positions > 0:
+        offset = 2 if getattr(loaded.config, "model_type", "") in {"roberta", "xlm-roberta", "camembert"} else 0
+        return positions - offset
+    return None
+
+

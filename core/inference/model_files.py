@@ -1,0 +1,181 @@
+"""Model folders: finding them (local folders first, the Hugging Face hub only when online), reading and
+writing their sentence-transformers files, and keeping transformers quiet while it loads them."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+_WEIGHT_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "1_Pooling/*", "*.py"]
+
+
+class ModelNotFoundError(OSError):
+    """A model is neither a local folder nor available from the hub (offline, or an unknown id)."""
+
+
+def hub_offline() -> bool:
+    """True when the environment asks the Hugging Face libraries to stay offline."""
+    return any(
+        os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+        for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
+
+
+def resolve_model_path(model_name_or_path: str | os.PathLike[str], cache_dir: str | None = None) -> Path:
+    """Return a local folder holding ``model_name_or_path``.
+
+    A local folder is used as it is. Otherwise the name is taken as a hub id: it is read from the local
+    cache, and downloaded only when the hub is reachable and not switched off (HF_HUB_OFFLINE).
+    """
+    if isinstance(model_name_or_path, os.PathLike):
+        model_name_or_path = os.fspath(model_name_or_path)
+    if not isinstance(model_name_or_path, str) or not model_name_or_path.strip():
+        raise TypeError(f"model_name_or_path must be a non-empty str or path, got {model_name_or_path!r}")
+    local = Path(model_name_or_path).expanduser()
+    if local.is_dir():
+        if not (local / "config.json").is_file():
+            raise ModelNotFoundError(
+                f"{local} is a folder but holds no config.json: point at the folder that holds the model's "
+                "config.json and weights (a Hugging Face save_pretrained folder)"
+            )
+        return local
+    if local.exists() or model_name_or_path.startswith((".", "/", "~")) or model_name_or_path.count("/") > 1:
+        raise ModelNotFoundError(f"model folder {model_name_or_path!r} does not exist")
+    from huggingface_hub import snapshot_download
+
+    offline = hub_offline()
+    try:
+        folder = snapshot_download(
+            model_name_or_path, cache_dir=cache_dir, allow_patterns=_WEIGHT_PATTERNS, local_files_only=offline
+        )
+        if not any(Path(folder).glob("*.safetensors")):
+            # an older checkpoint without safetensors: its .bin weights load with weights_only=True
+            folder = snapshot_download(
+                model_name_or_path, cache_dir=cache_dir, allow_patterns=["*.bin"], local_files_only=offline
+            )
+    except Exception as exc:  # the hub client raises many types; all mean "not available here"
+        how = (
+            "the hub is switched off (HF_HUB_OFFLINE=1) and it is not in the local cache"
+            if offline
+            else f"it could not be fetched from the hub ({type(exc).__name__}: {exc})"
+        )
+        raise ModelNotFoundError(
+            f"model {model_name_or_path!r} is not a local folder and {how}; pass the path of a local folder "
+            "that holds the model (config.json, weights, tokenizer), or download it once while online"
+        ) from exc
+    path = Path(folder)
+    if not (path / "config.json").is_file():
+        raise ModelNotFoundError(f"model {model_name_or_path!r} was found at {path} but has no config.json")
+    return path
+
+
+@dataclass(frozen=True)
+class SentenceTransformersConfig:
+    """What a sentence-transformers folder says about pooling, normalisation and length."""
+
+    pooling: str | None = None
+    normalize: bool | None = None
+    max_seq_length: int | None = None
+
+
+def read_sentence_transformers_config(folder: Path) -> SentenceTransformersConfig:
+    """Read modules.json, the Pooling module's config.json and sentence_bert_config.json if present."""
+    pooling: str | None = None
+    normalize: bool | None = None
+    max_seq_length: int | None = None
+    modules_file = folder / "modules.json"
+    if modules_file.is_file():
+        try:
+            modules = json.loads(modules_file.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise ValueError(f"{modules_file} is not valid JSON: {exc}") from exc
+        normalize = False
+        for module in modules:
+            kind = str(module.get("type", ""))
+            if kind.endswith("Normalize"):
+                normalize = True
+            if kind.endswith("Pooling"):
+                pooling_config = folder / str(module.get("path", "")) / "config.json"
+                if pooling_config.is_file():
+                    pooling = _pooling_from_config(json.loads(pooling_config.read_text(encoding="utf-8")))
+    bert_config = folder / "sentence_bert_config.json"
+    if bert_config.is_file():
+        value = json.loads(bert_config.read_text(encoding="utf-8")).get("max_seq_length")
+        if isinstance(value, int) and value > 0:
+            max_seq_length = value
+    return SentenceTransformersConfig(pooling, normalize, max_seq_length)
+
+
+def _pooling_from_config(config: dict[str, Any]) -> str | None:
+    if config.get("pooling_mode") in {"cls", "mean", "lasttoken"}:
+        return {"lasttoken": "last_token"}.get(config["pooling_mode"], config["pooling_mode"])
+    if config.get("pooling_mode_cls_token"):
+        return "cls"
+    if config.get("pooling_mode_lasttoken"):
+        return "last_token"
+    if config.get("pooling_mode_mean_tokens"):
+        return "mean"
+    return None
+
+
+@contextlib.contextmanager
+def quiet_transformers(errors_only: bool = False) -> Iterator[None]:
+    """Hide transformers' weight-loading progress bars (and, with ``errors_only``, its warnings)."""
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.disable_progress_bar()
+    if errors_only:
+        hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
+        hf_logging.set_verbosity(verbosity)
+
+
+
+def write_sentence_transformers_config(
+    folder: str | os.PathLike[str], pooling: str, normalize: bool, max_seq_length: int, dimension: int
+) -> None:
+    """Make a Hugging Face model folder a sentence-transformers model too (Transformer, Pooling with
+    ``pooling``, and Normalize when ``normalize``), so it loads with the pooling it was trained with."""
+    root = Path(folder)
+    modes = {"cls": "cls", "mean": "mean", "last_token": "lasttoken"}
+    if pooling not in modes:
+        raise ValueError(f"unknown pooling {pooling!r}")
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+    ]
+    if normalize:
+        modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
+        (root / "2_Normalize").mkdir(parents=True, exist_ok=True)
+    (root / "1_Pooling").mkdir(parents=True, exist_ok=True)
+    pooling_config = {
+        "word_embedding_dimension": dimension,
+        "pooling_mode_cls_token": pooling == "cls",
+        "pooling_mode_mean_tokens": pooling == "mean",
+        "pooling_mode_max_tokens": False,
+        "pooling_mode_mean_sqrt_len_tokens": False,
+        "pooling_mode_weightedmean_tokens": False,
+        "pooling_mode_lasttoken": pooling == "last_token",
+        "include_prompt": True,
+    }
+    files = {
+        root / "modules.json": modules,
+        root / "1_Pooling" / "config.json": pooling_config,
+        root / "sentence_bert_config.json": {"max_seq_length": max_seq_length, "do_lower_case": False},
+    }
+    for path, content in files.items():
+        path.write_text(json.dumps(content, indent=2), encoding="utf-8")

@@ -1,0 +1,219 @@
+"""The runtimes: what every model call in flag_core runs on.
+
+:class:`Runtime` owns what embedding and reranking share: the loaded model (once per model and settings),
+precision, devices, the worker processes for several devices, de-duplication of repeated inputs, the
+token budget and close. :class:`EmbeddingRuntime` turns texts into float32 vectors (token-budget batches,
+pooling, truncate_dim, normalisation); the reranking runtime lives in :mod:`.rerank_runtime`.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Hashable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import torch
+import torch.nn.functional as F
+
+from .batching import pad_batch, pad_token_id, run_batched, tokenize_texts, warn_truncated
+from .devices import cpu_has_native_bf16, resolve_dtype
+from .kinds import Head
+from .loading import LoadedModel, load_model, model_max_length
+from .pooling import check_pooling, pool
+from .workers import DevicePool
+
+logger = logging.getLogger(__name__)
+
+CPU_TOKEN_BUDGET = 2048
+ACCELERATOR_TOKEN_BUDGET = 65536
+
+ItemT = TypeVar("ItemT", bound=Hashable)
+OptionsT = TypeVar("OptionsT")
+
+
+def default_token_budget(device: str) -> int:
+    """Tokens per padded batch: small on CPUs (cache-friendly), large on accelerators."""
+    return CPU_TOKEN_BUDGET if torch.device(device).type == "cpu" else ACCELERATOR_TOKEN_BUDGET
+
+
+@dataclass(frozen=True)
+class RuntimeSettings:
+    """What every runtime is built from (picklable, so worker processes rebuild the runtime from it)."""
+
+    path: str
+    use_fp16: bool = False
+    use_bf16: bool = False
+    trust_remote_code: bool = False
+    max_tokens_per_batch: int | None = None
+    backend: str = "torch"
+
+
+def _worker_runtime(runtime_class: type[Runtime[Any, Any]], settings: RuntimeSettings, device: str) -> Any:
+    """What a worker process holds: the runtime rebuilt on its device."""
+    return runtime_class(settings, [device])
+
+
+class Runtime(ABC, Generic[ItemT, OptionsT]):
+    """One model on one or more devices: ``run(items, options)`` gives one row of results per item.
+
+    The model on the first device is loaded in this process: it answers calls with a single distinct
+    item and describes the model (limits, dimension) even when the work runs in worker processes.
+    """
+
+    def __init__(self, settings: RuntimeSettings, devices: list[str]) -> None:
+        self.settings = settings
+        self.devices = devices
+        self.dtype = resolve_dtype(devices[0], settings.use_fp16, settings.use_bf16)
+        if self.dtype == torch.bfloat16 and torch.device(devices[0]).type == "cpu" and not cpu_has_native_bf16():
+            logger.warning("use_bf16=True on a CPU without native bf16 (AVX512-BF16/AMX): expect it slower than fp32")
+        self.loaded: LoadedModel = load_model(
+            Path(settings.path),
+            self.head,
+            devices[0],
+            self.dtype,
+            settings.trust_remote_code,
+            self.padding_side,
+            settings.backend,
+        )
+        self._pool: DevicePool | None = None
+
+    @property
+    @abstractmethod
+    def head(self) -> Head:
+        """The transformers head the model is loaded with."""
+
+    @property
+    def padding_side(self) -> str | None:
+        """The tokenizer's padding side to use (None: the tokenizer's own)."""
+        return None
+
+    @property
+    def max_length(self) -> int | None:
+        """The longest input, in tokens, the model accepts."""
+        return model_max_length(self.loaded)
+
+    @property
+    def token_budget(self) -> int:
+        """Tokens per padded batch on this runtime's first device."""
+        return self.settings.max_tokens_per_batch or default_token_budget(self.devices[0])
+
+    def run(self, items: list[ItemT], options: OptionsT) -> torch.Tensor:
+        """One float32 row per item, in input order (on the CPU). Repeated items are computed once; with
+        several devices, the distinct items are split over one worker process per device."""
+        unique: dict[ItemT, int] = {}
+        positions = [unique.setdefault(item, len(unique)) for item in items]
+        distinct = list(unique)
+        if not distinct:
+            return self.empty(options)
+        if len(self.devices) > 1 and len(distinct) > 1:
+            if self._pool is None:
+                self._pool = DevicePool(functools.partial(_worker_runtime, type(self), self.settings), self.devices)
+            result = torch.cat(self._pool.map_sharded(type(self).compute, distinct, options), dim=0)
+        else:
+            result = self.compute(distinct, options)
+        if len(distinct) == len(items):
+            return result
+        return result[torch.as_tensor(positions, dtype=torch.long)]
+
+    @abstractmethod
+    def compute(self, items: list[ItemT], options: OptionsT) -> torch.Tensor:
+        """The rows for ``items`` on this process's device (what each worker process runs)."""
+
+    @abstractmethod
+    def empty(self, options: OptionsT) -> torch.Tensor:
+        """The result for no items (zero rows of the right width)."""
+
+    def close(self) -> None:
+        """Stop worker processes, if any were started."""
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+
+@dataclass(frozen=True)
+class EmbedderSettings(RuntimeSettings):
+    """An embedding runtime's settings."""
+
+    pooling: str = "cls"
+    padding_side: str | None = None
+
+
+@dataclass(frozen=True)
+class EmbedOptions:
+    """How one call encodes its texts."""
+
+    max_length: int
+    batch_size: int
+    normalize: bool
+    truncate_dim: int | None = None
+    show_progress: bool = False
+
+
+class EmbeddingRuntime(Runtime[str, EmbedOptions]):
+    """Encodes texts with one embedding model on one or more devices."""
+
+    settings: EmbedderSettings
+
+    def __init__(self, settings: EmbedderSettings, devices: list[str]) -> None:
+        check_pooling(settings.pooling)
+        super().__init__(settings, devices)
+
+    @property
+    def head(self) -> Head:
+        return Head.BASE
+
+    @property
+    def padding_side(self) -> str | None:
+        return self.settings.padding_side
+
+    @property
+    def dimension(self) -> int:
+        """Length of the model's output vectors (before truncate_dim)."""
+        hidden = getattr(self.loaded.config, "hidden_size", None)
+        if isinstance(hidden, int):
+            return hidden
+        return int(self.compute([""], EmbedOptions(max_length=8, batch_size=1, normalize=False)).shape[1])
+
+    def embed(
+        self,
+        texts: list[str],
+        max_length: int,
+        batch_size: int,
+        normalize: bool,
+        truncate_dim: int | None = None,
+        show_progress: bool = False,
+    ) -> torch.Tensor:
+        """Float32 vectors (on the CPU), one row per text, in input order. Repeated texts are run once."""
+        return self.run(texts, EmbedOptions(max_length, batch_size, normalize, truncate_dim, show_progress))
+
+    def empty(self, options: EmbedOptions) -> torch.Tensor:
+        dim = self.dimension if options.truncate_dim is None else min(options.truncate_dim, self.dimension)
+        return torch.zeros((0, dim), dtype=torch.float32)
+
+    def compute(self, items: list[str], options: EmbedOptions) -> torch.Tensor:
+        loaded = self.loaded
+        tokenizer = loaded.tokenizer
+        pad_id = pad_token_id(tokenizer)
+        token_types = "token_type_ids" in getattr(tokenizer, "model_input_names", ())
+
+        with loaded.lock:
+            ids, truncated = tokenize_texts(tokenizer, items, options.max_length)
+            warn_truncated(truncated, len(items), options.max_length)
+
+            def forward(indices: list[int]) -> torch.Tensor:
+                batch = pad_batch(
+                    [ids[i] for i in indices], pad_id, tokenizer.padding_side, loaded.device, token_types
+                )
+                hidden = loaded.model(**loaded.inputs(batch), return_dict=True).last_hidden_state
+                pooled = pool(hidden.float(), batch["attention_mask"], self.settings.pooling)
+                if options.truncate_dim is not None:
+                    pooled = pooled[:, : options.truncate_dim]
+                return F.normalize(pooled, dim=-1) if options.normalize else pooled
+
+            with torch.inference_mode():
+                return run_batched(ids, forward, self.token_budget, options.batch_size, options.show_progress,
+                                   desc="Encoding")

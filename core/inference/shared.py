@@ -1,0 +1,39 @@
+"""One model object per model and settings, shared by every caller that asks for the same thing.
+
+The framework adapters build their models here, so two LangChain or LlamaIndex objects with equal
+settings hold the same embedder (and so the same weights) instead of loading it twice.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+from .embedder import FlagAutoModel, FlagModel
+from .reranker import FlagAutoReranker, FlagReranker
+
+_INSTANCES: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
+_LOCK = threading.Lock()
+
+
+def _shared(kind: str, factory: Callable[..., Any], model_name_or_path: str, settings: dict[str, Any]) -> Any:
+    key = json.dumps([kind, {"model": model_name_or_path, **settings}], sort_keys=True, default=repr)
+    with _LOCK:
+        model = _INSTANCES.get(key)
+        if model is None:
+            model = factory(model_name_or_path, **settings)
+            _INSTANCES[key] = model
+        return model
+
+
+def build_embedder(model_name_or_path: str, **settings: Any) -> FlagModel:
+    """``FlagAutoModel.from_finetuned(model_name_or_path, **settings)``, shared while anyone holds it."""
+    return _shared("embedder", FlagAutoModel.from_finetuned, model_name_or_path, settings)  # type: ignore[no-any-return]
+
+
+def build_reranker(model_name_or_path: str, **settings: Any) -> FlagReranker:
+    """``FlagAutoReranker.from_finetuned(model_name_or_path, **settings)``, shared while anyone holds it."""
+    return _shared("reranker", FlagAutoReranker.from_finetuned, model_name_or_path, settings)  # type: ignore[no-any-return]

@@ -1,0 +1,98 @@
+"""Dense retrieval over texts: embed, index, search, persist. The framework retrievers wrap this.
+
+:class:`DenseIndex` holds texts with JSON payloads in a :class:`~.index.VectorIndex` and
+embeds through two callables (documents, query), so it serves flag_core models and any framework's
+embedding object alike. Reranking of the hits is :meth:`flag_core.FlagReranker.rerank`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..inference.inputs import check_positive_int
+from .index import VectorIndex
+
+EmbedDocuments = Callable[[list[str]], Any]
+EmbedQuery = Callable[[str], Any]
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result: where it sits in the index, its text and payload, and its score."""
+
+    position: int
+    text: str
+    payload: dict[str, Any]
+    score: float
+
+
+class DenseIndex:
+    """Texts and payloads searchable by the inner product of their embeddings with a query's."""
+
+    def __init__(
+        self,
+        embed_documents: EmbedDocuments,
+        embed_query: EmbedQuery,
+        settings: Mapping[str, Any] | None = None,
+        use_faiss: bool = False,
+    ) -> None:
+        self.embed_documents = embed_documents
+        self.embed_query = embed_query
+        self.settings = dict(settings or {})
+        self.index = VectorIndex(use_faiss=use_faiss)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def add(self, texts: Sequence[str], payloads: Sequence[Mapping[str, Any]] | None = None) -> list[int]:
+        """Embed ``texts`` and store them with their payloads; returns their positions."""
+        texts = list(texts)
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise TypeError(f"texts[{i}] is {type(text).__name__}, expected str")
+        if payloads is not None and len(payloads) != len(texts):
+            raise ValueError(f"{len(texts)} texts but {len(payloads)} payloads: give one per text")
+        if not texts:
+            return []
+        rows = [{"text": t, "payload": dict(payloads[i]) if payloads else {}} for i, t in enumerate(texts)]
+        return self.index.add(self.embed_documents(texts), rows)
+
+    def search(self, query: str, k: int) -> list[Hit]:
+        """The ``k`` best texts for ``query``, best first."""
+        if not isinstance(query, str):
+            raise TypeError(f"query must be a str, got {type(query).__name__}")
+        check_positive_int(k, "k", allow_none=False)
+        if not len(self.index):
+            return []
+        rows = self.index.payloads
+        return [
+            Hit(position=i, text=rows[i]["text"], payload=rows[i]["payload"], score=score)
+            for i, score in self.index.search(self.embed_query(query), k)[0]
+        ]
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write vectors, texts, payloads and embedding settings to one file, atomically."""
+        self.index.save(path, self.settings)
+
+    @classmethod
+    def load(
+        cls,
+        path: str | os.PathLike[str],
+        embed_documents: EmbedDocuments,
+        embed_query: EmbedQuery,
+        settings: Mapping[str, Any] | None = None,
+        use_faiss: bool = False,
+    ) -> DenseIndex:
+        """Read a file written by :meth:`save`; it must carry the same embedding ``settings``."""
+        dense = cls(embed_documents, embed_query, settings, use_faiss)
+        dense.index = VectorIndex.load(path, dense.settings, use_faiss=use_faiss)
+        return dense
+
+
+def embedding_settings(embeddings: Any) -> dict[str, Any]:
+    """What identifies an embedding object's vectors: its ``signature()`` if it has one, else its class."""
+    signature = getattr(embeddings, "signature", None)
+    return dict(signature()) if callable(signature) else {"embeddings": type(embeddings).__name__}

@@ -1,0 +1,180 @@
+"""An in-memory vector index: exact inner-product search, with JSON payloads, saved atomically.
+
+This is the one index implementation behind the LangChain and LlamaIndex retrievers. Search is a
+numpy matrix product plus a partial sort (FAISS ``IndexFlatIP`` on request: same ranking). A saved
+index is one zip file holding a manifest (format version, sizes, SHA-256 of each part, and the
+embedding settings it was built with), the vectors and the payloads; loading checks all of it before
+anything is returned.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import zipfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..fileio import atomic_write
+from ..inference.inputs import check_positive_int
+
+FORMAT = "flagstack-index"
+VERSION = 1
+
+
+class IndexFileError(ValueError):
+    """A saved index is missing, truncated, corrupted, of another version, or built with other settings."""
+
+
+class VectorIndex:
+    """Float32 vectors with one JSON-serialisable payload each; exact top-k by inner product."""
+
+    def __init__(self, dim: int | None = None, use_faiss: bool = False) -> None:
+        self.dim = dim
+        self.use_faiss = use_faiss
+        self._vectors = np.zeros((0, dim or 0), dtype=np.float32)
+        self._payloads: list[dict[str, Any]] = []
+        self._faiss: Any = None
+
+    def __len__(self) -> int:
+        return len(self._payloads)
+
+    @property
+    def vectors(self) -> np.ndarray:
+        """The stored vectors, (n, dim) float32 (read-only view)."""
+        view = self._vectors.view()
+        view.flags.writeable = False
+        return view
+
+    @property
+    def payloads(self) -> list[dict[str, Any]]:
+        return list(self._payloads)
+
+    def add(self, vectors: Any, payloads: Sequence[Mapping[str, Any]]) -> list[int]:
+        """Append vectors with their payloads; returns their positions in the index."""
+        array = np.asarray(vectors, dtype=np.float32)
+        if array.ndim != 2:
+            raise ValueError(f"vectors must be a 2-D array (n, dim), got shape {array.shape}")
+        if len(array) != len(payloads):
+            raise ValueError(f"{len(array)} vectors but {len(payloads)} payloads: give one payload per vector")
+        if self.dim is None:
+            self.dim = int(array.shape[1])
+            self._vectors = self._vectors.reshape(0, self.dim)
+        if array.shape[1] != self.dim:
+            raise ValueError(f"vectors have dimension {array.shape[1]}, the index holds dimension {self.dim}")
+        if not np.isfinite(array).all():
+            bad = int(np.where(~np.isfinite(array).all(axis=1))[0][0])
+            raise ValueError(f"vector {bad} holds NaN or infinity")
+        start = len(self._payloads)
+        self._vectors = np.concatenate([self._vectors, array]) if start else array.copy()
+        self._payloads.extend(dict(p) for p in payloads)
+        self._faiss = None
+        return list(range(start, start + len(array)))
+
+    def search(self, queries: Any, k: int) -> list[list[tuple[int, float]]]:
+        """For each query vector, up to ``k`` (position, score) pairs, best first (ties: lower position)."""
+        q = np.asarray(queries, dtype=np.float32)
+        if q.ndim == 1:
+            q = q[None, :]
+        check_positive_int(k, "k", allow_none=False)
+        if len(self) == 0:
+            return [[] for _ in range(len(q))]
+        if q.shape[1] != self.dim:
+            raise ValueError(f"query vectors have dimension {q.shape[1]}, the index holds dimension {self.dim}")
+        k = min(k, len(self))
+        if self.use_faiss:
+            return self._search_faiss(q, k)
+        scores = q @ self._vectors.T
+        results = []
+        for row in scores:
+            top = np.argpartition(-row, k - 1)[:k] if k < len(row) else np.arange(len(row))
+            # ties at the cut are settled by position, so the ranking is deterministic
+            threshold = row[top].min()
+            candidates = np.flatnonzero(row >= threshold)
+            order = candidates[np.lexsort((candidates, -row[candidates]))][:k]
+            results.append([(int(i), float(row[i])) for i in order])
+        return results
+
+    def _search_faiss(self, q: np.ndarray, k: int) -> list[list[tuple[int, float]]]:
+        try:
+            import faiss
+        except ImportError as exc:
+            raise ImportError("use_faiss=True needs FAISS: pip install 'flagstack[faiss]'") from exc
+        if self._faiss is None:
+            self._faiss = faiss.IndexFlatIP(int(self._vectors.shape[1]))
+            self._faiss.add(self._vectors)
+        scores, ids = self._faiss.search(np.ascontiguousarray(q), k)
+        return [[(int(i), float(s)) for i, s in zip(row_ids, row_scores, strict=True) if i >= 0]
+                for row_ids, row_scores in zip(ids, scores, strict=True)]
+
+    # persistence ------------------------------------------------------------------------------
+
+    def save(self, path: str | os.PathLike[str], settings: Mapping[str, Any] | None = None) -> None:
+        """Write the index to one file, atomically (a temporary file renamed into place)."""
+        for i, payload in enumerate(self._payloads):
+            try:
+                json.dumps(payload)
+            except (TypeError, ValueError) as exc:
+                raise TypeError(f"payload {i} cannot be saved as JSON ({exc}); keep metadata to JSON types") from exc
+        vectors = io.BytesIO()
+        np.save(vectors, self._vectors, allow_pickle=False)
+        parts = {
+            "vectors.npy": vectors.getvalue(),
+            "payloads.jsonl": "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in self._payloads).encode(),
+        }
+        manifest = {
+            "format": FORMAT,
+            "version": VERSION,
+            "count": len(self),
+            "dim": self.dim,
+            "settings": dict(settings or {}),
+            "sha256": {name: hashlib.sha256(data).hexdigest() for name, data in parts.items()},
+        }
+        with atomic_write(path, "wb") as handle, zipfile.ZipFile(handle, "w", zipfile.ZIP_STORED) as archive:
+            archive.writestr("manifest.json", json.dumps(manifest, indent=1, ensure_ascii=False))
+            for name, data in parts.items():
+                archive.writestr(name, data)
+
+    @classmethod
+    def load(
+        cls, path: str | os.PathLike[str], settings: Mapping[str, Any] | None = None, use_faiss: bool = False
+    ) -> VectorIndex:
+        """Read an index written by :meth:`save`, checking format, version, checksums, sizes and (when
+        given) that it was built with the same ``settings``."""
+        file = Path(path)
+        if not file.is_file():
+            raise IndexFileError(f"no index file at {file}")
+        try:
+            with zipfile.ZipFile(file) as archive:
+                manifest = json.loads(archive.read("manifest.json"))
+                parts = {name: archive.read(name) for name in ("vectors.npy", "payloads.jsonl")}
+        except (zipfile.BadZipFile, KeyError, ValueError, OSError, EOFError) as exc:
+            raise IndexFileError(f"{file} is not a readable flagstack index (truncated or corrupted?): {exc}") from exc
+        if manifest.get("format") != FORMAT:
+            raise IndexFileError(f"{file} is not a flagstack index (format {manifest.get('format')!r})")
+        if manifest.get("version") != VERSION:
+            raise IndexFileError(
+                f"{file} has index format version {manifest.get('version')}; this flagstack reads version {VERSION}"
+            )
+        for name, data in parts.items():
+            if hashlib.sha256(data).hexdigest() != manifest.get("sha256", {}).get(name):
+                raise IndexFileError(f"{file}: {name} does not match its checksum (the file is corrupted)")
+        if settings is not None:
+            saved = manifest.get("settings", {})
+            differing = sorted(k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k))
+            if differing:
+                detail = ", ".join(f"{k}: saved {saved.get(k)!r}, now {settings.get(k)!r}" for k in differing)
+                raise IndexFileError(f"{file} was built with other embedding settings ({detail})")
+        vectors = np.load(io.BytesIO(parts["vectors.npy"]), allow_pickle=False)
+        payloads = [json.loads(line) for line in parts["payloads.jsonl"].decode().splitlines() if line]
+        if vectors.shape != (manifest["count"], manifest["dim"]) or len(payloads) != manifest["count"]:
+            raise IndexFileError(f"{file}: sizes disagree with its manifest")
+        index = cls(dim=manifest["dim"], use_faiss=use_faiss)
+        index._vectors = vectors.astype(np.float32, copy=False)
+        index._payloads = payloads
+        return index

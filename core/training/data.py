@@ -1,0 +1,112 @@
+"""FlagEmbedding's fine-tuning data: one JSON object per line with ``query``, ``pos``, ``neg`` and optional
+``pos_scores``, ``neg_scores``, ``prompt`` and ``type``. Every line is checked; a bad one stops the
+read with its file, line and field, so nothing is trained on silently dropped rows."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..fileio import atomic_write
+
+
+@dataclass
+class TrainExample:
+    """One query with its positive and negative passages (and optional teacher scores)."""
+
+    query: str
+    pos: list[str]
+    neg: list[str] = field(default_factory=list)
+    pos_scores: list[float] | None = None
+    neg_scores: list[float] | None = None
+    prompt: str | None = None
+    type: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        row: dict[str, Any] = {"query": self.query, "pos": self.pos, "neg": self.neg}
+        for name in ("pos_scores", "neg_scores", "prompt", "type"):
+            if getattr(self, name) is not None:
+                row[name] = getattr(self, name)
+        return row
+
+
+def _texts(row: dict[str, Any], name: str, where: str, required: bool) -> list[str]:
+    value = row.get(name)
+    if value is None and not required:
+        return []
+    if not isinstance(value, list) or (required and not value):
+        raise ValueError(f"{where}: field '{name}' must be a {'non-empty ' if required else ''}list of strings")
+    for i, item in enumerate(value):
+        if not isinstance(item, str):
+            raise ValueError(f"{where}: field '{name}'[{i}] is {type(item).__name__}, expected a string")
+    return value
+
+
+def _scores(row: dict[str, Any], name: str, count: int, where: str) -> list[float] | None:
+    value = row.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, list) or len(value) != count:
+        raise ValueError(f"{where}: field '{name}' must be a list of {count} numbers (one per passage)")
+    for i, item in enumerate(value):
+        if isinstance(item, bool) or not isinstance(item, (int, float)):
+            raise ValueError(f"{where}: field '{name}'[{i}] is {item!r}, expected a number")
+    return [float(v) for v in value]
+
+
+def parse_example(row: Any, where: str) -> TrainExample:
+    """Check one decoded line; ``where`` ("file, line N") prefixes any error."""
+    if not isinstance(row, dict):
+        raise ValueError(f"{where}: expected a JSON object, got {type(row).__name__}")
+    query = row.get("query")
+    if not isinstance(query, str) or not query.strip():
+        raise ValueError(f"{where}: field 'query' must be a non-empty string")
+    pos = _texts(row, "pos", where, required=True)
+    neg = _texts(row, "neg", where, required=False)
+    example = TrainExample(
+        query=query,
+        pos=pos,
+        neg=neg,
+        pos_scores=_scores(row, "pos_scores", len(pos), where),
+        neg_scores=_scores(row, "neg_scores", len(neg), where),
+    )
+    for name in ("prompt", "type"):
+        value = row.get(name)
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"{where}: field '{name}' must be a string")
+        setattr(example, name, value)
+    if neg and (example.pos_scores is None) != (example.neg_scores is None):
+        raise ValueError(f"{where}: give both 'pos_scores' and 'neg_scores', or neither")
+    return example
+
+
+def read_examples(path: str | os.PathLike[str]) -> list[TrainExample]:
+    """All examples of a jsonl file, or a ValueError naming the file, line and field of the first bad row."""
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"no training data at {file}")
+    examples = []
+    with file.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            where = f"{file}, line {number}"
+            try:
+                row = json.loads(line)
+            except ValueError as exc:
+                raise ValueError(f"{where}: not valid JSON ({exc.args[0] if exc.args else exc})") from None
+            examples.append(parse_example(row, where))
+    if not examples:
+        raise ValueError(f"{file} holds no examples")
+    return examples
+
+
+def write_examples(path: str | os.PathLike[str], examples: Iterable[TrainExample]) -> None:
+    """Write examples as jsonl, atomically."""
+    with atomic_write(path, "w") as handle:
+        for example in examples:
+            handle.write(json.dumps(example.to_json(), ensure_ascii=False) + "\n")

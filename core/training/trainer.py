@@ -1,0 +1,398 @@
+"""Fine-tuning BGE embedders and rerankers with the BGE recipe, on transformers' ``Trainer``.
+
+Embedders: InfoNCE over (query, 1 positive + n-1 negatives) groups with temperature 0.02, in-batch
+negatives on by default, the query instruction on queries, separate query/passage lengths, and optional
+distillation (KL to the softmax of teacher scores). Rerankers: listwise cross-entropy over each group
+with the positive first, optional distillation. The Trainer brings checkpoints (resumable), fp16/bf16 on
+GPUs, gradient checkpointing, seeding, logging and progress. Every checkpoint and the final folder are
+Hugging Face folders; embedders also get sentence-transformers files with the pooling they trained with.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+import os
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ..inference.batching import PairLayout, cut_second, pad_batch, pad_token_id, tokenize_plain
+from ..inference.instructions import apply_instruction
+from ..inference.model_files import quiet_transformers, resolve_model_path, write_sentence_transformers_config
+from ..inference.pooling import pool, resolve_pooling
+from .data import TrainExample, read_examples
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainingArgs:
+    """Settings shared by embedder and reranker training (FlagEmbedding's names where it has them)."""
+
+    output_dir: str
+    epochs: float = 1.0
+    max_steps: int = -1
+    learning_rate: float = 1e-5
+    batch_size: int = 4
+    train_group_size: int = 8
+    distill: bool | None = None
+    seed: int = 42
+    fp16: bool = False
+    bf16: bool = False
+    gradient_checkpointing: bool = False
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    save_steps: int = 500
+    save_total_limit: int | None = 2
+    logging_steps: int = 10
+    resume_from_checkpoint: str | bool | None = None
+    show_progress: bool = True
+
+
+@dataclass
+class EmbedderTrainingArgs(TrainingArgs):
+    """Embedder training: the BGE defaults."""
+
+    temperature: float = 0.02
+    in_batch_negatives: bool = True
+    query_max_length: int = 32
+    passage_max_length: int = 128
+    query_instruction: str | None = None
+    query_instruction_format: str = "{}{}"
+    pooling: str | None = None
+    normalize: bool = True
+
+
+@dataclass
+class RerankerTrainingArgs(TrainingArgs):
+    """Reranker training: listwise over groups."""
+
+    learning_rate: float = 2e-5
+    max_length: int = 512
+    query_max_length: int | None = None
+
+
+@dataclass
+class TrainResult:
+    """Where the model went and how training went."""
+
+    output_dir: str
+    steps: int
+    losses: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def first_loss(self) -> float:
+        return self.losses[0] if self.losses else math.nan
+
+    @property
+    def last_loss(self) -> float:
+        return self.losses[-1] if self.losses else math.nan
+
+
+# data --------------------------------------------------------------------------------------------
+
+
+class GroupDataset(torch.utils.data.Dataset):
+    """Each item: a query, one positive and ``group_size - 1`` negatives (sampled, repeated when too few),
+    and their teacher scores when distilling. Sampling is seeded per item and per visit."""
+
+    def __init__(self, examples: Sequence[TrainExample], group_size: int, seed: int, distill: bool) -> None:
+        if group_size < 1:
+            raise ValueError(f"train_group_size must be at least 1, got {group_size}")
+        for i, ex in enumerate(examples):
+            if group_size > 1 and not ex.neg:
+                raise ValueError(f"example {i} (query {ex.query[:60]!r}) has no negatives; mine some or use "
+                                 "train_group_size=1 with in-batch negatives")
+            if distill and (ex.pos_scores is None or (ex.neg and ex.neg_scores is None)):
+                raise ValueError(f"example {i} has no teacher scores; distillation needs pos_scores and neg_scores")
+        self.examples = list(examples)
+        self.group_size = group_size
+        self.seed = seed
+        self.distill = distill
+        self._visits = [0] * len(self.examples)
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        ex = self.examples[i]
+        rng = random.Random(f"{self.seed}:{i}:{self._visits[i]}")
+        self._visits[i] += 1
+        p = rng.randrange(len(ex.pos))
+        need = self.group_size - 1
+        if need:
+            pool = list(range(len(ex.neg))) * math.ceil(need / len(ex.neg))
+            negatives = rng.sample(pool, need)
+        else:
+            negatives = []
+        item: dict[str, Any] = {
+            "query": ex.query,
+            "passages": [ex.pos[p], *(ex.neg[n] for n in negatives)],
+        }
+        if self.distill:
+            assert ex.pos_scores is not None
+            item["teacher"] = [ex.pos_scores[p], *((ex.neg_scores or [])[n] for n in negatives)]
+        return item
+
+
+def _teacher(features: list[dict[str, Any]]) -> torch.Tensor | None:
+    if "teacher" not in features[0]:
+        return None
+    return torch.tensor([f["teacher"] for f in features], dtype=torch.float32)
+
+
+class EmbedderCollator:
+    """Tokenizes queries (with the instruction) and passages at their own maximum lengths."""
+
+    def __init__(self, tokenizer: Any, args: EmbedderTrainingArgs) -> None:
+        self.tokenizer = tokenizer
+        self.args = args
+
+    def _tokens(self, texts: list[str], max_length: int) -> dict[str, torch.Tensor]:
+        return dict(self.tokenizer(texts, truncation=True, max_length=max_length, padding=True, return_tensors="pt"))
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        queries = apply_instruction(
+            [f["query"] for f in features], self.args.query_instruction, self.args.query_instruction_format
+        )
+        passages = [p for f in features for p in f["passages"]]
+        batch: dict[str, Any] = {
+            "query": self._tokens(queries, self.args.query_max_length),
+            "passage": self._tokens(passages, self.args.passage_max_length),
+        }
+        teacher = _teacher(features)
+        if teacher is not None:
+            batch["teacher"] = teacher
+        return batch
+
+
+class RerankerCollator:
+    """Builds (query, passage) pairs exactly as flag_core's reranker runtime does at inference."""
+
+    def __init__(self, tokenizer: Any, args: RerankerTrainingArgs) -> None:
+        self.tokenizer = tokenizer
+        self.layout = PairLayout.of(tokenizer)
+        self.max_length = args.max_length
+        self.query_max_length = args.query_max_length or args.max_length * 3 // 4
+        self.token_types = "token_type_ids" in getattr(tokenizer, "model_input_names", ())
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        queries = [f["query"] for f in features for _ in f["passages"]]
+        passages = [p for f in features for p in f["passages"]]
+        query_ids, _ = tokenize_plain(self.tokenizer, queries, self.query_max_length)
+        passage_ids, _ = tokenize_plain(self.tokenizer, passages, self.max_length)
+        ids, types = [], []
+        for q, p in zip(query_ids, passage_ids, strict=True):
+            p, _ = cut_second(q, p, self.max_length - self.layout.total)
+            pair, pair_types = self.layout.join(q, p)
+            ids.append(pair)
+            types.append(pair_types)
+        batch: dict[str, Any] = {
+            "pairs": pad_batch(ids, pad_token_id(self.tokenizer), self.tokenizer.padding_side, torch.device("cpu"),
+                               token_types=types if self.token_types else False),
+            "group_size": len(features[0]["passages"]),
+        }
+        teacher = _teacher(features)
+        if teacher is not None:
+            batch["teacher"] = teacher
+        return batch
+
+
+# losses ------------------------------------------------------------------------------------------
+
+
+def distillation_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """KL(softmax(teacher) || softmax(student)) per group, averaged over groups."""
+    return F.kl_div(F.log_softmax(student, dim=-1), F.softmax(teacher.to(student.device), dim=-1),
+                    reduction="batchmean")
+
+
+def embedder_loss(
+    query: torch.Tensor, passages: torch.Tensor, temperature: float, in_batch: bool, teacher: torch.Tensor | None
+) -> torch.Tensor:
+    """InfoNCE: each query against its group (and, with ``in_batch``, every passage in the batch)."""
+    batch, group = query.shape[0], passages.shape[0] // query.shape[0]
+    grouped = torch.einsum("bd,bgd->bg", query, passages.view(batch, group, -1)) / temperature
+    if in_batch:
+        scores = query @ passages.T / temperature
+        target = torch.arange(batch, device=query.device) * group
+    else:
+        scores, target = grouped, torch.zeros(batch, dtype=torch.long, device=query.device)
+    loss = F.cross_entropy(scores, target)
+    if teacher is not None:
+        loss = loss + distillation_loss(grouped, teacher)
+    return loss
+
+
+def reranker_loss(logits: torch.Tensor, group: int, teacher: torch.Tensor | None) -> torch.Tensor:
+    """Listwise cross-entropy with the positive first in each group."""
+    grouped = logits.view(-1, group)
+    loss = F.cross_entropy(grouped, torch.zeros(grouped.shape[0], dtype=torch.long, device=grouped.device))
+    if teacher is not None:
+        loss = loss + distillation_loss(grouped, teacher)
+    return loss
+
+
+# objectives: what one training step computes, and what a save adds ----------------------------------
+
+
+class EmbedderObjective:
+    """InfoNCE over query/passage vectors pooled and normalised as at inference; every save also writes the
+    sentence-transformers files, so checkpoints load with the pooling they trained with."""
+
+    def __init__(self, args: EmbedderTrainingArgs, pooling: str) -> None:
+        self.args = args
+        self.pooling = pooling
+
+    def _embed(self, model: Any, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        hidden = model(**features, return_dict=True).last_hidden_state
+        vectors = pool(hidden.float(), features["attention_mask"], self.pooling)
+        return F.normalize(vectors, dim=-1) if self.args.normalize else vectors
+
+    def loss(self, model: Any, inputs: dict[str, Any]) -> torch.Tensor:
+        return embedder_loss(self._embed(model, inputs["query"]), self._embed(model, inputs["passage"]),
+                             self.args.temperature, self.args.in_batch_negatives, inputs.get("teacher"))
+
+    def on_save(self, model: Any, folder: str) -> None:
+        write_sentence_transformers_config(folder, self.pooling, self.args.normalize, self.args.passage_max_length,
+                                           int(model.config.hidden_size))
+
+
+class RerankerObjective:
+    """Listwise cross-entropy over each group's logits (positive first)."""
+
+    def loss(self, model: Any, inputs: dict[str, Any]) -> torch.Tensor:
+        logits = model(**inputs["pairs"], return_dict=True).logits.float().view(-1)
+        return reranker_loss(logits, inputs["group_size"], inputs.get("teacher"))
+
+    def on_save(self, model: Any, folder: str) -> None:
+        """Nothing beyond the Hugging Face folder."""
+
+
+Objective = EmbedderObjective | RerankerObjective
+
+
+# the trainer -------------------------------------------------------------------------------------
+
+
+def _trainer_class() -> Any:
+    from transformers import Trainer
+
+    class BGETrainer(Trainer):  # type: ignore[misc]
+        """transformers' Trainer with a BGE objective's loss, and its files on every save."""
+
+        def __init__(self, *args: Any, objective: Objective, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.objective: Objective = objective
+
+        def compute_loss(
+            self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
+        ) -> Any:
+            loss = self.objective.loss(model, inputs)
+            return (loss, None) if return_outputs else loss
+
+        def _save(self, output_dir: str | None = None, state_dict: Any = None) -> None:
+            super()._save(output_dir, state_dict)
+            self.objective.on_save(self.model, str(output_dir or self.args.output_dir))
+
+    return BGETrainer
+
+
+def _device_precision(args: TrainingArgs) -> dict[str, Any]:
+    accelerated = torch.cuda.is_available()
+    if (args.fp16 or args.bf16) and not accelerated:
+        logger.warning("fp16/bf16 training needs a GPU; training in fp32 on the CPU")
+    return {"fp16": args.fp16 and accelerated, "bf16": args.bf16 and accelerated, "use_cpu": not accelerated}
+
+
+def _train(objective: Objective, model: Any, tokenizer: Any, dataset: GroupDataset, collator: Any,
+           args: TrainingArgs) -> TrainResult:
+    from transformers import TrainingArguments, set_seed
+
+    set_seed(args.seed)
+    known = inspect.signature(TrainingArguments.__init__).parameters
+    checkpointing = "activation_checkpointing" if "activation_checkpointing" in known else "gradient_checkpointing"
+    extra_args: dict[str, Any] = {checkpointing: args.gradient_checkpointing, **_device_precision(args)}
+    Path(args.output_dir).mkdir(parents=True, exist_ok=True)
+    training_args = TrainingArguments(
+        output_dir=args.output_dir,
+        num_train_epochs=args.epochs,
+        max_steps=args.max_steps,
+        learning_rate=args.learning_rate,
+        per_device_train_batch_size=args.batch_size,
+        warmup_steps=args.warmup_ratio,  # a float below 1 is a ratio of the total steps
+        weight_decay=args.weight_decay,
+        logging_steps=args.logging_steps,
+        save_steps=args.save_steps,
+        save_total_limit=args.save_total_limit,
+        seed=args.seed,
+        remove_unused_columns=False,
+        report_to="none",
+        disable_tqdm=not args.show_progress,
+        dataloader_num_workers=0,
+        **extra_args,
+    )
+    trainer = _trainer_class()(
+        model=model, args=training_args, train_dataset=dataset, data_collator=collator, processing_class=tokenizer,
+        objective=objective,
+    )
+    started = time.perf_counter()
+    output = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+    trainer.save_model(args.output_dir)
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    return TrainResult(args.output_dir, int(output.global_step), losses, time.perf_counter() - started)
+
+
+def _examples(data: str | os.PathLike[str] | Sequence[TrainExample]) -> list[TrainExample]:
+    return read_examples(data) if isinstance(data, (str, os.PathLike)) else list(data)
+
+
+def _distill(examples: Sequence[TrainExample], asked: bool | None) -> bool:
+    scored = all(ex.pos_scores is not None and (not ex.neg or ex.neg_scores is not None) for ex in examples)
+    return scored if asked is None else asked
+
+
+def train_embedder(
+    model_name_or_path: str, data: str | os.PathLike[str] | Sequence[TrainExample], args: EmbedderTrainingArgs
+) -> TrainResult:
+    """Fine-tune an embedding model on FlagEmbedding-format data; the result is written to ``output_dir``."""
+    from transformers import AutoModel, AutoTokenizer
+
+    path = resolve_model_path(model_name_or_path)
+    examples = _examples(data)
+    pooling = resolve_pooling(model_name_or_path, path, args.pooling)
+    args = replace(args, pooling=pooling)  # the caller's args stay as given
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    with quiet_transformers():
+        model = AutoModel.from_pretrained(path)
+    dataset = GroupDataset(examples, args.train_group_size, args.seed, _distill(examples, args.distill))
+    return _train(EmbedderObjective(args, pooling), model, tokenizer, dataset, EmbedderCollator(tokenizer, args),
+                  args)
+
+
+def train_reranker(
+    model_name_or_path: str, data: str | os.PathLike[str] | Sequence[TrainExample], args: RerankerTrainingArgs
+) -> TrainResult:
+    """Fine-tune (or start from an encoder) a cross-encoder reranker with listwise loss."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed
+
+    path = resolve_model_path(model_name_or_path)
+    examples = _examples(data)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    set_seed(args.seed)  # a new classifier head is initialised here: seed it
+    with quiet_transformers(errors_only=True):  # a fresh classifier head is expected when starting from an encoder
+        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
+    limit = getattr(tokenizer, "model_max_length", None)
+    if isinstance(limit, int) and args.max_length > limit:
+        args = replace(args, max_length=limit)  # the caller's args stay as given
+    dataset = GroupDataset(examples, args.train_group_size, args.seed, _distill(examples, args.distill))
+    return _train(RerankerObjective(), model, tokenizer, dataset, RerankerCollator(tokenizer, args), args)

@@ -1,0 +1,141 @@
+"""One description per setting: the pydantic fields that the adapters inherit agree with flag_core's
+constructors (names and defaults), and the command line's options are built from the same fields."""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+from flag_core import FlagAutoModel, FlagAutoReranker, FlagLLMReranker, FlagModel, FlagReranker, LLMEmbedder
+from flag_core.cli import build_parser, main
+from flag_core.settings import EmbedderFields, RerankerFields
+
+# constructor parameters that are not settings of the adapters' fields, and why
+NOT_SETTINGS = {
+    "model_name_or_path": "the adapters' model_name / model field",
+    "model_class": "FlagAutoModel's choice of class (the reranker fields have it)",
+    "convert_to_numpy": "the adapters always return Python lists",
+    "padding_side": "set by the model kind, not by users of the frameworks",
+}
+# fields whose None means "not given" where the constructor that takes them has a concrete default
+NONE_MEANS_NOT_GIVEN = {"task": "LLMEmbedder's own default task ('qa') applies"}
+
+
+def defaults(*functions: Callable[..., Any]) -> dict[str, Any]:
+    """Parameter name -> default over ``functions``; the first function that declares a name wins (an
+    entry point's own default before the constructor it forwards to)."""
+    found: dict[str, Any] = {}
+    for function in functions:
+        for name, parameter in inspect.signature(function).parameters.items():
+            if parameter.kind in (parameter.VAR_KEYWORD, parameter.VAR_POSITIONAL) or name == "self":
+                continue
+            found.setdefault(name, parameter.default)
+    return found
+
+
+def field_defaults(fields: type[BaseModel]) -> dict[str, Any]:
+    return {name: info.default for name, info in fields.model_fields.items()}
+
+
+def test_embedder_fields_agree_with_the_constructors() -> None:
+    constructors = defaults(FlagAutoModel.from_finetuned, FlagModel.__init__, LLMEmbedder.__init__)
+    fields = field_defaults(EmbedderFields)
+    assert set(fields) - set(constructors) == set(), "fields no constructor takes"
+    assert set(constructors) - set(fields) == set(NOT_SETTINGS)
+    differing = {name: (fields[name], constructors[name]) for name in fields if fields[name] != constructors[name]}
+    assert differing == {name: (None, "qa") for name in NONE_MEANS_NOT_GIVEN}
+
+
+def test_reranker_fields_agree_with_the_constructors() -> None:
+    constructors = defaults(FlagAutoReranker.from_finetuned, FlagReranker.__init__, FlagLLMReranker.__init__)
+    fields = field_defaults(RerankerFields)
+    assert set(fields) ^ set(constructors) == {"model_name_or_path"}
+    differing = {name: (fields[name], constructors[name]) for name in fields if fields[name] != constructors[name]}
+    assert differing == {}
+
+
+def test_a_field_left_as_none_is_not_passed_on() -> None:
+    settings = EmbedderFields(pooling_method="mean", query_instruction_for_retrieval="")
+    given = settings.embedder_settings()
+    assert given["pooling_method"] == "mean" and given["query_instruction_for_retrieval"] == ""
+    assert "task" not in given and "devices" not in given and given["batch_size"] == 256
+    assert "normalize" not in RerankerFields(normalize=True).reranker_settings()
+    with pytest.raises(ValueError, match="pooling_method"):
+        EmbedderFields(pooling_method="max")  # type: ignore[arg-type]
+
+
+def test_every_setting_has_a_description() -> None:
+    for fields in (EmbedderFields, RerankerFields):
+        for name, info in fields.model_fields.items():
+            assert info.description, f"{fields.__name__}.{name}"
+
+
+def subparsers(
+    parser: argparse.ArgumentParser, path: str = "flagstack"
+) -> Iterator[tuple[str, argparse.ArgumentParser]]:
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from subparsers(sub, f"{path} {name}")
+
+
+def options(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
+    return {action.dest: action for action in parser._actions if action.option_strings}
+
+
+def test_cli_options_come_from_the_fields() -> None:
+    commands = dict(subparsers(build_parser()))
+    for command in ("flagstack encode", "flagstack eval retrieval", "flagstack eval sts"):
+        found = options(commands[command])
+        pooling = EmbedderFields.model_fields["pooling_method"]
+        assert found["pooling_method"].option_strings == ["--pooling"]
+        assert found["pooling_method"].help == pooling.description
+        assert found["pooling_method"].choices == ["cls", "mean", "last_token"]
+        assert found["backend"].choices == ["torch", "onnx"]
+        assert found["backend"].help == EmbedderFields.model_fields["backend"].description
+        assert found["use_bf16"].option_strings == ["--bf16"] and found["use_bf16"].default is False
+    retrieval = options(commands["flagstack eval retrieval"])
+    assert retrieval["batch_size"].default == EmbedderFields.model_fields["batch_size"].default
+    assert retrieval["max_length"].default == RerankerFields.model_fields["max_length"].default
+    rerank = options(commands["flagstack eval rerank"])
+    assert rerank["backend"].help == RerankerFields.model_fields["backend"].description
+
+
+def test_training_options_take_the_library_defaults() -> None:
+    from flag_core.training import EmbedderTrainingArgs, RerankerTrainingArgs
+
+    commands = dict(subparsers(build_parser()))
+    embedder = options(commands["flagstack train embedder"])
+    reranker = options(commands["flagstack train reranker"])
+    assert embedder["temperature"].default == EmbedderTrainingArgs.temperature
+    assert embedder["learning_rate"].default == EmbedderTrainingArgs.learning_rate
+    assert reranker["learning_rate"].default == RerankerTrainingArgs.learning_rate != EmbedderTrainingArgs.learning_rate
+    assert embedder["train_group_size"].option_strings == ["--group-size"]
+
+
+def test_every_option_has_help_and_shows_its_default(capsys: pytest.CaptureFixture[str]) -> None:
+    for command, parser in subparsers(build_parser()):
+        for action in parser._actions:
+            if action.option_strings and not isinstance(action, argparse._HelpAction):
+                assert action.help, f"{command} {action.option_strings[0]} has no help"
+        assert isinstance(parser.formatter_class, type) and issubclass(
+            parser.formatter_class, argparse.ArgumentDefaultsHelpFormatter
+        ), command
+    with pytest.raises(SystemExit):
+        main(["eval", "sts", "--help"])
+    assert "(default: torch)" in capsys.readouterr().out
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    import flag_core
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"flagstack {flag_core.__version__}"

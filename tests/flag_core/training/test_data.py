@@ -1,0 +1,51 @@
+"""Training data: every row checked, errors name file, line and field."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from flag_core.training.data import TrainExample, read_examples, write_examples
+
+
+def test_reads_flagembedding_examples(shared_data: Path) -> None:
+    examples = read_examples(shared_data / "finetune_pairs" / "flagembedding_examples" /
+                             "reranker__example_data__normal__examples.jsonl")
+    assert len(examples) == 10 and examples[0].pos_scores is not None and len(examples[0].neg) == 25
+
+
+@pytest.mark.parametrize(
+    ("line", "needle"),
+    [
+        ("{not json", "not valid JSON"),
+        ('["a list"]', "expected a JSON object"),
+        ('{"pos": ["p"]}', "field 'query'"),
+        ('{"query": "q", "pos": []}', "field 'pos'"),
+        ('{"query": "q", "pos": ["p", 3]}', r"field 'pos'\[1\]"),
+        ('{"query": "q", "pos": ["p"], "neg": "n"}', "field 'neg'"),
+        ('{"query": "q", "pos": ["p"], "neg": ["n"], "pos_scores": [1, 2], "neg_scores": [0]}', "pos_scores"),
+        ('{"query": "q", "pos": ["p"], "neg": ["n"], "pos_scores": [1]}', "both"),
+        ('{"query": "q", "pos": ["p"], "prompt": 5}', "field 'prompt'"),
+    ],
+)
+def test_malformed_rows_name_file_line_and_field(tmp_path: Path, line: str, needle: str) -> None:
+    path = tmp_path / "train.jsonl"
+    path.write_text('{"query": "ok", "pos": ["fine"], "neg": ["x"]}\n\n' + line + "\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=rf"train\.jsonl, line 3: .*{needle}"):
+        read_examples(path)
+
+
+def test_round_trip(tmp_path: Path) -> None:
+    examples = [TrainExample("q", ["p"], ["n1", "n2"], [1.0], [0.5, 0.2], "prompt", "normal"),
+                TrainExample("q2", ["p2"])]
+    write_examples(tmp_path / "out.jsonl", examples)
+    assert read_examples(tmp_path / "out.jsonl") == examples
+    assert json.loads((tmp_path / "out.jsonl").read_text().splitlines()[1]) == {"query": "q2", "pos": ["p2"],
+                                                                               "neg": []}
+    with pytest.raises(FileNotFoundError):
+        read_examples(tmp_path / "missing.jsonl")
+    (tmp_path / "empty.jsonl").write_text("\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="no examples"):
+        read_examples(tmp_path / "empty.jsonl")
