@@ -13,10 +13,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..inference.inputs import check_positive_int
-from .index import VectorIndex
+from .index import IndexFileError, VectorIndex
 
 EmbedDocuments = Callable[[list[str]], Any]
 EmbedQuery = Callable[[str], Any]
+
+
+@dataclass(frozen=True)
+class PayloadFormat:
+    """What every payload of an index holds: ``name`` (saved with the file, e.g. the class that writes it)
+    and the ``keys`` each payload has. Loading a file written in another format is a clear error."""
+
+    name: str
+    keys: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -38,10 +47,12 @@ class DenseIndex:
         embed_query: EmbedQuery,
         settings: Mapping[str, Any] | None = None,
         use_faiss: bool = False,
+        payload_format: PayloadFormat | None = None,
     ) -> None:
         self.embed_documents = embed_documents
         self.embed_query = embed_query
         self.settings = dict(settings or {})
+        self.payload_format = payload_format
         self.index = VectorIndex(use_faiss=use_faiss)
 
     def __len__(self) -> int:
@@ -67,15 +78,15 @@ class DenseIndex:
         check_positive_int(k, "k", allow_none=False)
         if not len(self.index):
             return []
-        rows = self.index.payloads
-        return [
-            Hit(position=i, text=rows[i]["text"], payload=rows[i]["payload"], score=score)
-            for i, score in self.index.search(self.embed_query(query), k)[0]
-        ]
+        hits = []
+        for i, score in self.index.search(self.embed_query(query), k)[0]:
+            row = self.index.payload(i)  # a copy: a hit's payload is the caller's to edit
+            hits.append(Hit(position=i, text=row["text"], payload=row["payload"], score=score))
+        return hits
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write vectors, texts, payloads and embedding settings to one file, atomically."""
-        self.index.save(path, self.settings)
+        self.index.save(path, self.settings, self.payload_format.name if self.payload_format else None)
 
     @classmethod
     def load(
@@ -85,11 +96,29 @@ class DenseIndex:
         embed_query: EmbedQuery,
         settings: Mapping[str, Any] | None = None,
         use_faiss: bool = False,
+        payload_format: PayloadFormat | None = None,
     ) -> DenseIndex:
-        """Read a file written by :meth:`save`; it must carry the same embedding ``settings``."""
-        dense = cls(embed_documents, embed_query, settings, use_faiss)
+        """Read a file written by :meth:`save`; it must carry the same embedding ``settings`` and, when
+        ``payload_format`` is given, payloads of that format."""
+        dense = cls(embed_documents, embed_query, settings, use_faiss, payload_format)
         dense.index = VectorIndex.load(path, dense.settings, use_faiss=use_faiss)
+        if payload_format is not None:
+            _check_payloads(path, dense.index, payload_format)
         return dense
+
+
+def _check_payloads(path: str | os.PathLike[str], index: VectorIndex, expected: PayloadFormat) -> None:
+    saved = index.payload_format
+    if saved is not None and saved != expected.name:
+        raise IndexFileError(f"{path} was written by {saved}; load it with {saved}.load, not {expected.name}.load")
+    for position, row in enumerate(index.payloads):
+        payload = row.get("payload")
+        missing = [key for key in expected.keys if not isinstance(payload, dict) or key not in payload]
+        if missing:
+            raise IndexFileError(
+                f"{path} was not written by {expected.name} (entry {position} lacks {', '.join(missing)}); "
+                "load it with the class that wrote it"
+            )
 
 
 def embedding_settings(embeddings: Any) -> dict[str, Any]:

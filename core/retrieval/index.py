@@ -9,6 +9,7 @@ anything is returned.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import io
 import json
@@ -40,6 +41,7 @@ class VectorIndex:
         self._vectors = np.zeros((0, dim or 0), dtype=np.float32)
         self._payloads: list[dict[str, Any]] = []
         self._faiss: Any = None
+        self.payload_format: str | None = None  # what a loaded file says its payloads hold
 
     def __len__(self) -> int:
         return len(self._payloads)
@@ -53,7 +55,12 @@ class VectorIndex:
 
     @property
     def payloads(self) -> list[dict[str, Any]]:
-        return list(self._payloads)
+        """Copies of every payload (editing them never changes the index)."""
+        return copy.deepcopy(self._payloads)
+
+    def payload(self, position: int) -> dict[str, Any]:
+        """A copy of one payload (editing it never changes the index)."""
+        return copy.deepcopy(self._payloads[position])
 
     def add(self, vectors: Any, payloads: Sequence[Mapping[str, Any]]) -> list[int]:
         """Append vectors with their payloads; returns their positions in the index."""
@@ -72,7 +79,7 @@ class VectorIndex:
             raise ValueError(f"vector {bad} holds NaN or infinity")
         start = len(self._payloads)
         self._vectors = np.concatenate([self._vectors, array]) if start else array.copy()
-        self._payloads.extend(dict(p) for p in payloads)
+        self._payloads.extend(copy.deepcopy(dict(p)) for p in payloads)  # the caller's objects stay theirs
         self._faiss = None
         return list(range(start, start + len(array)))
 
@@ -114,8 +121,11 @@ class VectorIndex:
 
     # persistence ------------------------------------------------------------------------------
 
-    def save(self, path: str | os.PathLike[str], settings: Mapping[str, Any] | None = None) -> None:
-        """Write the index to one file, atomically (a temporary file renamed into place)."""
+    def save(
+        self, path: str | os.PathLike[str], settings: Mapping[str, Any] | None = None, payload_format: str | None = None
+    ) -> None:
+        """Write the index to one file, atomically (a temporary file renamed into place); ``payload_format``
+        names what the payloads hold (e.g. the class that wrote them), for :meth:`load` to tell."""
         for i, payload in enumerate(self._payloads):
             try:
                 json.dumps(payload)
@@ -133,6 +143,7 @@ class VectorIndex:
             "count": len(self),
             "dim": self.dim,
             "settings": dict(settings or {}),
+            "payload_format": payload_format,
             "sha256": {name: hashlib.sha256(data).hexdigest() for name, data in parts.items()},
         }
         with atomic_write(path, "wb") as handle, zipfile.ZipFile(handle, "w", zipfile.ZIP_STORED) as archive:
@@ -177,4 +188,5 @@ class VectorIndex:
         index = cls(dim=manifest["dim"], use_faiss=use_faiss)
         index._vectors = vectors.astype(np.float32, copy=False)
         index._payloads = payloads
+        index.payload_format = manifest.get("payload_format")
         return index

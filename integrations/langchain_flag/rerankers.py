@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -76,7 +77,8 @@ class FlagReranker(FromMerge, RerankerFields, BaseDocumentCompressor, BaseCrossE
             if self.score_threshold is not None and value < self.score_threshold:
                 continue
             doc = docs[index]
-            kept.append(doc.model_copy(update={"metadata": {**doc.metadata, RELEVANCE_SCORE: value}}, deep=True))
+            metadata = {**copy.deepcopy(doc.metadata), RELEVANCE_SCORE: value}  # the caller's documents stay theirs
+            kept.append(doc.model_copy(update={"metadata": metadata}, deep=True))
         return kept
 
     def compress_documents(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import os
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -15,11 +16,12 @@ from langchain_core.vectorstores import VectorStore
 from pydantic import ConfigDict, Field, PrivateAttr
 
 from flag_core.inference.inputs import check_positive_int
-from flag_core.retrieval import DenseIndex, embedding_settings
+from flag_core.retrieval import DenseIndex, PayloadFormat, embedding_settings
 
 from .rerankers import FlagReranker
 
 RETRIEVAL_SCORE = "retrieval_score"
+PAYLOADS = PayloadFormat("langchain_flag.FlagRetriever", keys=("metadata", "id"))
 
 
 class FlagRetriever(BaseRetriever):
@@ -59,7 +61,7 @@ class FlagRetriever(BaseRetriever):
     def _dense_index(self) -> DenseIndex:
         return DenseIndex(
             self.embeddings.embed_documents, self.embeddings.embed_query, embedding_settings(self.embeddings),
-            self.use_faiss,
+            self.use_faiss, PAYLOADS,
         )
 
     # building -----------------------------------------------------------------------------------
@@ -122,7 +124,7 @@ class FlagRetriever(BaseRetriever):
         retriever = cls(embeddings=embeddings, **kwargs)
         fresh = retriever._dense_index()
         retriever._index = DenseIndex.load(
-            path, fresh.embed_documents, fresh.embed_query, fresh.settings, retriever.use_faiss
+            path, fresh.embed_documents, fresh.embed_query, fresh.settings, retriever.use_faiss, PAYLOADS
         )
         return retriever
 
@@ -132,8 +134,8 @@ class FlagRetriever(BaseRetriever):
         k = self.k if k is None else k
         if self.vectorstore is not None:
             check_positive_int(k, "k", allow_none=False)
-            docs = [
-                doc.model_copy(update={"metadata": {**doc.metadata, RETRIEVAL_SCORE: float(score)}})
+            docs = [  # copies: the store's documents stay the store's
+                doc.model_copy(update={"metadata": {**copy.deepcopy(doc.metadata), RETRIEVAL_SCORE: float(score)}})
                 for doc, score in self.vectorstore.similarity_search_with_score(query, k=k)
             ]
         else:

@@ -88,10 +88,9 @@ class FlagReranker(FromMerge, BaseNodePostprocessor, RerankerFields):
             ranked = self._model.rerank(query_bundle.query_str, texts, top_n=self.top_n, normalize=self.normalize)
             reranked = []
             for index, score in ranked:  # scores are tied to nodes by index, never by sorted position
-                node = nodes[index].node
+                node = nodes[index].node.model_copy(deep=True)  # the caller's nodes stay theirs
                 if self.keep_retrieval_score:
-                    metadata = {**node.metadata, "retrieval_score": nodes[index].score}
-                    node = node.model_copy(update={"metadata": metadata})
+                    node.metadata["retrieval_score"] = nodes[index].score
                 reranked.append(NodeWithScore(node=node, score=score))
             event.on_end(payload={EventPayload.NODES: reranked})
         dispatcher.event(ReRankEndEvent(nodes=reranked))

@@ -14,9 +14,11 @@ from llama_index.core.schema import BaseNode, MetadataMode, NodeWithScore, Query
 from llama_index.core.storage.docstore.utils import doc_to_json, json_to_doc
 
 from flag_core.inference.inputs import check_positive_int
-from flag_core.retrieval import DenseIndex, embedding_settings
+from flag_core.retrieval import DenseIndex, PayloadFormat, embedding_settings
 
 from .postprocessors import FlagReranker
+
+PAYLOADS = PayloadFormat("llamaindex_flag.FlagRetriever", keys=("node",))
 
 
 class FlagRetriever(BaseRetriever):
@@ -53,7 +55,6 @@ class FlagRetriever(BaseRetriever):
         self.reranker = reranker
         self.use_faiss = use_faiss
         self._dense = self._new_index()
-        self._nodes: list[BaseNode] = []
         super().__init__(callback_manager=callback_manager, verbose=verbose)
         if nodes:
             self.add_nodes(nodes)
@@ -64,10 +65,11 @@ class FlagRetriever(BaseRetriever):
             self.embed_model.get_query_embedding,
             embedding_settings(self.embed_model),
             self.use_faiss,
+            PAYLOADS,
         )
 
     def __len__(self) -> int:
-        return len(self._nodes)
+        return len(self._dense)
 
     def add_nodes(self, nodes: Sequence[BaseNode]) -> None:
         """Embed (with ``MetadataMode.EMBED``) and index more nodes."""
@@ -76,8 +78,7 @@ class FlagRetriever(BaseRetriever):
             if not isinstance(node, BaseNode):
                 raise TypeError(f"nodes[{i}] is {type(node).__name__}, expected a LlamaIndex node")
         texts = [node.get_content(metadata_mode=MetadataMode.EMBED) for node in nodes]
-        self._dense.add(texts, [{"node": doc_to_json(node)} for node in nodes])
-        self._nodes.extend(nodes)
+        self._dense.add(texts, [{"node": doc_to_json(node)} for node in nodes])  # the index keeps its own copy
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write vectors, nodes and embedding settings to one file, atomically."""
@@ -89,13 +90,13 @@ class FlagRetriever(BaseRetriever):
         retriever = cls(embed_model=embed_model, **kwargs)
         fresh = retriever._new_index()
         retriever._dense = DenseIndex.load(path, fresh.embed_documents, fresh.embed_query, fresh.settings,
-                                           retriever.use_faiss)
-        retriever._nodes = [json_to_doc(row["payload"]["node"]) for row in retriever._dense.index.payloads]
+                                           retriever.use_faiss, PAYLOADS)
         return retriever
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         hits = self._dense.search(query_bundle.query_str, self.similarity_top_k)
-        results = [NodeWithScore(node=self._nodes[hit.position], score=hit.score) for hit in hits]
+        # each hit's node is rebuilt from the index's copy: results are the caller's to edit
+        results = [NodeWithScore(node=json_to_doc(hit.payload["node"]), score=hit.score) for hit in hits]
         if self.reranker is not None:
             return self.reranker.postprocess_nodes(results, query_bundle)
         return results

@@ -140,3 +140,35 @@ async def test_ainvoke_does_not_block_the_loop(embeddings: FlagEmbeddings, reran
     assert [len(r) for r in results] == [3, 3, 3]
     assert ticks >= 3 and ticks >= elapsed / 0.005 * 0.2, (ticks, elapsed)
     assert results[0] == retriever.invoke("pandas")
+
+
+def test_results_share_nothing_with_the_index_or_the_caller(embeddings: FlagEmbeddings, reranker_path: str) -> None:
+    metadata = {"tags": ["bear"], "source": {"page": 1}}
+    retriever = FlagRetriever.from_texts(TEXTS[:3], embeddings, metadatas=[metadata, {}, {}], k=1)
+    metadata["tags"].append("added by the caller after indexing")
+    first = retriever.invoke("giant panda")
+    assert first[0].metadata["tags"] == ["bear"]
+    first[0].metadata["tags"].append("edited result")
+    first[0].metadata["source"]["page"] = 99
+    again = retriever.invoke("giant panda")
+    assert again[0].metadata["tags"] == ["bear"] and again[0].metadata["source"] == {"page": 1}
+    reranker = FlagReranker(model_name=reranker_path, devices="cpu", top_n=1)
+    docs = [Document(page_content=TEXTS[0], metadata={"tags": ["mine"]})]
+    ranked = reranker.compress_documents(docs, "panda")
+    ranked[0].metadata["tags"].append("edited result")
+    assert docs[0].metadata == {"tags": ["mine"]}
+
+
+def test_an_index_of_the_other_framework_is_named(embeddings: FlagEmbeddings, model_path: str, tmp_path: Path) -> None:
+    from llama_index.core.schema import TextNode
+
+    from llamaindex_flag import FlagEmbedding as LlamaEmbedding
+    from llamaindex_flag import FlagRetriever as LlamaRetriever
+
+    llama_embeddings = LlamaEmbedding(model_name=model_path, devices="cpu")
+    LlamaRetriever(nodes=[TextNode(text=t) for t in TEXTS], embed_model=llama_embeddings).save(tmp_path / "l.flag")
+    with pytest.raises(IndexFileError, match=r"written by llamaindex_flag\.FlagRetriever; load it with"):
+        FlagRetriever.load(tmp_path / "l.flag", embeddings)
+    FlagRetriever.from_texts(TEXTS, embeddings).save(tmp_path / "c.flag")
+    with pytest.raises(IndexFileError, match=r"written by langchain_flag\.FlagRetriever"):
+        LlamaRetriever.load(tmp_path / "c.flag", llama_embeddings)

@@ -56,3 +56,18 @@ def test_save_load_and_errors(embed_model: FlagEmbedding, model_path: str, tmp_p
         FlagRetriever(nodes=_nodes())
     with pytest.raises(TypeError, match=r"nodes\[0\]"):
         FlagRetriever(nodes=["text"], embed_model=embed_model)  # type: ignore[list-item]
+
+
+def test_results_are_copies(embed_model: FlagEmbedding, reranker_path: str) -> None:
+    nodes = [TextNode(text=t, id_=f"n{i}", metadata={"tags": ["original"]}) for i, t in enumerate(TEXTS)]
+    retriever = FlagRetriever(nodes=nodes, embed_model=embed_model, similarity_top_k=1)
+    nodes[2].metadata["tags"].append("edited by the caller after indexing")
+    first = retriever.retrieve("France")
+    assert first[0].node.node_id == "n2" and first[0].node.metadata["tags"] == ["original"]
+    first[0].node.metadata["tags"].append("edited result")
+    assert retriever.retrieve("France")[0].node.metadata["tags"] == ["original"]
+    reranker = FlagReranker(model=reranker_path, top_n=1, devices="cpu")
+    given = [NodeWithScore(node=TextNode(text=TEXTS[0], metadata={"tags": ["mine"]}), score=0.5)]
+    out = reranker.postprocess_nodes(given, query_str="panda")
+    out[0].node.metadata["tags"].append("edited result")
+    assert given[0].node.metadata == {"tags": ["mine"]}
