@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .inference.embedder import FlagModel
+from .inference.embedder import FlagModel, Side
 
 
 def _texts(inputs: Any) -> list[str]:
@@ -48,9 +48,8 @@ class MTEBEncoder:
     def encode(self, inputs: Any, *, prompt_type: Any = None, **kwargs: Any) -> np.ndarray:
         """Vectors of the inputs; queries when ``prompt_type`` is "query", passages otherwise."""
         texts = _texts(inputs)
-        side = getattr(prompt_type, "value", prompt_type)
-        encode = self.model.encode_queries if side == "query" else self.model.encode_corpus
-        return np.asarray(encode(texts), dtype=np.float32)
+        side: Side = "query" if getattr(prompt_type, "value", prompt_type) == "query" else "passage"
+        return np.asarray(self.model.encode_as(side, texts), dtype=np.float32)
 
     @staticmethod
     def similarity(a: Any, b: Any) -> np.ndarray:

@@ -17,13 +17,15 @@ from typing import Any
 
 import numpy as np
 
-SIDES = ("passage", "query")
+from .inference.embedder import Side
+
+SIDES: tuple[Side, ...] = ("passage", "query")
 
 
 class EmbedBatch:
     """A Ray Data callable class: adds an ``output_column`` of float32 vectors to each batch."""
 
-    def __init__(self, model_name_or_path: str, text_column: str, output_column: str, side: str,
+    def __init__(self, model_name_or_path: str, text_column: str, output_column: str, side: Side,
                  torch_threads: int | None, settings: dict[str, Any]) -> None:
         import torch
 
@@ -40,8 +42,7 @@ class EmbedBatch:
         if self.text_column not in batch:
             raise KeyError(f"the dataset has no column {self.text_column!r} (columns: {sorted(batch)})")
         texts = [str(t) for t in batch[self.text_column].tolist()]
-        encode = self.model.encode_queries if self.side == "query" else self.model.encode_corpus
-        batch[self.output_column] = np.asarray(encode(texts), dtype=np.float32)
+        batch[self.output_column] = np.asarray(self.model.encode_as(self.side, texts), dtype=np.float32)
         return batch
 
 
@@ -50,7 +51,7 @@ def embed_dataset(
     model_name_or_path: str,
     text_column: str = "text",
     output_column: str = "embedding",
-    side: str = "passage",
+    side: Side = "passage",
     num_actors: int | None = None,
     num_gpus_per_actor: float = 0,
     num_cpus_per_actor: float | None = None,

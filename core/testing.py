@@ -2,7 +2,8 @@
 
 ``build_test_reranker`` makes the cross-encoder of FlagEmbedding's golden file: the bundled
 all-MiniLM-L6-v2 encoder with a fixed one-logit head. It runs like any BGE reranker but was never
-trained for relevance, so its scores only prove plumbing, not quality.
+trained for relevance, so its scores only prove plumbing, not quality. ``build_test_decoder`` makes a tiny
+seeded Llama with the same tokenizer, a stand-in for decoder (LLM) rerankers.
 """
 
 from __future__ import annotations
@@ -45,5 +46,29 @@ def build_test_reranker(folder: str | os.PathLike[str], source: str | None = Non
     with quiet_transformers():
         model.save_pretrained(tmp)
     AutoTokenizer.from_pretrained(source).save_pretrained(tmp)
+    os.replace(tmp, target)
+    return str(target)
+
+
+def build_test_decoder(folder: str | os.PathLike[str], source: str | None = None) -> str:
+    """Write a 2-layer Llama causal LM from a fixed seed (vocabulary 30,522) with ``source``'s tokenizer
+    (default: the bundled model's; [CLS] as bos) to ``folder`` (if not there yet) and return its path: a
+    stand-in LLM reranker / decoder for tests and benchmarks, untrained."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    target = Path(folder)
+    if (target / "config.json").is_file():
+        return str(target)
+    source = source or bundled_model_path()
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=30522, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=1024, pad_token_id=0, bos_token_id=101,
+        tie_word_embeddings=False,
+    )
+    tmp = target.with_name(target.name + ".tmp")
+    LlamaForCausalLM(config).save_pretrained(tmp)
+    AutoTokenizer.from_pretrained(source, bos_token="[CLS]").save_pretrained(tmp)
     os.replace(tmp, target)
     return str(target)

@@ -56,20 +56,9 @@ def reranker_path(model_path: str, tmp_path_factory: pytest.TempPathFactory) -> 
 @pytest.fixture(scope="session")
 def tiny_decoder_path(model_path: str, tmp_path_factory: pytest.TempPathFactory) -> str:
     """A 2-layer Llama causal LM from a fixed seed, with the test model's tokenizer ([CLS] as bos)."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from flag_core.testing import build_test_decoder
 
-    folder = tmp_path_factory.mktemp("tiny-llm")
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=30522, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=1024, pad_token_id=0, bos_token_id=101,
-        tie_word_embeddings=False,
-    )
-    LlamaForCausalLM(config).save_pretrained(folder)
-    AutoTokenizer.from_pretrained(model_path, bos_token="[CLS]").save_pretrained(folder)
-    return str(folder)
-
+    return build_test_decoder(tmp_path_factory.mktemp("tiny-llm") / "decoder", model_path)
 
 
 @pytest.fixture

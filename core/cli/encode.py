@@ -10,6 +10,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from ..inference.embedder import Side
 from ..settings import EmbedderFields
 from .options import default_model, given_settings, parser_kwargs, positive_int, quiet, read_lines, setting
 from .tables import format_table, shorten
@@ -45,7 +46,6 @@ def embedder_settings(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_encode(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from ..fileio import atomic_write
     from ..inference.embedder import FlagModel
 
     texts: list[str] = list(args.texts)
@@ -57,16 +57,18 @@ def cmd_encode(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     model = FlagModel(model_path, show_progress_bar=not args.quiet, **embedder_settings(args))
     loaded = time.perf_counter()
-    encode = model.encode_queries if args.queries else model.encode_corpus
-    vectors = encode(texts, output="numpy")
+    side: Side = "query" if args.queries else "passage"
+    if args.output:  # streamed to disk chunk by chunk: memory stays at one chunk, whatever the number of texts
+        model.encode_to_file(texts, args.output, side)
+        vectors = np.load(args.output, mmap_mode="r")
+    else:
+        vectors = np.asarray(model.encode_as(side, texts, output="numpy"))
     done = time.perf_counter()
     print(f"model      {model_path}")
     print(f"settings   pooling={model.pooling_method} max_length={model.passage_max_length} "
           f"devices={','.join(model.target_devices)} dim={vectors.shape[1]}")
     print(f"timing     load {loaded - start:.2f}s, encode {len(texts)} texts {done - loaded:.2f}s")
     if args.output:
-        with atomic_write(args.output) as handle:
-            np.save(handle, vectors)
         print(f"wrote      {args.output} ({vectors.shape[0]} x {vectors.shape[1]} float32)")
     if len(texts) <= args.max_table:
         print()

@@ -28,15 +28,18 @@ def print_metrics(result: Any) -> None:
 
 
 def _write_outputs(result: Any, args: argparse.Namespace) -> None:
-    from ..evaluation.plots import plot_results
+    """Write --output and --plot, or neither: the plot is drawn before either file is written."""
+    from ..evaluation.plots import render_results
     from ..fileio import atomic_write
 
+    png = render_results([result.to_dict()])[0] if args.plot else None
     if args.output:
         with atomic_write(args.output, "w") as handle:
             json.dump(result.to_dict(), handle, indent=2, ensure_ascii=False)
         print(f"wrote {args.output}")
-    if args.plot:
-        plot_results([result.to_dict()], args.plot)
+    if png is not None:
+        with atomic_write(args.plot, "wb") as handle:
+            handle.write(png)
         print(f"wrote {args.plot}")
 
 

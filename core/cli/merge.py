@@ -19,7 +19,8 @@ def cmd_merge(args: argparse.Namespace) -> int:
     if args.plot and (len(args.models) != 2 or not args.sweep_sts):
         raise ValueError("--plot sweeps the weight of two models: give two --models and --sweep-sts FILE")
     if args.weights is not None:
-        result = mix_models(args.models, args.model_type, args.weights, args.output, overwrite=args.overwrite)
+        result = mix_models(args.models, args.model_type, args.weights, args.output, overwrite=args.overwrite,
+                            allow_negative=args.allow_negative_weights)
     else:
         result = mix_models_with_data(args.models, args.model_type, args.data, temperature=args.temperature,
                                       neg_number=args.neg_number, output_path=args.output, overwrite=args.overwrite)
@@ -60,7 +61,10 @@ def add_parsers(sub: Any) -> None:
     merge.add_argument("--temperature", type=float, default=5.0, help="softmax temperature over the example losses")
     merge.add_argument("--neg-number", type=positive_int, default=7, help="negatives per example in the loss")
     merge.add_argument("--output", required=True, help="folder to write the merged model to")
-    merge.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
+    merge.add_argument("--overwrite", action="store_true",
+                       help="replace an earlier merge at --output (never a folder holding an input model)")
+    merge.add_argument("--allow-negative-weights", action="store_true",
+                       help="accept negative --weights (subtracting a model)")
     merge.add_argument("--plot", default=None, help="PNG of STS Spearman across the weight of the second model")
     merge.add_argument("--sweep-sts", default=None, help="STS pairs file for --plot")
     merge.set_defaults(func=cmd_merge)

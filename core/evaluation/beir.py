@@ -6,11 +6,13 @@ import json
 import os
 from pathlib import Path
 
+from ..fileio import text_lines
+
 
 def _lines(path: Path) -> list[str]:
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found (expected a BEIR folder with corpus.jsonl, queries.jsonl, qrels/)")
-    return path.read_text(encoding="utf-8").splitlines()
+    return [line.rstrip("\r\n") for _, line in text_lines(path)]
 
 
 def load_corpus(folder: str | os.PathLike[str], limit: int | None = None) -> dict[str, dict[str, str]]:

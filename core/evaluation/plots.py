@@ -36,6 +36,16 @@ def plot_results(
 ) -> list[str]:
     """A grouped bar chart: one group per metric, one bar per result (e.g. several ``--output`` files).
     Returns the metrics drawn; the PNG is written atomically."""
+    png, wanted = render_results(results, metrics)
+    with atomic_write(path, "wb") as handle:
+        handle.write(png)
+    return wanted
+
+
+def render_results(
+    results: Sequence[Mapping[str, Any]], metrics: Sequence[str] | None = None
+) -> tuple[bytes, list[str]]:
+    """:func:`plot_results`' PNG as bytes (nothing written), and the metrics drawn."""
     if not results:
         raise ValueError("nothing to plot: give at least one result")
     wanted = list(metrics) if metrics else [m for m in DEFAULT_METRICS if any(m in r["metrics"] for r in results)]
@@ -55,8 +65,7 @@ def plot_results(
     ax.set_title(f"flagstack eval: {results[0].get('task', '')}")
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    _save(fig, plt, path)
-    return wanted
+    return _png(fig, plt), wanted
 
 
 def plot_curve(
@@ -72,12 +81,13 @@ def plot_curve(
         ax.set_title(title)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    _save(fig, plt, path)
+    png = _png(fig, plt)
+    with atomic_write(path, "wb") as handle:
+        handle.write(png)
 
 
-def _save(fig: Any, plt: Any, path: str | os.PathLike[str]) -> None:
+def _png(fig: Any, plt: Any) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=120)
     plt.close(fig)
-    with atomic_write(path, "wb") as handle:
-        handle.write(buffer.getvalue())
+    return buffer.getvalue()

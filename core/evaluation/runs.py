@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from ..fileio import folder_fingerprint
-from ..inference.embedder import FlagModel
+from ..inference.embedder import FlagModel, Side
 from ..inference.reranker import FlagReranker
 from ..retrieval.index import VectorIndex
 from .cache import EmbeddingCache
@@ -16,23 +16,21 @@ from .metrics import Run, trec_order
 
 
 def encode_cached(
-    model: FlagModel, texts: list[str], side: str, cache: EmbeddingCache | None, show_progress: bool
+    model: FlagModel, texts: list[str], side: Side, cache: EmbeddingCache | None, show_progress: bool
 ) -> np.ndarray:
-    """``encode_queries`` (side "query") or ``encode_corpus`` (side "passage") of ``texts``, cached."""
-    encode = model.encode_queries if side == "query" else model.encode_corpus
-
-    def compute(batch: list[str]) -> np.ndarray:
-        return np.asarray(encode(batch, show_progress_bar=show_progress), dtype=np.float32)
-
+    """``encode_queries`` (side "query") or ``encode_corpus`` (side "passage") of ``texts``; with a cache,
+    read from it, or encoded chunk by chunk into it."""
     if cache is None:
-        return compute(texts)
+        return np.asarray(model.encode_as(side, texts, output="numpy", show_progress_bar=show_progress))
     identity = {
         "side": side,
         "signature": model.signature(),
         "weights": folder_fingerprint(model.runtime.settings.path),
         "precision": str(model.runtime.dtype),
     }
-    return cache.get_or_compute(identity, texts, compute)
+    return cache.get_or_compute(
+        identity, texts, lambda batch: model.iter_encode(batch, side, show_progress_bar=show_progress)
+    )
 
 
 def dense_run(

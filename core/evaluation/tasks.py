@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import logging
+import math
 import os
 import platform
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -19,12 +21,15 @@ from typing import Any
 
 import numpy as np
 
+from ..fileio import text_lines
 from ..inference.embedder import FlagModel
 from ..inference.reranker import FlagReranker
 from .beir import load_corpus, load_qrels, load_queries, load_trec_run
 from .cache import EmbeddingCache
 from .metrics import K_VALUES, evaluate_run
 from .runs import bm25_run, dense_run, reciprocal_rank_fusion, rerank_run
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -84,7 +89,29 @@ def _beir(
     if lost:
         raise ValueError(f"{len(lost)} judged queries are missing from queries.jsonl (e.g. {lost[:3]})")
     corpus = {doc_id: doc["full"] for doc_id, doc in load_corpus(folder).items()}
+    if not corpus:
+        raise ValueError(f"{Path(folder) / 'corpus.jsonl'} holds no documents: nothing to retrieve from")
     return corpus, queries, qrels
+
+
+def _count_missing(result: EvalResult, qrels: Mapping[str, Mapping[str, int]], corpus: Mapping[str, str]) -> None:
+    missing = missing_judged(qrels, corpus)
+    if missing:
+        result.counts["judged_missing"] = missing  # in the table and the JSON, beside the warning
+
+
+def missing_judged(qrels: Mapping[str, Mapping[str, int]], corpus: Mapping[str, str]) -> int:
+    """How many relevance judgements (grade > 0) name documents the corpus lacks, with a loud warning when
+    any do: those documents can never be retrieved, so recall (and nDCG) cannot reach 1."""
+    relevant = [(qid, doc) for qid, judged in qrels.items() for doc, grade in judged.items() if grade > 0]
+    missing = [(qid, doc) for qid, doc in relevant if doc not in corpus]
+    if missing:
+        logger.warning(
+            "%d of %d relevance judgements name documents missing from corpus.jsonl (e.g. %s): they can never "
+            "be retrieved, so the metrics are capped below 1; check that qrels and corpus belong together",
+            len(missing), len(relevant), ", ".join(f"query {q} -> {d}" for q, d in missing[:3]),
+        )
+    return len(missing)
 
 
 def _data_digests(folder: Path, split: str, extra: Sequence[Path] = ()) -> dict[str, str]:
@@ -125,6 +152,7 @@ def evaluate_retrieval(
     )
     if cache is not None:
         result.counts.update(cache_hits=cache.hits, cache_misses=cache.misses)
+    _count_missing(result, qrels, corpus)
     return _finish(result, started)
 
 
@@ -152,6 +180,7 @@ def evaluate_rerank(
         data=_data_digests(folder, split, [Path(run_file)]),
         counts={"queries": len(qrels), "run_queries": len(run), "pairs": sum(len(v) for v in reranked.values())},
     )
+    _count_missing(result, qrels, corpus)
     return _finish(result, started)
 
 
@@ -163,22 +192,24 @@ def load_sts_pairs(path: str | os.PathLike[str]) -> tuple[list[str], list[str], 
         raise FileNotFoundError(f"no STS file at {file}")
     delimiter = "\t" if file.suffix.lower() in {".tsv", ".tab"} else ","
     first, second, gold = [], [], []
-    with file.open(encoding="utf-8", newline="") as handle:
-        for number, row in enumerate(csv.reader(handle, delimiter=delimiter, quoting=csv.QUOTE_MINIMAL), start=1):
-            if not row or not any(cell.strip() for cell in row):
-                continue
-            if len(row) != 3:
-                raise ValueError(f"{file}, line {number}: expected 3 columns (sentence1, sentence2, score), "
-                                 f"got {len(row)}")
-            try:
-                score = float(row[2])
-            except ValueError:
-                if number == 1:
-                    continue  # a header
-                raise ValueError(f"{file}, line {number}: score {row[2]!r} is not a number") from None
-            first.append(row[0])
-            second.append(row[1])
-            gold.append(score)
+    lines = (line for _, line in text_lines(file))
+    for number, row in enumerate(csv.reader(lines, delimiter=delimiter, quoting=csv.QUOTE_MINIMAL), start=1):
+        if not row or not any(cell.strip() for cell in row):
+            continue
+        if len(row) != 3:
+            raise ValueError(f"{file}, line {number}: expected 3 columns (sentence1, sentence2, score), "
+                             f"got {len(row)}")
+        try:
+            score = float(row[2])
+        except ValueError:
+            if number == 1:
+                continue  # a header
+            raise ValueError(f"{file}, line {number}: score {row[2]!r} is not a number") from None
+        if not math.isfinite(score):
+            raise ValueError(f"{file}, line {number}: score {row[2]!r} is not a finite number")
+        first.append(row[0])
+        second.append(row[1])
+        gold.append(score)
     if len(gold) < 2:
         raise ValueError(f"{file} holds {len(gold)} scored pairs; a correlation needs at least 2")
     return first, second, gold
@@ -193,9 +224,17 @@ def evaluate_sts(model: FlagModel, pairs: str | os.PathLike[str], show_progress:
     a = np.asarray(model.encode(first, show_progress_bar=show_progress), dtype=np.float64)
     b = np.asarray(model.encode(second, show_progress_bar=show_progress), dtype=np.float64)
     cosine = (a * b).sum(axis=1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
+    if len(set(gold)) < 2:
+        raise ValueError(f"every gold score in {pairs} is {gold[0]}: a correlation with constant scores is undefined")
+    if np.ptp(cosine) == 0:
+        raise ValueError(f"the model gives every pair in {pairs} the same similarity ({cosine[0]:.6f}): a correlation "
+                         "with constant scores is undefined; check the model and its pooling")
+    metrics = {"spearman": float(spearmanr(cosine, gold).statistic), "pearson": float(pearsonr(cosine, gold)[0])}
+    if not all(math.isfinite(value) for value in metrics.values()):
+        raise ValueError(f"the correlations on {pairs} are not finite ({metrics}); check the data and the model")
     result = EvalResult(
         task="sts",
-        metrics={"spearman": float(spearmanr(cosine, gold).statistic), "pearson": float(pearsonr(cosine, gold)[0])},
+        metrics=metrics,
         model=model.model_name_or_path, settings=model.signature(), data={str(pairs): file_digest(pairs)},
         counts={"pairs": len(gold)},
     )

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from .devices import is_oom
+from .devices import is_oom, release_free_memory
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def tokenize_texts(tokenizer: Any, texts: Sequence[str], max_length: int) -> tup
         raise ValueError(f"max_length={max_length} leaves no room for text after {layout.total} special tokens")
     if not texts:
         return [], 0
-    encoded = tokenizer(list(texts), truncation=True, max_length=max_length + 1, padding=False)["input_ids"]
+    encoded = input_ids(tokenizer, texts, truncation=True, max_length=max_length + 1)
     left = getattr(tokenizer, "truncation_side", "right") == "left"
     truncated = 0
     for ids in encoded:
@@ -60,6 +60,20 @@ def tokenize_texts(tokenizer: Any, texts: Sequence[str], max_length: int) -> tup
             truncated += 1
             del ids[layout.prefix if left else len(ids) - layout.suffix - 1]
     return encoded, truncated
+
+
+TRIM_EVERY = 16  # batches between handing freed memory back to the OS
+TOKENIZE_CHUNK = 1024  # texts per tokenizer call: its per-text extras (offsets, tokens) stay small
+
+
+def input_ids(tokenizer: Any, texts: Sequence[str], **options: Any) -> list[list[int]]:
+    """The token ids of ``texts``, tokenized a chunk at a time and keeping only the ids (a fast tokenizer's
+    full output for a whole corpus holds far more than the ids)."""
+    ids: list[list[int]] = []
+    for start in range(0, len(texts), TOKENIZE_CHUNK):
+        chunk = list(texts[start : start + TOKENIZE_CHUNK])
+        ids += tokenizer(chunk, return_attention_mask=False, return_token_type_ids=False, **options)["input_ids"]
+    return ids
 
 
 def warn_truncated(count: int, total: int, max_length: int) -> None:
@@ -175,11 +189,11 @@ def tokenize_plain(tokenizer: Any, texts: Sequence[str], max_length: int) -> tup
     """Token ids without special tokens, each cut to ``max_length``, and which ones were cut."""
     if not texts:
         return [], []
-    encoded = tokenizer(list(texts), add_special_tokens=False, truncation=True, max_length=max_length + 1)
+    encoded = input_ids(tokenizer, texts, add_special_tokens=False, truncation=True, max_length=max_length + 1)
     left = getattr(tokenizer, "truncation_side", "right") == "left"
     out: list[list[int]] = []
     cut: list[bool] = []
-    for ids in encoded["input_ids"]:
+    for ids in encoded:
         cut.append(len(ids) > max_length)
         if cut[-1]:
             ids = ids[-max_length:] if left else ids[:max_length]
@@ -212,8 +226,12 @@ def run_batched(
     single input still does not fit (or the budget reaches ``min_tokens``) the error is raised.
     """
     lengths = [len(s) for s in sequences]
+    if not lengths:
+        raise ValueError("run_batched needs at least one input")
     pending = list(range(len(sequences)))
-    results: dict[int, torch.Tensor] = {}
+    done = [False] * len(sequences)
+    out: torch.Tensor | None = None  # every row is copied in here: no batch tensor outlives its batch
+    finished = 0
     budget = max_tokens
     count = max_count
     with tqdm(total=len(sequences), desc=desc, disable=not show_progress, unit="input") as bar:
@@ -224,10 +242,17 @@ def run_batched(
             try:
                 for batch in plan:
                     failed = batch
-                    rows = forward(batch).detach().to("cpu")
-                    for index, row in zip(batch, rows, strict=True):
-                        results[index] = row
+                    rows = forward(batch).detach()
+                    if out is None:
+                        out = torch.empty((len(sequences), *rows.shape[1:]), dtype=rows.dtype)
+                    out[torch.as_tensor(batch)] = rows.to("cpu")
+                    for index in batch:
+                        done[index] = True
+                    del rows
                     bar.update(len(batch))
+                    finished += 1
+                    if finished % TRIM_EVERY == 0:
+                        release_free_memory()
                 pending = []
             except Exception as exc:
                 if not is_oom(exc) or len(failed) == 1 or budget <= min_tokens:
@@ -236,10 +261,10 @@ def run_batched(
                 count = max(1, len(failed) // 2)
                 logger.warning("out of memory; retrying with at most %d tokens per batch", budget)
                 _empty_cache()
-                pending = [i for i in pending if i not in results]
-    if not results:
-        raise ValueError("run_batched needs at least one input")
-    return torch.stack([results[i] for i in range(len(sequences))])
+                pending = [i for i in pending if not done[i]]
+    assert out is not None
+    release_free_memory()
+    return out
 
 
 def _empty_cache() -> None:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import ctypes
+import functools
+import sys
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -39,6 +43,23 @@ def resolve_devices(devices: str | int | Sequence[str | int] | None) -> list[str
     return resolved
 
 
+def check_available(device: str) -> None:
+    """Raise a ValueError naming ``device`` when this machine cannot run on it (no CUDA build, no GPU, an
+    index past the last GPU, no MPS), instead of the assertion torch raises deep inside loading."""
+    kind = torch.device(device)
+    if kind.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "this torch build has no CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
+            raise ValueError(f"device {device!r} is not available: {why} (torch {torch.__version__}); "
+                             "use devices='cpu' or leave devices unset to take what the machine has")
+        if kind.index is not None and kind.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r} is not available: this machine has {torch.cuda.device_count()} "
+                             f"CUDA GPU(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    elif kind.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ValueError(f"device {device!r} is not available: this machine has no MPS (Apple GPU) support; "
+                         "use devices='cpu'")
+
+
 def resolve_dtype(device: str, use_fp16: bool = False, use_bf16: bool = False) -> torch.dtype:
     """The compute dtype for ``device``.
 
@@ -72,3 +93,23 @@ def cpu_has_native_bf16() -> bool | None:
     except OSError:
         return None
     return None
+
+
+@functools.cache
+def _malloc_trim() -> Any:
+    """glibc's ``malloc_trim``, or None where the C library has none (macOS, Windows, musl)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return libc.malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+def release_free_memory() -> None:
+    """Hand memory the process has freed back to the operating system (glibc keeps freed blocks of
+    varying-size batch tensors in its heap, so the resident size would creep up through a long run)."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence, Sized
 from typing import Any, Literal, TypedDict, overload
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 from typing_extensions import Unpack
 
 from .devices import resolve_devices
@@ -19,10 +20,12 @@ from .model_files import read_sentence_transformers_config, resolve_model_path
 from .pooling import resolve_pooling
 from .registry import ModelEntry, lookup_embedder
 from .runtime import EmbedderSettings, EmbeddingRuntime
+from .streaming import DEFAULT_CHUNK_SIZE, NpyStream, encode_chunks, write_npy
 
 logger = logging.getLogger(__name__)
 
 OutputFormat = Literal["numpy", "torch", "list"]
+Side = Literal["query", "passage"]
 Embeddings = np.ndarray | torch.Tensor | list[float] | list[list[float]]
 
 FALLBACK_MAX_LENGTH = 512
@@ -295,6 +298,48 @@ class FlagModel:
             return vectors
         array = vectors.numpy()
         return array.tolist() if fmt == "list" else array
+
+    def encode_as(self, side: Side, texts: str | Sequence[str], **options: Any) -> Embeddings:
+        """``encode_queries`` for side "query", ``encode_corpus`` for side "passage"."""
+        if side == "query":
+            return self.encode_queries(texts, **options)
+        if side == "passage":
+            return self.encode_corpus(texts, **options)
+        raise ValueError(f"side must be 'query' or 'passage', got {side!r}")
+
+    def iter_encode(
+        self,
+        texts: Iterable[str],
+        side: Side = "passage",
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        show_progress_bar: bool | None = None,
+    ) -> Iterator[np.ndarray]:
+        """Vectors of ``texts`` chunk by chunk (float32 arrays, in input order), for collections whose
+        vectors do not fit in memory at once; ``texts`` may be any iterable (read once)."""
+        if side not in ("query", "passage"):
+            raise ValueError(f"side must be 'query' or 'passage', got {side!r}")
+        show = self.show_progress_bar if show_progress_bar is None else show_progress_bar
+        total = len(texts) if isinstance(texts, Sized) else None
+        with tqdm(total=total, desc="Encoding", unit="text", disable=not show) as bar:
+
+            def encode(chunk: list[str]) -> Any:
+                vectors = self.encode_as(side, chunk, output="numpy", show_progress_bar=False)
+                bar.update(len(chunk))
+                return vectors
+
+            yield from encode_chunks(encode, texts, chunk_size)
+
+    def encode_to_file(
+        self,
+        texts: Iterable[str],
+        path: str | os.PathLike[str],
+        side: Side = "passage",
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        show_progress_bar: bool | None = None,
+    ) -> NpyStream:
+        """Encode ``texts`` into a ``.npy`` file chunk by chunk (memory stays at one chunk), written
+        atomically; ``np.load(path, mmap_mode="r")`` reads it back. Returns the stream (rows, dim)."""
+        return write_npy(path, self.iter_encode(texts, side, chunk_size, show_progress_bar), self.dimension)
 
     def signature(self) -> dict[str, Any]:
         """The settings that decide what a vector means (an index built with one signature can only be

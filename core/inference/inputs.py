@@ -27,7 +27,22 @@ def as_text_list(texts: Any, what: str = "texts") -> tuple[list[str], bool]:
                 f"{what}[{i}] is {type(item).__name__} ({item!r:.60}), expected str; "
                 "convert it to a string or drop it before encoding"
             )
+        check_unicode(item, f"{what}[{i}]")
     return items, False
+
+
+def check_unicode(text: str, where: str) -> None:
+    """Raise a ValueError naming ``where`` when ``text`` holds a lone surrogate (text decoded with
+    ``surrogateescape``, or half of a UTF-16 pair): no tokenizer can read it."""
+    if text.isascii():
+        return
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"{where} holds {text[exc.start]!r} at position {exc.start}, a lone surrogate that is not a "
+            "character; repair the text first, e.g. text.encode('utf-8', 'replace').decode('utf-8')"
+        ) from None
 
 
 def check_positive_int(value: Any, name: str, allow_none: bool = True) -> int | None:
@@ -62,5 +77,7 @@ def as_pair_list(pairs: Any, what: str = "sentence_pairs") -> list[tuple[str, st
                 f"{what}[{i}] must be a (query, passage) pair of two str, got {pair!r:.80}; "
                 "build pairs as [(query, passage), ...]"
             )
+        check_unicode(pair[0], f"{what}[{i}][0]")
+        check_unicode(pair[1], f"{what}[{i}][1]")
         checked.append((pair[0], pair[1]))
     return checked

@@ -14,8 +14,9 @@ from typing import Any
 import torch
 
 from .backends.onnx import OnnxModel, check_backend, export_onnx
+from .devices import check_available
 from .kinds import Head
-from .model_files import quiet_transformers
+from .model_files import load_tokenizer, quiet_transformers, readable_weights
 
 # Encoders whose transformers code takes a ready 4-D attention mask as is (see LoadedModel.inputs): the BGE
 # family's architectures (BERT: bge-*-en/zh, e5, gte-base; XLM-RoBERTa: bge-m3, bge-reranker-*).
@@ -84,6 +85,7 @@ def load_model(
     ONNX Runtime (see :mod:`flag_core.inference.backends.onnx`)."""
     head = Head(head)
     check_backend(backend, device, dtype, head)
+    check_available(device)
     key = (str(path.resolve()), head, device, str(dtype), trust_remote_code, padding_side, backend)
     with _CACHE_LOCK:
         cached = _CACHE.get(key)
@@ -105,7 +107,7 @@ def _load_uncached(
 ) -> LoadedModel:
     import transformers
 
-    tokenizer = transformers.AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    tokenizer = load_tokenizer(path, trust_remote_code)
     if padding_side is not None:
         tokenizer.padding_side = padding_side
     if backend == "onnx":
@@ -118,7 +120,7 @@ def _load_uncached(
         "trust_remote_code": trust_remote_code,
         "use_safetensors": True if any(path.glob("*.safetensors")) else None,
     }
-    with quiet_transformers():
+    with quiet_transformers(), readable_weights(path):
         try:
             model = auto_class.from_pretrained(path, attn_implementation="sdpa", **kwargs)
         except (ValueError, ImportError, NotImplementedError):

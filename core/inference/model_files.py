@@ -7,12 +7,17 @@ import contextlib
 import json
 import logging
 import os
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 logger = logging.getLogger(__name__)
+
+HUB_TIMEOUT_ENV = "FLAGSTACK_HUB_TIMEOUT"
+DEFAULT_HUB_TIMEOUT = 60.0
 
 _WEIGHT_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "1_Pooling/*", "*.py"]
 
@@ -46,21 +51,16 @@ def resolve_model_path(model_name_or_path: str | os.PathLike[str], cache_dir: st
                 f"{local} is a folder but holds no config.json: point at the folder that holds the model's "
                 "config.json and weights (a Hugging Face save_pretrained folder)"
             )
+        read_json(local / "config.json", dict)
         return local
     if local.exists() or model_name_or_path.startswith((".", "/", "~")) or model_name_or_path.count("/") > 1:
         raise ModelNotFoundError(f"model folder {model_name_or_path!r} does not exist")
-    from huggingface_hub import snapshot_download
-
     offline = hub_offline()
     try:
-        folder = snapshot_download(
-            model_name_or_path, cache_dir=cache_dir, allow_patterns=_WEIGHT_PATTERNS, local_files_only=offline
-        )
+        folder = _fetch(model_name_or_path, cache_dir, _WEIGHT_PATTERNS, offline)
         if not any(Path(folder).glob("*.safetensors")):
             # an older checkpoint without safetensors: its .bin weights load with weights_only=True
-            folder = snapshot_download(
-                model_name_or_path, cache_dir=cache_dir, allow_patterns=["*.bin"], local_files_only=offline
-            )
+            folder = _fetch(model_name_or_path, cache_dir, ["*.bin"], offline)
     except Exception as exc:  # the hub client raises many types; all mean "not available here"
         how = (
             "the hub is switched off (HF_HUB_OFFLINE=1) and it is not in the local cache"
@@ -74,7 +74,85 @@ def resolve_model_path(model_name_or_path: str | os.PathLike[str], cache_dir: st
     path = Path(folder)
     if not (path / "config.json").is_file():
         raise ModelNotFoundError(f"model {model_name_or_path!r} was found at {path} but has no config.json")
+    read_json(path / "config.json", dict)
     return path
+
+
+def hub_timeout() -> float:
+    """Seconds a hub download may go without receiving anything (``$FLAGSTACK_HUB_TIMEOUT``, default 60)."""
+    text = os.environ.get(HUB_TIMEOUT_ENV, "").strip()
+    try:
+        value = float(text) if text else DEFAULT_HUB_TIMEOUT
+    except ValueError:
+        raise ValueError(f"{HUB_TIMEOUT_ENV}={text!r} is not a number of seconds") from None
+    if value <= 0:
+        raise ValueError(f"{HUB_TIMEOUT_ENV} must be positive, got {text}")
+    return value
+
+
+def _fetch(repo_id: str, cache_dir: str | None, patterns: list[str], offline: bool) -> str:
+    """``snapshot_download`` of ``repo_id``, given up with a TimeoutError when the hub sends nothing for
+    :func:`hub_timeout` seconds (the hub client waits forever on a server that accepts and never answers;
+    a download that keeps receiving is never cut short)."""
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.file_download import repo_folder_name
+
+    def download() -> str:
+        return str(snapshot_download(repo_id, cache_dir=cache_dir, allow_patterns=patterns, local_files_only=offline))
+
+    if offline:
+        return download()
+    timeout = hub_timeout()
+    outcome: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            outcome["folder"] = download()
+        except BaseException as exc:  # handed to the caller's thread below
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=work, name=f"flagstack-hub-{repo_id}", daemon=True)
+    thread.start()
+    folder = Path(cache_dir or constants.HF_HUB_CACHE) / repo_folder_name(repo_id=repo_id, repo_type="model")
+    received, quiet_since = _bytes_under(folder), time.monotonic()
+    while thread.is_alive():
+        thread.join(0.5)
+        now = _bytes_under(folder)
+        if now != received:
+            received, quiet_since = now, time.monotonic()
+        elif thread.is_alive() and time.monotonic() - quiet_since >= timeout:
+            raise TimeoutError(
+                f"the hub sent nothing for {timeout:g} s (set {HUB_TIMEOUT_ENV} to wait longer, or HF_HUB_OFFLINE=1 "
+                "to use only local files)"
+            )
+    if "error" in outcome:
+        raise outcome["error"]
+    return str(outcome["folder"])
+
+
+def _bytes_under(folder: Path) -> int:
+    total = 0
+    for root, _, files in os.walk(folder):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.stat(os.path.join(root, name)).st_size
+    return total
+
+
+def read_json(file: Path, kind: type[dict[str, Any]] | type[list[Any]]) -> Any:
+    """A JSON file that must hold an object (``dict``) or an array (``list``), or a ValueError naming it."""
+    try:
+        value = json.loads(file.read_text(encoding="utf-8-sig"))
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{file} is not UTF-8 text ({exc.reason}); save it as UTF-8") from None
+    except ValueError as exc:
+        raise ValueError(f"{file} is not valid JSON ({exc}); restore it from the original model") from None
+    if not isinstance(value, kind):
+        raise ValueError(
+            f"{file} holds a JSON {type(value).__name__}, expected an {'object' if kind is dict else 'array'}; "
+            "restore it from the original model"
+        )
+    return value
 
 
 @dataclass(frozen=True)
@@ -93,22 +171,21 @@ def read_sentence_transformers_config(folder: Path) -> SentenceTransformersConfi
     max_seq_length: int | None = None
     modules_file = folder / "modules.json"
     if modules_file.is_file():
-        try:
-            modules = json.loads(modules_file.read_text(encoding="utf-8"))
-        except ValueError as exc:
-            raise ValueError(f"{modules_file} is not valid JSON: {exc}") from exc
+        modules = read_json(modules_file, list)
         normalize = False
-        for module in modules:
+        for i, module in enumerate(modules):
+            if not isinstance(module, dict):
+                raise ValueError(f"{modules_file}: entry {i} is not an object; restore it from the original model")
             kind = str(module.get("type", ""))
             if kind.endswith("Normalize"):
                 normalize = True
             if kind.endswith("Pooling"):
                 pooling_config = folder / str(module.get("path", "")) / "config.json"
                 if pooling_config.is_file():
-                    pooling = _pooling_from_config(json.loads(pooling_config.read_text(encoding="utf-8")))
+                    pooling = _pooling_from_config(read_json(pooling_config, dict))
     bert_config = folder / "sentence_bert_config.json"
     if bert_config.is_file():
-        value = json.loads(bert_config.read_text(encoding="utf-8")).get("max_seq_length")
+        value = read_json(bert_config, dict).get("max_seq_length")
         if isinstance(value, int) and value > 0:
             max_seq_length = value
     return SentenceTransformersConfig(pooling, normalize, max_seq_length)
@@ -124,6 +201,44 @@ def _pooling_from_config(config: dict[str, Any]) -> str | None:
     if config.get("pooling_mode_mean_tokens"):
         return "mean"
     return None
+
+
+# files that hold a tokenizer's vocabulary (fast tokenizer, WordPiece/BPE vocab, SentencePiece, tiktoken)
+_TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "*.model", "*.tiktoken")
+_SMALLEST_VOCABULARY = 100
+
+
+def load_tokenizer(folder: Path, trust_remote_code: bool = False) -> Any:
+    """The model's tokenizer, or a ValueError naming the folder when it has none. (transformers would build
+    a tokenizer with a handful of special tokens from the config alone, and every word would become [UNK].)"""
+    import transformers
+
+    if not any(any(folder.glob(pattern)) for pattern in _TOKENIZER_FILES):
+        raise ValueError(
+            f"{folder} holds no tokenizer files ({', '.join(_TOKENIZER_FILES)}): copy the tokenizer that the "
+            "model was trained with into the folder (tokenizer.save_pretrained(folder))"
+        )
+    tokenizer = transformers.AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    if len(tokenizer) < _SMALLEST_VOCABULARY:
+        raise ValueError(
+            f"the tokenizer in {folder} knows only {len(tokenizer)} tokens: its vocabulary file is missing or "
+            "empty; copy the tokenizer that the model was trained with into the folder"
+        )
+    return tokenizer
+
+
+@contextlib.contextmanager
+def readable_weights(folder: Path) -> Iterator[None]:
+    """Turn safetensors' error for a truncated or corrupt weights file into a ValueError naming the folder."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except SafetensorError as exc:
+        raise ValueError(
+            f"the weights in {folder} cannot be read ({exc}): a .safetensors file is truncated or corrupt; "
+            "download or save the model again"
+        ) from None
 
 
 @contextlib.contextmanager

@@ -3,18 +3,16 @@ LayerWiseFlagLLMReranker and FlagAutoReranker."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from .devices import resolve_devices
 from .inputs import as_pair_list, as_text_list, check_positive_int
 from .instructions import apply_instruction
 from .kinds import ModelKind, reranker_class
-from .model_files import resolve_model_path
+from .model_files import read_json, resolve_model_path
 from .registry import lookup_reranker
 from .rerank_runtime import RerankerRuntime, RerankerSettings
 
@@ -272,11 +270,8 @@ class FlagAutoReranker:
 
 def _kind_from_config(model_name_or_path: str | os.PathLike[str], cache_dir: str | None) -> ModelKind:
     path = resolve_model_path(model_name_or_path, cache_dir)
-    try:
-        architectures = json.loads((Path(path) / "config.json").read_text(encoding="utf-8")).get("architectures")
-    except (OSError, ValueError):
-        architectures = None
-    names = " ".join(architectures or [])
+    architectures = read_json(path / "config.json", dict).get("architectures")
+    names = " ".join(str(name) for name in architectures or [])
     if "LayerWise" in names:
         return ModelKind.LAYERWISE_RERANKER
     if "ForCausalLM" in names:

@@ -18,21 +18,30 @@ from pathlib import Path
 import torch
 
 from ..inference.kinds import ModelKind, merge_type
-from ..inference.model_files import resolve_model_path, write_sentence_transformers_config
+from ..inference.model_files import (
+    read_json,
+    readable_weights,
+    resolve_model_path,
+    write_sentence_transformers_config,
+)
 from ..inference.pooling import resolve_pooling
 
 _FLOAT_DTYPES = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32, "F64": torch.float64}
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".ckpt")
 
 
-def check_weights(weights: Sequence[float], count: int) -> list[float]:
-    """Weights must be finite numbers, one per model, summing to 1 within 1e-3."""
+def check_weights(weights: Sequence[float], count: int, allow_negative: bool = False) -> list[float]:
+    """Weights must be finite numbers, one per model, summing to 1 within 1e-3, and not negative unless
+    ``allow_negative`` (a negative weight subtracts a model: task arithmetic, not a cocktail)."""
     values = list(weights)
     if len(values) != count:
         raise ValueError(f"{len(values)} weights for {count} models: give one weight per model")
     for i, w in enumerate(values):
         if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w):
             raise ValueError(f"weights[{i}] is {w!r}; weights must be finite numbers")
+        if w < 0 and not allow_negative:
+            raise ValueError(f"weights[{i}] is {w}: negative weights subtract a model; pass allow_negative=True "
+                             "(--allow-negative-weights) if that is what you want")
     if abs(sum(values) - 1.0) > 1e-3:
         raise ValueError(f"weights must sum to 1 (within 1e-3), they sum to {sum(values):.6f}")
     return [float(w) for w in values]
@@ -58,17 +67,18 @@ class Checkpoint:
                              "(convert with transformers: model.save_pretrained(path, safe_serialization=True))")
         self.tensors: dict[str, TensorInfo] = {}
         for file in files:
-            with safe_open(str(file), framework="pt") as handle:
+            with readable_weights(folder), safe_open(str(file), framework="pt") as handle:
                 for name in handle.keys():  # noqa: SIM118 - safe_open handles are not mappings
                     piece = handle.get_slice(name)
                     self.tensors[name] = TensorInfo(file.name, tuple(piece.get_shape()), str(piece.get_dtype()))
-        self.config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        self.config = read_json(folder / "config.json", dict)
 
     def tensor(self, name: str) -> torch.Tensor:
         """One tensor, read on its own (the file is opened and closed around it)."""
         from safetensors import safe_open
 
-        with safe_open(str(self.folder / self.tensors[name].file), framework="pt") as handle:
+        file = self.folder / self.tensors[name].file
+        with readable_weights(self.folder), safe_open(str(file), framework="pt") as handle:
             return handle.get_tensor(name)
 
 
@@ -119,16 +129,18 @@ def merge_checkpoints(
     output_path: str | os.PathLike[str],
     model_type: str = "encoder",
     overwrite: bool = False,
+    allow_negative: bool = False,
 ) -> Path:
-    """Write the weighted average of ``paths`` to ``output_path`` (see the module docstring)."""
+    """Write the weighted average of ``paths`` to ``output_path`` (see the module docstring). ``overwrite``
+    replaces an empty folder or an earlier merge there, never a folder that holds an input or other files."""
     kind = merge_type(model_type)
     if not paths:
         raise ValueError("give at least one model to merge")
-    weights = check_weights(weights, len(paths))
+    weights = check_weights(weights, len(paths), allow_negative)
     output = Path(output_path)
-    if output.exists() and not overwrite:
-        raise FileExistsError(f"{output} already exists; pass overwrite=True to replace it")
     folders = [resolve_model_path(p) for p in paths]
+    if output.exists():
+        _check_replaceable(output, folders, overwrite)
     checkpoints = [Checkpoint(f) for f in folders]
     check_compatible(checkpoints)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -156,6 +168,23 @@ def merge_checkpoints(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return output
+
+
+def _check_replaceable(output: Path, inputs: Sequence[Path], overwrite: bool) -> None:
+    """Refuse to replace ``output`` unless asked to, and never when it holds an input model or is neither
+    empty nor the folder of an earlier merge (replacing deletes it)."""
+    if not overwrite:
+        raise FileExistsError(f"{output} already exists; pass overwrite=True (--overwrite on the command line) "
+                              "to replace an earlier merge there")
+    target = output.resolve()
+    for folder in inputs:
+        if folder.resolve() == target or folder.resolve().is_relative_to(target):
+            raise ValueError(f"{output} holds the input model {folder}: replacing it would delete that model; "
+                             "write the merge to another folder")
+    if not output.is_dir() or not ((output / "merge_config.json").is_file() or not any(output.iterdir())):
+        raise ValueError(f"{output} exists and is not an empty folder or the folder of an earlier merge (no "
+                         "merge_config.json): flagstack replaces only its own merges; remove it yourself or "
+                         "choose another folder")
 
 
 def _write_average(checkpoints: Sequence[Checkpoint], weights: Sequence[float], target: Path) -> None:

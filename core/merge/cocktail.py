@@ -19,10 +19,10 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from ..fileio import cache_folder
+from ..fileio import cache_folder, jsonl_rows
 from ..inference.embedder import FlagModel
 from ..inference.kinds import ModelKind, merge_type
-from ..inference.model_files import resolve_model_path
+from ..inference.model_files import load_tokenizer, resolve_model_path
 from ..inference.reranker import FlagReranker
 from ..training.data import TrainExample, parse_example
 from .checkpoints import merge_checkpoints
@@ -53,31 +53,33 @@ def mix_models(
     weights: Sequence[float],
     output_path: str | os.PathLike[str] | None = None,
     overwrite: bool = False,
+    allow_negative: bool = False,
 ) -> MergeResult:
     """Merge models with fixed weights (LM-Cocktail's ``mix_models``); without ``output_path`` the merge goes
-    to a temporary folder. Returns where it went and the weights (``.load()`` gives the model)."""
+    to a temporary folder. Negative weights need ``allow_negative``. Returns where it went and the weights
+    (``.load()`` gives the model)."""
     output = _output_or_temp(output_path)
-    path = merge_checkpoints(model_names_or_paths, weights, output, model_type, overwrite)
+    path = merge_checkpoints(model_names_or_paths, weights, output, model_type, overwrite, allow_negative)
     return MergeResult(path, [float(w) for w in weights])
 
 
 def _examples(example_data: Any, model_type: str) -> list[Any]:
     if isinstance(example_data, (str, os.PathLike)):
-        with open(example_data, encoding="utf-8") as handle:
-            rows = [json.loads(line) for line in handle if line.strip()]
+        if not Path(example_data).is_file():
+            raise FileNotFoundError(f"no example data at {example_data}")
+        located = list(jsonl_rows(example_data))
     else:
-        rows = list(example_data)
-    if not rows:
+        located = [(f"example_data[{i}]", row) for i, row in enumerate(example_data)]
+    if not located:
         raise ValueError("example_data holds no examples")
     if merge_type(model_type) is ModelKind.LLM:
-        for i, row in enumerate(rows):
+        for where, row in located:
             if not isinstance(row, dict) or not isinstance(row.get("input"), str) or not isinstance(
                 row.get("output"), str
             ):
-                raise ValueError(f"example_data[{i}] must be {{'input': str, 'output': str}} for decoders")
-        return rows
-    return [row if isinstance(row, TrainExample) else parse_example(row, f"example_data[{i}]")
-            for i, row in enumerate(rows)]
+                raise ValueError(f"{where} must be {{'input': str, 'output': str}} for decoders")
+        return [row for _, row in located]
+    return [row if isinstance(row, TrainExample) else parse_example(row, where) for where, row in located]
 
 
 def _groups(examples: Sequence[TrainExample], neg_number: int, seed: int) -> list[tuple[str, list[str]]]:
@@ -122,9 +124,9 @@ def example_loss(
 
 
 def _decoder_loss(model_path: str, examples: Sequence[dict[str, str]], batch_size: int, max_input_length: int) -> float:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    tokenizer = load_tokenizer(Path(model_path))
     model = AutoModelForCausalLM.from_pretrained(model_path).eval()
     total, count = 0.0, 0
     with torch.inference_mode():

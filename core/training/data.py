@@ -5,13 +5,14 @@ read with its file, line and field, so nothing is trained on silently dropped ro
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..fileio import atomic_write
+from ..fileio import atomic_write, jsonl_rows
 
 
 @dataclass
@@ -53,8 +54,8 @@ def _scores(row: dict[str, Any], name: str, count: int, where: str) -> list[floa
     if not isinstance(value, list) or len(value) != count:
         raise ValueError(f"{where}: field '{name}' must be a list of {count} numbers (one per passage)")
     for i, item in enumerate(value):
-        if isinstance(item, bool) or not isinstance(item, (int, float)):
-            raise ValueError(f"{where}: field '{name}'[{i}] is {item!r}, expected a number")
+        if isinstance(item, bool) or not isinstance(item, (int, float)) or not math.isfinite(item):
+            raise ValueError(f"{where}: field '{name}'[{i}] is {item!r}, expected a finite number")
     return [float(v) for v in value]
 
 
@@ -89,17 +90,7 @@ def read_examples(path: str | os.PathLike[str]) -> list[TrainExample]:
     file = Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"no training data at {file}")
-    examples = []
-    with file.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{file}, line {number}"
-            try:
-                row = json.loads(line)
-            except ValueError as exc:
-                raise ValueError(f"{where}: not valid JSON ({exc.args[0] if exc.args else exc})") from None
-            examples.append(parse_example(row, where))
+    examples = [parse_example(row, where) for where, row in jsonl_rows(file)]
     if not examples:
         raise ValueError(f"{file} holds no examples")
     return examples

@@ -26,7 +26,12 @@ import torch.nn.functional as F
 
 from ..inference.batching import PairLayout, cut_second, pad_batch, pad_token_id, tokenize_plain
 from ..inference.instructions import apply_instruction
-from ..inference.model_files import quiet_transformers, resolve_model_path, write_sentence_transformers_config
+from ..inference.model_files import (
+    load_tokenizer,
+    quiet_transformers,
+    resolve_model_path,
+    write_sentence_transformers_config,
+)
 from ..inference.pooling import pool, resolve_pooling
 from .data import TrainExample, read_examples
 
@@ -365,13 +370,13 @@ def train_embedder(
     model_name_or_path: str, data: str | os.PathLike[str] | Sequence[TrainExample], args: EmbedderTrainingArgs
 ) -> TrainResult:
     """Fine-tune an embedding model on FlagEmbedding-format data; the result is written to ``output_dir``."""
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import AutoModel
 
     path = resolve_model_path(model_name_or_path)
     examples = _examples(data)
     pooling = resolve_pooling(model_name_or_path, path, args.pooling)
     args = replace(args, pooling=pooling)  # the caller's args stay as given
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer = load_tokenizer(path)
     with quiet_transformers():
         model = AutoModel.from_pretrained(path)
     dataset = GroupDataset(examples, args.train_group_size, args.seed, _distill(examples, args.distill))
@@ -383,11 +388,11 @@ def train_reranker(
     model_name_or_path: str, data: str | os.PathLike[str] | Sequence[TrainExample], args: RerankerTrainingArgs
 ) -> TrainResult:
     """Fine-tune (or start from an encoder) a cross-encoder reranker with listwise loss."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed
+    from transformers import AutoModelForSequenceClassification, set_seed
 
     path = resolve_model_path(model_name_or_path)
     examples = _examples(data)
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer = load_tokenizer(path)
     set_seed(args.seed)  # a new classifier head is initialised here: seed it
     with quiet_transformers(errors_only=True):  # a fresh classifier head is expected when starting from an encoder
         model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)

@@ -30,3 +30,20 @@ def test_a_failed_write_keeps_the_old_file(tmp_path: Path) -> None:
         raise RuntimeError("disk full")
     assert target.read_bytes() == b"old"
     assert os.listdir(tmp_path) == ["out.bin"]
+
+
+def test_temporaries_of_a_dead_writer_are_removed(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    target = tmp_path / "index.flag"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".index.flag.{int(dead.stdout)}.abcd1234.tmp"  # left by a process killed mid-write
+    stale.write_bytes(b"x" * 1000)
+    live = tmp_path / f".index.flag.{os.getpid()}.efgh5678.tmp"  # this process may still be writing it
+    live.write_bytes(b"y")
+    other = tmp_path / f".other.flag.{int(dead.stdout)}.abcd1234.tmp"  # another target's: not ours to judge
+    other.write_bytes(b"z")
+    with atomic_write(target, "w") as handle:
+        handle.write("new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([target.name, live.name, other.name])

@@ -25,7 +25,7 @@ import torch
 
 from ...fileio import cache_folder, folder_fingerprint
 from ..kinds import Head
-from ..model_files import quiet_transformers
+from ..model_files import load_tokenizer, quiet_transformers, readable_weights
 
 logger = logging.getLogger(__name__)
 
@@ -83,9 +83,8 @@ def export_onnx(path: Path, head: Head, trust_remote_code: bool = False) -> Path
     with _EXPORT_LOCK:
         if target.is_file():
             return target
-        import transformers
 
-        with quiet_transformers():
+        with quiet_transformers(), readable_weights(path):
             model = head.auto_class().from_pretrained(
                 path, attn_implementation="eager", dtype=torch.float32, trust_remote_code=trust_remote_code,
                 use_safetensors=True if any(path.glob("*.safetensors")) else None,
@@ -94,7 +93,7 @@ def export_onnx(path: Path, head: Head, trust_remote_code: bool = False) -> Path
         if size >= _TWO_GB:
             raise ValueError(f"{path} holds {size / 1e9:.1f} GB of weights: too large for one ONNX file; "
                              "use backend='torch'")
-        tokenizer = transformers.AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        tokenizer = load_tokenizer(path, trust_remote_code)
         names = ["input_ids", "attention_mask"]
         if "token_type_ids" in getattr(tokenizer, "model_input_names", ()):
             names.append("token_type_ids")

@@ -35,3 +35,30 @@ def test_info(capsys: pytest.CaptureFixture[str], model_path: str) -> None:
 def test_errors_are_reported_not_raised(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert main(["encode", "--model", str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_bad_devices_and_damaged_models_give_one_line_and_exit_2(
+    capsys: pytest.CaptureFixture[str], model_copy: object
+) -> None:
+    import torch
+
+    if not torch.cuda.is_available():
+        assert main(["encode", "hi", "--device", "cuda:0", "-q"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "device 'cuda:0' is not available" in err
+    folder = Path(model_copy("damaged"))  # type: ignore[operator]
+    (folder / "config.json").write_text("[1]")
+    assert main(["encode", "hi", "--model", str(folder), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{folder / 'config.json'} holds a JSON list" in err
+    (folder / "config.json").write_text((Path(model_copy("source")) / "config.json").read_text())  # type: ignore[operator]
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    assert main(["encode", "hi", "--model", str(folder), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(folder) in err and "truncated or corrupt" in err
+
+
+def test_a_lone_surrogate_is_named(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["encode", "fine", "bad \udcff text", "-q"]) == 2
+    assert "sentences[1] holds '\\udcff' at position 4" in capsys.readouterr().err

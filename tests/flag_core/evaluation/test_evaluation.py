@@ -144,17 +144,28 @@ def test_cache_hit_miss_and_corruption(tmp_path: Path, caplog: pytest.LogCapture
     cache.get_or_compute(identity, ["a", "c"], compute)  # other texts: a miss
     cache.get_or_compute({**identity, "model": "n"}, ["a", "b"], compute)  # other model: a miss
     assert calls == [2, 2, 2]
-    (entry,) = [p for p in tmp_path.iterdir() if p.name.startswith(cache.key(identity, ["a", "b"]))]
+    key = cache.key(identity, ["a", "b"])
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(key)) == [f"{key}.json", f"{key}.npy"]
+    entry = tmp_path / f"{key}.npy"
     entry.write_bytes(b"garbage")
     with caplog.at_level(logging.WARNING):
         rebuilt = cache.get_or_compute(identity, ["a", "b"], compute)
     np.testing.assert_array_equal(rebuilt, first)
     assert cache.rebuilt == 1 and "unreadable" in caplog.text and calls[-1] == 2
-    with np.load(entry) as data:
-        checksum = str(data["checksum"])
-    np.savez(entry.open("wb"), vectors=np.zeros((2, 2), dtype=np.float32), checksum=np.array(checksum))
+    np.save(entry, np.zeros((2, 2), dtype=np.float32))  # readable, but not what the checksum says
     cache.get_or_compute(identity, ["a", "b"], compute)
     assert cache.rebuilt == 2 and "checksum" in caplog.text
+
+
+def test_cache_streams_blocks_to_disk(tmp_path: Path) -> None:
+    cache = EmbeddingCache(tmp_path)
+    blocks = [np.full((3, 4), i, dtype=np.float32) for i in range(3)]
+    vectors = cache.get_or_compute({"m": 1}, [str(i) for i in range(9)], lambda texts: iter(blocks))
+    assert vectors.shape == (9, 4) and vectors.dtype == np.float32
+    np.testing.assert_array_equal(vectors, np.concatenate(blocks))
+    with pytest.raises(ValueError, match="2 vectors for 9 texts"):
+        cache.get_or_compute({"m": 2}, [str(i) for i in range(9)], lambda texts: np.zeros((2, 4), np.float32))
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(cache.key({"m": 2}, [str(i) for i in range(9)]))]
 
 
 def test_sts_on_tiny_file(mini_model: FlagModel, tmp_path: Path) -> None:
@@ -219,3 +230,65 @@ def test_sts_benchmark_matches_mteb(shared_data: Path, model_path: str) -> None:
     result = evaluate_sts(model, shared_data / "stsb" / "stsb-en-test.csv")
     assert result.counts["pairs"] == 1379
     assert result.metrics["spearman"] == pytest.approx(0.8203, abs=0.002)
+
+
+def test_nothing_to_evaluate_is_an_error_and_writes_nothing(
+    beir: Path, mini_model: FlagModel, model_path: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from flag_core.cli import main
+
+    (beir / "corpus.jsonl").write_text("", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"corpus\.jsonl holds no documents"):
+        evaluate_retrieval(mini_model, beir)
+    output = tmp_path / "out.json"
+    code = main(["eval", "retrieval", "--model", model_path, "--data", str(beir), "--output", str(output), "-q"])
+    assert code == 2 and "holds no documents" in capsys.readouterr().err and not output.exists()
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        ("a\tb\tnan\nc\td\t1.0\n", r"line 1: score 'nan' is not a finite number"),
+        ("a\tb\t3.0\nc\td\t3.0\ne\tf\t3.0\n", "every gold score .* is 3.0"),
+    ],
+)
+def test_sts_scores_that_give_no_correlation(mini_model: FlagModel, tmp_path: Path, rows: str, message: str) -> None:
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text(rows, encoding="utf-8")
+    with pytest.raises(ValueError, match=message):
+        evaluate_sts(mini_model, pairs)
+
+
+def test_judgements_of_documents_missing_from_the_corpus_are_reported(
+    beir: Path, mini_model: FlagModel, caplog: pytest.LogCaptureFixture
+) -> None:
+    (beir / "qrels" / "test.tsv").write_text("q1\td1\t1\nq1\td9\t1\nq2\td2\t1\n", encoding="utf-8")
+    with caplog.at_level(logging.WARNING):
+        result = evaluate_retrieval(mini_model, beir, k_values=[1, 3])
+    assert "1 of 3 relevance judgements name documents missing from corpus.jsonl (e.g. query q1 -> d9)" in caplog.text
+    assert result.counts["judged_missing"] == 1
+
+
+def test_beir_and_sts_files_with_a_bom_or_not_utf8(beir: Path, mini_model: FlagModel, tmp_path: Path) -> None:
+    queries = beir / "queries.jsonl"
+    queries.write_bytes(b"\xef\xbb\xbf" + queries.read_bytes())  # a UTF-8 byte-order mark is fine
+    assert evaluate_retrieval(mini_model, beir, k_values=[1]).counts["queries"] == 2
+    queries.write_text(queries.read_text(encoding="utf-8-sig"), encoding="utf-16")
+    with pytest.raises(ValueError, match=r"queries\.jsonl, line 1: not UTF-8 text"):
+        evaluate_retrieval(mini_model, beir)
+
+
+def test_a_failing_plot_leaves_no_json(beir: Path, model_path: str, tmp_path: Path,
+                                       monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import flag_core.evaluation.plots as plots
+    from flag_core.cli import main
+
+    def no_matplotlib() -> None:
+        raise ImportError("plots need matplotlib: pip install 'flagstack[eval]'")
+
+    monkeypatch.setattr(plots, "_pyplot", no_matplotlib)
+    output = tmp_path / "out.json"
+    args = ["eval", "retrieval", "--model", model_path, "--data", str(beir), "--output", str(output),
+            "--plot", str(tmp_path / "p.png"), "-q"]
+    assert main(args) == 2
+    assert "matplotlib" in capsys.readouterr().err and not output.exists()

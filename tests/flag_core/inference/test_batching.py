@@ -75,3 +75,24 @@ def test_tokenize_detects_truncation_exactly(mini_model: object) -> None:
     assert ids == tokenizer(texts, truncation=True, max_length=16)["input_ids"]
     with pytest.raises(ValueError, match="max_length=2"):
         tokenize_texts(tokenizer, texts, max_length=2)
+
+
+def test_rows_do_not_keep_their_batch_alive() -> None:
+    """Rows that are views of a batch tensor (cls pooling, the "Yes" logit) are copied, so a batch's
+    activations are freed as soon as the next batch runs, and what a call holds stays near its output."""
+    import weakref
+
+    import numpy as np
+
+    batches: list[weakref.ref[np.ndarray]] = []
+
+    def forward(indices: list[int]) -> torch.Tensor:
+        assert all(ref() is None for ref in batches), "an earlier batch's memory is still held"
+        memory = np.ones((len(indices), 64, 32), dtype=np.float32)  # (batch, tokens, dim): 64x the kept rows
+        batches.append(weakref.ref(memory))  # alive as long as any tensor viewing it is
+        return torch.from_numpy(memory)[:, 0]  # a view, like cls pooling or logits[:, -1, yes]
+
+    sequences = [[1] * (1 + i % 5) for i in range(40)]
+    out = run_batched(sequences, forward, max_tokens=20, max_count=8)
+    assert len(batches) > 3 and out.shape == (40, 32)
+    assert out.untyped_storage().nbytes() <= 2 * out.numel() * out.element_size()

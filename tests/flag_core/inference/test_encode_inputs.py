@@ -121,3 +121,13 @@ def test_token_budget_batches_give_same_vectors(model_path: str, mini_model: Fla
     tiny = FlagModel(model_path, pooling_method="cls", devices="cpu", max_tokens_per_batch=16)
     texts = [f"text number {i} " * (i % 7 + 1) for i in range(30)]
     np.testing.assert_allclose(tiny.encode(texts), mini_model.encode(texts), atol=1e-5)
+
+
+def test_a_lone_surrogate_is_named_not_passed_to_the_tokenizer(mini_model: FlagModel, reranker_path: str) -> None:
+    from flag_core import FlagReranker
+
+    with pytest.raises(ValueError, match=r"sentences\[2\] holds '\\udc80' at position 3"):
+        mini_model.encode(["ok", "fine", "bad\udc80"])
+    assert mini_model.encode(["naïve café ✓"]).shape == (1, 384)  # non-ASCII text is fine
+    with pytest.raises(ValueError, match=r"sentence_pairs\[0\]\[1\] holds"):
+        FlagReranker(reranker_path, devices="cpu").compute_score([("query", "\ud800 passage")])

@@ -106,3 +106,66 @@ def test_row_mask_only_for_padded_cpu_encoder_batches(model_path: str, tiny_deco
     assert mask[1, 0, 0].tolist() == [0.0, 0.0, float("-inf")] and mask[0].eq(0).all()
     decoder = load_model(Path(tiny_decoder_path), "causal_lm", "cpu", torch.float32)
     assert not decoder.row_mask and decoder.inputs(padded) is padded
+
+
+def test_a_folder_without_a_tokenizer_is_refused(model_copy: object) -> None:
+    folder = Path(model_copy("no-tokenizer"))  # type: ignore[operator]
+    for file in folder.iterdir():
+        if file.name.startswith("tokenizer") or file.name in ("vocab.txt", "special_tokens_map.json"):
+            file.unlink()
+    with pytest.raises(ValueError, match=rf"{folder}.*no tokenizer files"):
+        FlagModel(str(folder), devices="cpu")
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ("config.json", r"config\.json holds a JSON list, expected an object"),
+        ("sentence_bert_config.json", r"sentence_bert_config\.json is not valid JSON"),
+        ("1_Pooling/config.json", r"1_Pooling/config\.json is not valid JSON"),
+        ("modules.json", r"modules\.json: entry 0 is not an object"),
+        ("model.safetensors", r"weights in .* cannot be read .*truncated or corrupt"),
+    ],
+)
+def test_damaged_model_files_are_named(model_copy: object, damage: str, message: str) -> None:
+    folder = Path(model_copy(f"damaged-{damage.replace('/', '-')}"))  # type: ignore[operator]
+    file = folder / damage
+    if damage == "config.json":
+        file.write_text("[1, 2]")
+    elif damage == "modules.json":
+        file.write_text("[1]")
+    elif damage == "model.safetensors":
+        file.write_bytes(file.read_bytes()[: file.stat().st_size // 2])
+    else:
+        file.write_text("{bad")
+    with pytest.raises(ValueError, match=message):
+        FlagModel(str(folder), devices="cpu")
+
+
+def test_an_absent_accelerator_is_a_clear_error(model_path: str) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ValueError, match=r"device 'cuda:0' is not available.*devices='cpu'"):
+        FlagModel(model_path, devices="cuda:0")
+
+
+def test_a_hub_that_never_answers_gives_up(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import socket
+    import time
+
+    from huggingface_hub import constants
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)  # accepts connections (the kernel does) and never answers
+    try:
+        monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{listener.getsockname()[1]}")
+        monkeypatch.setenv("FLAGSTACK_HUB_TIMEOUT", "1.5")
+        started = time.monotonic()
+        with pytest.raises(ModelNotFoundError, match=r"'someone/some-model'.*sent nothing for 1\.5 s"):
+            resolve_model_path("someone/some-model", cache_dir=str(tmp_path))
+        assert time.monotonic() - started < 30
+    finally:
+        listener.close()

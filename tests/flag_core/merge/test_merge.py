@@ -166,3 +166,40 @@ def test_buffers_saved_by_older_transformers_do_not_block_a_merge(model_path: st
     assert torch.equal(merged["embeddings.position_ids"], original["embeddings.position_ids"])
     for name in resaved:
         torch.testing.assert_close(merged[name], original[name], rtol=0, atol=1e-7)
+
+
+def test_overwrite_never_deletes_an_input_or_a_foreign_folder(
+    model_path: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from flag_core.cli import main
+
+    project = tmp_path / "proj"
+    a = _tiny_bert(project / "ft", 1, model_path)
+    with pytest.raises(ValueError, match="holds the input model"):
+        merge_checkpoints([a, a], [0.5, 0.5], project, overwrite=True)
+    assert (project / "ft" / "model.safetensors").is_file()
+    foreign = tmp_path / "notes"
+    foreign.mkdir()
+    (foreign / "todo.txt").write_text("mine")
+    with pytest.raises(ValueError, match="not an empty folder or the folder of an earlier merge"):
+        merge_checkpoints([a, a], [0.5, 0.5], foreign, overwrite=True)
+    assert (foreign / "todo.txt").read_text() == "mine"
+    earlier = merge_checkpoints([a, a], [0.5, 0.5], tmp_path / "merged")
+    merge_checkpoints([a, a], [0.25, 0.75], earlier, overwrite=True)  # an earlier merge may be replaced
+    assert json.loads((earlier / "merge_config.json").read_text())["weights"] == [0.25, 0.75]
+    assert main(["merge", "--models", a, a, "--weights", "0.5", "0.5", "--output", str(earlier)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+
+
+def test_negative_weights_and_bad_example_lines(model_path: str, tmp_path: Path) -> None:
+    a = _tiny_bert(tmp_path / "a", 1, model_path)
+    b = _tiny_bert(tmp_path / "b", 2, model_path)
+    with pytest.raises(ValueError, match=r"weights\[1\] is -0.5: negative weights.*allow_negative=True"):
+        mix_models([a, b], "encoder", [1.5, -0.5], tmp_path / "neg")
+    assert not (tmp_path / "neg").exists()
+    result = mix_models([a, b], "encoder", [1.5, -0.5], tmp_path / "neg", allow_negative=True)
+    assert result.weights == [1.5, -0.5]
+    examples = tmp_path / "examples.jsonl"
+    examples.write_text('{"query": "q", "pos": ["p"], "neg": ["n"]}\n\n{"query": "q2", "pos": ["p"]\n')
+    with pytest.raises(ValueError, match=r"examples\.jsonl, line 3: not valid JSON"):
+        mix_models_with_data([a, b], "encoder", examples, output_path=tmp_path / "bad")

@@ -49,3 +49,16 @@ def test_round_trip(tmp_path: Path) -> None:
     (tmp_path / "empty.jsonl").write_text("\n", encoding="utf-8")
     with pytest.raises(ValueError, match="no examples"):
         read_examples(tmp_path / "empty.jsonl")
+
+
+def test_encodings_and_non_finite_scores(tmp_path: Path) -> None:
+    row = {"query": "q", "pos": ["p"], "neg": ["n"]}
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + (json.dumps(row) + "\n").encode())  # UTF-8 with a byte-order mark
+    assert read_examples(path)[0].query == "q"
+    path.write_text(json.dumps(row) + "\n", encoding="utf-16")
+    with pytest.raises(ValueError, match=rf"{path.name}, line 1: not UTF-8 text"):
+        read_examples(path)
+    path.write_text(json.dumps({**row, "pos_scores": [float("nan")], "neg_scores": [0.1]}) + "\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"line 1: field 'pos_scores'\[0\] is nan, expected a finite number"):
+        read_examples(path)
