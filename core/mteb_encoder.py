@@ -14,6 +14,7 @@ else are encoded as passages. mteb downloads its datasets itself, so this needs 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -44,6 +45,18 @@ class MTEBEncoder:
 
     def __init__(self, model: FlagModel) -> None:
         self.model = model
+
+    @property
+    def mteb_model_meta(self) -> Any:
+        """What mteb records about the model (its name and embedding size; the rest unknown), so that
+        ``mteb.evaluate`` runs this object rather than looking a model up by name."""
+        from mteb.models.model_meta import ModelMeta
+
+        name = os.path.basename(self.model.model_name_or_path.rstrip("/\\")) or "model"
+        return ModelMeta.create_empty(
+            {"name": f"flagstack/{name}", "revision": "local", "embed_dim": self.model.dimension,
+             "max_tokens": self.model.passage_max_length, "similarity_fn_name": "cosine"}
+        )
 
     def encode(self, inputs: Any, *, prompt_type: Any = None, **kwargs: Any) -> np.ndarray:
         """Vectors of the inputs; queries when ``prompt_type`` is "query", passages otherwise."""

@@ -11,6 +11,7 @@ model's own pooling and length, every accelerator, the reranker class's own inst
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -24,6 +25,26 @@ Devices = str | list[str] | None
 _BACKEND = "torch, or onnx: ONNX Runtime, fp32 on the CPU, for encoders and cross-encoders (needs the onnx extra)"
 _DEVICES = "cpu, cuda, cuda:1, mps, or a list (one worker process per device); None: every accelerator, else the CPU"
 _BUDGET = f"most tokens in one padded batch (None: {CPU_TOKEN_BUDGET} on a CPU, more on accelerators)"
+
+
+class RebuildsModel:
+    """For adapter classes that hold a model in a private attribute: copies and pickles carry the settings, not
+    the model. ``copy.deepcopy`` and unpickling build the model again through flag_core's shared instances
+    (``build_embedder`` / ``build_reranker``), so a copy holds the same weights without copying them."""
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(BaseModel.__getstate__(self))  # type: ignore[arg-type]
+        state["__pydantic_private__"] = {}  # the model: rebuilt, never copied or pickled
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        BaseModel.__setstate__(self, state)  # type: ignore[arg-type]
+        self.model_post_init(None)  # type: ignore[attr-defined]
+
+    def __deepcopy__(self, memo: dict[int, Any] | None = None) -> Any:
+        clone = type(self).__new__(type(self))
+        clone.__setstate__(copy.deepcopy(self.__getstate__(), memo))
+        return clone
 
 
 def given(settings: BaseModel, fields: type[BaseModel], exclude: tuple[str, ...] = ()) -> dict[str, Any]:

@@ -23,8 +23,10 @@ http://localhost:6333) the same code talks to a Qdrant server. The same pattern 
 from __future__ import annotations
 
 import argparse
+import atexit
 import logging
 import os
+import shutil
 import tempfile
 import time
 import warnings
@@ -69,6 +71,7 @@ def main() -> None:
     ids, texts = list(corpus), [d["full"] for d in corpus.values()]
     model = str(args.model or bundled_model_path())
     workdir = Path(tempfile.mkdtemp(prefix="flagstack-qdrant-"))
+    atexit.register(shutil.rmtree, workdir, True)  # the embedded Qdrant's files go when the script ends
 
     def client() -> QdrantClient:
         return QdrantClient(url=args.url) if args.url else QdrantClient(path=str(workdir / "qdrant"))

@@ -8,14 +8,15 @@ batch); any other error propagates untouched.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from .devices import is_oom, release_free_memory
+from .progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -76,12 +77,25 @@ def input_ids(tokenizer: Any, texts: Sequence[str], **options: Any) -> list[list
     return ids
 
 
-def warn_truncated(count: int, total: int, max_length: int) -> None:
-    """Log one warning per call when inputs were longer than ``max_length`` tokens."""
-    if count:
+_TRUNCATION_WARNED: set[tuple[str, int]] = set()
+_TRUNCATION_LOCK = threading.Lock()
+
+
+def warn_truncated(count: int, total: int, max_length: int, model: str = "") -> None:
+    """Say that inputs were cut to ``max_length`` tokens: as a warning the first time for this model and
+    length in this process, at DEBUG level afterwards (an app that embeds in many calls warns once)."""
+    if not count:
+        return
+    with _TRUNCATION_LOCK:
+        first = (model, max_length) not in _TRUNCATION_WARNED
+        _TRUNCATION_WARNED.add((model, max_length))
+    if first:
         logger.warning(
-            "%d of %d inputs were longer than max_length=%d tokens and were truncated", count, total, max_length
+            "%d of %d inputs were longer than max_length=%d tokens and were truncated (said once per model and "
+            "length; later truncations are logged at DEBUG)", count, total, max_length,
         )
+    else:
+        logger.debug("%d of %d inputs were truncated to max_length=%d tokens", count, total, max_length)
 
 
 def plan_batches(lengths: Sequence[int], max_tokens: int, max_count: int) -> list[list[int]]:
@@ -234,7 +248,7 @@ def run_batched(
     finished = 0
     budget = max_tokens
     count = max_count
-    with tqdm(total=len(sequences), desc=desc, disable=not show_progress, unit="input") as bar:
+    with progress_bar(total=len(sequences), desc=desc, disable=not show_progress, unit="input") as bar:
         while pending:
             sub_lengths = [lengths[i] for i in pending]
             plan = [[pending[j] for j in batch] for batch in plan_batches(sub_lengths, budget, count)]

@@ -9,7 +9,6 @@ from typing import Any, Literal, TypedDict, overload
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 from typing_extensions import Unpack
 
 from .devices import resolve_devices
@@ -18,6 +17,7 @@ from .instructions import apply_instruction, llm_embedder_instruction
 from .kinds import ModelKind, embedder_class
 from .model_files import read_sentence_transformers_config, resolve_model_path
 from .pooling import resolve_pooling
+from .progress import progress_bar
 from .registry import ModelEntry, lookup_embedder
 from .runtime import EmbedderSettings, EmbeddingRuntime
 from .streaming import DEFAULT_CHUNK_SIZE, NpyStream, encode_chunks, write_npy
@@ -320,7 +320,7 @@ class FlagModel:
             raise ValueError(f"side must be 'query' or 'passage', got {side!r}")
         show = self.show_progress_bar if show_progress_bar is None else show_progress_bar
         total = len(texts) if isinstance(texts, Sized) else None
-        with tqdm(total=total, desc="Encoding", unit="text", disable=not show) as bar:
+        with progress_bar(total=total, desc="Encoding", unit="text", disable=not show) as bar:
 
             def encode(chunk: list[str]) -> Any:
                 vectors = self.encode_as(side, chunk, output="numpy", show_progress_bar=False)

@@ -122,7 +122,7 @@ class RerankerRuntime(Runtime[tuple[str, str], ScoreOptions]):
                 ids, truncated = self._decoder_inputs(items, options.query_max_length, options.max_length,
                                                       options.prompt)
                 forward = self._decoder_forward(ids, options.cutoff_layers)
-            warn_truncated(truncated, len(items), options.max_length)
+            warn_truncated(truncated, len(items), options.max_length, self.settings.path)
             with torch.inference_mode():
                 return run_batched(ids, forward, self.token_budget, options.batch_size, options.show_progress,
                                    desc="Reranking")

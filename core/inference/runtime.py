@@ -202,7 +202,7 @@ class EmbeddingRuntime(Runtime[str, EmbedOptions]):
 
         with loaded.lock:
             ids, truncated = tokenize_texts(tokenizer, items, options.max_length)
-            warn_truncated(truncated, len(items), options.max_length)
+            warn_truncated(truncated, len(items), options.max_length, self.settings.path)
 
             def forward(indices: list[int]) -> torch.Tensor:
                 batch = pad_batch(

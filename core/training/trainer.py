@@ -306,7 +306,8 @@ def _trainer_class() -> Any:
             return (loss, None) if return_outputs else loss
 
         def _save(self, output_dir: str | None = None, state_dict: Any = None) -> None:
-            super()._save(output_dir, state_dict)
+            with quiet_transformers():  # no "Writing model shards" bar on every checkpoint
+                super()._save(output_dir, state_dict)
             self.objective.on_save(self.model, str(output_dir or self.args.output_dir))
 
     return BGETrainer

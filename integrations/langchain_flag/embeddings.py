@@ -6,20 +6,28 @@ import asyncio
 from typing import Any
 
 from langchain_core.embeddings import Embeddings
-from pydantic import ConfigDict, Field, PrivateAttr
+from langchain_core.load.serializable import Serializable
+from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
 from flag_core import FlagModel, build_embedder
 from flag_core.merge import FromMerge
-from flag_core.settings import EmbedderFields
+from flag_core.migration import langchain_embeddings_arguments
+from flag_core.settings import EmbedderFields, RebuildsModel
 
 
-class FlagEmbeddings(FromMerge, EmbedderFields, Embeddings):
+class FlagEmbeddings(RebuildsModel, FromMerge, EmbedderFields, Embeddings, Serializable):
     """BGE (and other) embedding models for LangChain, with flag_core's setting names
     (see :class:`flag_core.settings.EmbedderFields`).
 
     Instructions left as None take the registry's default for ``model_name`` (e.g. BGE's English query
     instruction); "" turns an instruction off. The model is loaded once and shared by every instance with
     the same settings. Vectors are lists of Python floats.
+
+    The constructor arguments of ``HuggingFaceEmbeddings`` (``cache_folder``, ``model_kwargs``, ``encode_kwargs``,
+    ``query_encode_kwargs``, ``multi_process``, ``show_progress``) and ``HuggingFaceBgeEmbeddings``
+    (``query_instruction``, ``embed_instruction``) are accepted and translated into these settings
+    (:mod:`flag_core.migration`); a key with no equivalent is an error naming it. ``dumpd`` / ``loads`` round-trip
+    the settings; ``copy.deepcopy`` and ``pickle`` give objects that share the loaded model.
 
     Example:
         .. code-block:: python
@@ -36,6 +44,15 @@ class FlagEmbeddings(FromMerge, EmbedderFields, Embeddings):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     _model: FlagModel = PrivateAttr()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _huggingface_arguments(cls, values: Any) -> Any:
+        return langchain_embeddings_arguments(values) if isinstance(values, dict) else values
+
+    @classmethod
+    def is_lc_serializable(cls) -> bool:
+        return True
 
     def model_post_init(self, context: Any, /) -> None:
         self._model = build_embedder(self.model_name, **self.embedder_settings())

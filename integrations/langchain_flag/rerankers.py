@@ -10,23 +10,27 @@ from typing import Any, ClassVar
 from langchain_core.callbacks import Callbacks
 from langchain_core.cross_encoders import BaseCrossEncoder
 from langchain_core.documents import BaseDocumentCompressor, Document
-from pydantic import ConfigDict, Field, PrivateAttr
+from langchain_core.load.serializable import Serializable
+from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
 from flag_core import FlagReranker as CoreReranker
 from flag_core import build_reranker
 from flag_core.merge import FromMerge
-from flag_core.settings import RerankerFields
+from flag_core.migration import cross_encoder_arguments
+from flag_core.settings import RebuildsModel, RerankerFields
 
 RELEVANCE_SCORE = "relevance_score"
 
 
-class FlagReranker(FromMerge, RerankerFields, BaseDocumentCompressor, BaseCrossEncoder):
-    """Reranks documents by a BGE reranker's score of (query, document) and keeps the best ``top_n``
-    (settings: :class:`flag_core.settings.RerankerFields`).
+class FlagReranker(RebuildsModel, FromMerge, RerankerFields, BaseDocumentCompressor, BaseCrossEncoder, Serializable):
+    """Reranks documents by a BGE reranker's score of (query, document) and keeps the best ``top_n`` (settings:
+    :class:`flag_core.settings.RerankerFields`).
 
     Works as a ``BaseDocumentCompressor`` (e.g. inside ``ContextualCompressionRetriever``) and as a
-    ``BaseCrossEncoder``. The score goes to ``metadata["relevance_score"]`` of new Document objects; the
-    caller's documents are left untouched.
+    ``BaseCrossEncoder``; takes ``HuggingFaceCrossEncoder``'s ``model_name`` / ``model_kwargs``. Scores are the
+    reranker's logits as FlagEmbedding gives them; ``normalize=True`` gives the sigmoid scores that
+    ``HuggingFaceCrossEncoder`` (and so ``CrossEncoderReranker``) returns, in the same order. The score goes to
+    ``metadata["relevance_score"]`` of new Document objects; the caller's documents are left untouched.
 
     Example:
         .. code-block:: python
@@ -46,6 +50,15 @@ class FlagReranker(FromMerge, RerankerFields, BaseDocumentCompressor, BaseCrossE
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     _model: CoreReranker = PrivateAttr()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _huggingface_arguments(cls, values: Any) -> Any:
+        return cross_encoder_arguments(values) if isinstance(values, dict) else values
+
+    @classmethod
+    def is_lc_serializable(cls) -> bool:
+        return True
 
     def model_post_init(self, context: Any, /) -> None:
         if self.top_n is not None and self.top_n <= 0:

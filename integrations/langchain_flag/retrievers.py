@@ -32,6 +32,10 @@ class FlagRetriever(BaseRetriever):
     Build it with :meth:`from_texts` / :meth:`from_documents` (an in-memory exact index, optionally
     FAISS), or pass ``vectorstore=`` to search an existing LangChain vector store instead.
 
+    ``dumpd`` / ``loads`` round-trip a retriever whose index is in a file (``index_path``, set by :meth:`save`
+    and :meth:`load`); the index itself is never inlined, and a retriever holding documents that are not saved
+    serializes as "not implemented" rather than losing them.
+
     Example:
         .. code-block:: python
 
@@ -50,13 +54,40 @@ class FlagRetriever(BaseRetriever):
     top_n: int | None = Field(default=None, gt=0, description="documents kept after reranking (None: all k)")
     vectorstore: VectorStore | None = None
     use_faiss: bool = False
+    index_path: str | None = Field(default=None, description="index file to read at construction (save sets it)")
 
-    model_config = ConfigDict(arbitrary_types_allowed=True)
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
 
     _index: DenseIndex = PrivateAttr()
+    _saved_size: int = PrivateAttr(default=0)  # documents in the index when it was last saved or loaded
+
+    @classmethod
+    def is_lc_serializable(cls) -> bool:
+        return True
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if self.index_path is not None:  # read here, after validation, so a bad file is an IndexFileError
+            self._read_index(self.index_path)
 
     def model_post_init(self, context: Any, /) -> None:
         self._index = self._dense_index()
+
+    def _read_index(self, path: str | os.PathLike[str]) -> None:
+        fresh = self._index
+        self._index = DenseIndex.load(path, fresh.embed_documents, fresh.embed_query, fresh.settings, self.use_faiss,
+                                      PAYLOADS)
+        self.index_path = os.fspath(path)
+        self._saved_size = len(self._index)
+
+    def to_json(self) -> Any:
+        """The constructor form (settings and ``index_path``), or "not implemented" while the index holds
+        documents that are not in the file at ``index_path``."""
+        if self.vectorstore is None and len(self._index) and (
+            self.index_path is None or len(self._index) != self._saved_size
+        ):
+            return self.to_json_not_implemented()
+        return super().to_json()
 
     def _dense_index(self) -> DenseIndex:
         return DenseIndex(
@@ -114,18 +145,18 @@ class FlagRetriever(BaseRetriever):
     # persistence --------------------------------------------------------------------------------
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the index (vectors, texts, metadata, embedding settings) to one file, atomically."""
+        """Write the index (vectors, texts, metadata, embedding settings) to one file, atomically; the
+        retriever then refers to that file (``index_path``)."""
         self._index.save(path)
+        self.index_path = os.fspath(path)
+        self._saved_size = len(self._index)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], embeddings: Embeddings, **kwargs: Any) -> FlagRetriever:
         """Read an index written by :meth:`save`; it must have been built with the same embedding settings.
         A truncated, corrupted or mismatched file raises :class:`flag_core.IndexFileError`."""
         retriever = cls(embeddings=embeddings, **kwargs)
-        fresh = retriever._dense_index()
-        retriever._index = DenseIndex.load(
-            path, fresh.embed_documents, fresh.embed_query, fresh.settings, retriever.use_faiss, PAYLOADS
-        )
+        retriever._read_index(path)
         return retriever
 
     # retrieval ----------------------------------------------------------------------------------

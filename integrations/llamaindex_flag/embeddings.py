@@ -6,18 +6,19 @@ import asyncio
 from typing import Any
 
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
-from llama_index.core.bridge.pydantic import Field, PrivateAttr
+from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
 from flag_core import FlagModel, build_embedder
 from flag_core.merge import FromMerge
-from flag_core.settings import EmbedderFields
+from flag_core.migration import MigrationError, llamaindex_embedding_arguments
+from flag_core.settings import EmbedderFields, RebuildsModel
 
 # With an embeddings cache set, LlamaIndex keys query and text vectors by the string alone; queries are
 # looked up under this mark so that a query's vector (with its instruction) never answers for a text's.
 _QUERY_KEY = "\x00flagstack-query\x00"
 
 
-class FlagEmbedding(FromMerge, BaseEmbedding, EmbedderFields):
+class FlagEmbedding(RebuildsModel, FromMerge, BaseEmbedding, EmbedderFields):
     """BGE (and other) embedding models for LlamaIndex, with flag_core's setting names
     (:class:`flag_core.settings.EmbedderFields`): use it as ``Settings.embed_model``, in an index, or as an
     ingestion transformation.
@@ -29,12 +30,34 @@ class FlagEmbedding(FromMerge, BaseEmbedding, EmbedderFields):
             from llamaindex_flag import FlagEmbedding
 
             Settings.embed_model = FlagEmbedding(model_name="BAAI/bge-base-en-v1.5")
+
+    ``HuggingFaceEmbedding``'s arguments (``max_length``, ``query_instruction``, ``text_instruction``,
+    ``normalize``, ``cache_folder``, ``device``, ``parallel_process``, ``target_devices``, ``model_kwargs``) are
+    accepted and translated into these settings (:mod:`flag_core.migration`); unknown keywords are an error.
+    ``embed_batch_size`` is the one batch size: texts per call and per forward pass.
     """
 
     model_name: str = Field(description="hub id or local folder of the embedding model")
-    embed_batch_size: int = Field(default=256, gt=0, le=2048, description="texts handed to the runtime at once")
+    embed_batch_size: int = Field(default=256, gt=0, description="texts per call and per forward pass")
+    batch_size: int = Field(default=256, exclude=True, description="same as embed_batch_size (kept in step)")
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=("pydantic_model_",))
 
     _model: FlagModel = PrivateAttr()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _huggingface_arguments(cls, values: Any) -> Any:
+        if not isinstance(values, dict):
+            return values
+        values = llamaindex_embedding_arguments(values)
+        if "batch_size" in values:  # flag_core's name for it: one setting, not two
+            batch = values.pop("batch_size")
+            if values.setdefault("embed_batch_size", batch) != batch:
+                raise MigrationError(f"batch_size={batch} and embed_batch_size={values['embed_batch_size']}: give one")
+        if "embed_batch_size" in values:
+            values["batch_size"] = values["embed_batch_size"]
+        return values
 
     def model_post_init(self, context: Any, /) -> None:
         self._model = build_embedder(self.model_name, **self.embedder_settings())
@@ -67,20 +90,28 @@ class FlagEmbedding(FromMerge, BaseEmbedding, EmbedderFields):
     def _get_query_embedding(self, query: str) -> Embedding:
         if not isinstance(query, str):
             raise TypeError(f"query must be a str, got {type(query).__name__}")
-        return self._model.encode_queries(query.removeprefix(_QUERY_KEY), output="list")
+        return self._model.encode_queries(query.removeprefix(_QUERY_KEY), output="list", show_progress_bar=False)
 
     async def _aget_query_embedding(self, query: str) -> Embedding:
         return await asyncio.to_thread(self._get_query_embedding, query)
 
-    # texts ---------------------------------------------------------------------------------------
+    # texts: with show_progress_bar, one bar per call (LlamaIndex's), not one per embed_batch_size chunk -----
+
+    def get_text_embedding_batch(self, texts: list[str], show_progress: bool = False, **kwargs: Any) -> list[Embedding]:
+        return super().get_text_embedding_batch(texts, show_progress or self.show_progress_bar, **kwargs)
+
+    async def aget_text_embedding_batch(
+        self, texts: list[str], show_progress: bool = False, **kwargs: Any
+    ) -> list[Embedding]:
+        return await super().aget_text_embedding_batch(texts, show_progress or self.show_progress_bar, **kwargs)
 
     def _get_text_embedding(self, text: str) -> Embedding:
         if not isinstance(text, str):
             raise TypeError(f"text must be a str, got {type(text).__name__}")
-        return self._model.encode_corpus(text, output="list")
+        return self._model.encode_corpus(text, output="list", show_progress_bar=False)
 
     def _get_text_embeddings(self, texts: list[str]) -> list[Embedding]:
-        return self._model.encode_corpus(texts, output="list")
+        return self._model.encode_corpus(texts, output="list", show_progress_bar=False)
 
     async def _aget_text_embedding(self, text: str) -> Embedding:
         return await asyncio.to_thread(self._get_text_embedding, text)

@@ -6,7 +6,7 @@ import asyncio
 from typing import Any, ClassVar
 
 import llama_index.core.instrumentation as instrument
-from llama_index.core.bridge.pydantic import Field, PrivateAttr
+from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr, model_validator
 from llama_index.core.callbacks import CBEventType, EventPayload
 from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
@@ -15,18 +15,19 @@ from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 from flag_core import FlagReranker as CoreReranker
 from flag_core import build_reranker
 from flag_core.merge import FromMerge
-from flag_core.settings import RerankerFields
+from flag_core.settings import RebuildsModel, RerankerFields
 
 dispatcher = instrument.get_dispatcher(__name__)
 
 
-class FlagReranker(FromMerge, BaseNodePostprocessor, RerankerFields):
+class FlagReranker(RebuildsModel, FromMerge, BaseNodePostprocessor, RerankerFields):
     """Reorders retrieved nodes by a BGE reranker's score of (query, node text) and keeps ``top_n``.
 
     Takes the constructor arguments of LlamaIndex's ``FlagEmbeddingReranker`` (``model``, ``top_n``,
-    ``use_fp16``) plus flag_core's reranker settings (:class:`flag_core.settings.RerankerFields`). Node text
-    is read with ``MetadataMode.EMBED``; the caller's nodes are never modified (new NodeWithScore objects
-    carry the scores); ReRankStartEvent/ReRankEndEvent and the RERANKING callback event are emitted.
+    ``use_fp16``; ``model_name`` works as ``model``) plus flag_core's reranker settings
+    (:class:`flag_core.settings.RerankerFields`); unknown keywords are an error. Node text is read with
+    ``MetadataMode.EMBED``; the caller's nodes are never modified (the results are copies);
+    ReRankStartEvent/ReRankEndEvent and the RERANKING callback event are emitted.
 
     Example:
         .. code-block:: python
@@ -46,7 +47,20 @@ class FlagReranker(FromMerge, BaseNodePostprocessor, RerankerFields):
     merge_type: ClassVar[str] = "reranker"
     model_field: ClassVar[str] = "model"
 
+    model_config = ConfigDict(extra="forbid")
+
     _model: CoreReranker = PrivateAttr()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _model_name(cls, values: Any) -> Any:
+        """``model_name`` (the name most rerankers use) is the same as ``model``."""
+        if isinstance(values, dict) and "model_name" in values:
+            values = dict(values)
+            name = values.pop("model_name")
+            if values.setdefault("model", name) != name:
+                raise ValueError(f"model_name={name!r} and model={values['model']!r}: give one")
+        return values
 
     def model_post_init(self, context: Any, /) -> None:
         settings = self.reranker_settings()

@@ -29,10 +29,10 @@ def test_example_runs_offline(script: str, shared_data: Path) -> None:
     assert "*" in out  # at least one judged-relevant document was found
 
 
-def test_qdrant_example_keeps_vectors_and_instructions(shared_data: Path) -> None:
+def test_qdrant_example_keeps_vectors_and_instructions(shared_data: Path, tmp_path: Path) -> None:
     pytest.importorskip("langchain_qdrant", reason="needs the vectorstores extra")
     pytest.importorskip("llama_index.vector_stores.qdrant", reason="needs the vectorstores extra")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TMPDIR": str(tmp_path)}
     result = subprocess.run(
         [sys.executable, str(EXAMPLES / "qdrant_vector_store.py"), "--data", str(shared_data / "scifact"),
          "--limit", "40", "--queries", "2", "-k", "5"],
@@ -46,3 +46,4 @@ def test_qdrant_example_keeps_vectors_and_instructions(shared_data: Path) -> Non
         assert f"{framework}: top-5 equal to flagstack's exact search for 2/2 queries" in out
     diffs = [float(line.rsplit("max |diff| ", 1)[1].rstrip(")")) for line in out.splitlines() if "max |diff|" in line]
     assert len(diffs) == 2 and max(diffs) <= 1e-6
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("flagstack-qdrant-")]  # its folders are gone

@@ -172,3 +172,26 @@ def test_an_index_of_the_other_framework_is_named(embeddings: FlagEmbeddings, mo
     FlagRetriever.from_texts(TEXTS, embeddings).save(tmp_path / "c.flag")
     with pytest.raises(IndexFileError, match=r"written by langchain_flag\.FlagRetriever"):
         LlamaRetriever.load(tmp_path / "c.flag", llama_embeddings)
+
+
+def test_indexing_and_querying_print_at_most_one_truncation_line(model_path: str) -> None:
+    import subprocess
+    import sys
+
+    script = f"""
+from langchain_core.documents import Document
+from langchain_flag import FlagEmbeddings, FlagRetriever
+
+embeddings = FlagEmbeddings(model_name={model_path!r}, devices="cpu", passage_max_length=32, query_max_length=32)
+retriever = FlagRetriever(embeddings=embeddings, k=3)
+for part in range(4):  # 40 documents, added in four calls, every one longer than 32 tokens
+    retriever.add_documents([Document(page_content=f"document {{part}}-{{i}} " + "about pandas " * 30)
+                             for i in range(10)])
+for q in range(5):
+    retriever.invoke("a long question about pandas and bamboo forests and what they eat " * 3)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stderr.splitlines() if "truncated" in line]
+    assert len(lines) == 1, done.stderr

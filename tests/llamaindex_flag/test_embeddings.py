@@ -71,3 +71,21 @@ def test_settings_and_ingestion(model_path: str) -> None:
         documents=[Document(text="Pandas eat bamboo. " * 20), Document(text="Paris is in France.")]
     )
     assert len(nodes) >= 2 and all(len(n.embedding) == 384 for n in nodes)
+
+
+def test_one_progress_bar_per_call(model_path: str, monkeypatch: pytest.MonkeyPatch,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from flag_core.inference import batching
+
+    shown: list[bool] = []
+    original = batching.progress_bar
+
+    def counting(**options: Any) -> Any:
+        shown.append(not options.get("disable", False))
+        return original(**options)
+
+    monkeypatch.setattr(batching, "progress_bar", counting)
+    embedding = FlagEmbedding(model_name=model_path, devices="cpu", show_progress_bar=True, embed_batch_size=2)
+    embedding.get_text_embedding_batch([f"text {i}" for i in range(7)])
+    assert len(shown) == 4 and not any(shown)  # four chunks, no bar of their own
+    assert capsys.readouterr().err.count("Generating embeddings") >= 1  # LlamaIndex's one bar for the call

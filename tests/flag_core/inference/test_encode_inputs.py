@@ -71,11 +71,19 @@ def test_output_formats(mini_model: FlagModel) -> None:
 
 
 def test_over_long_inputs_warn_once_per_call(mini_model: FlagModel, caplog: pytest.LogCaptureFixture) -> None:
+    from flag_core.inference import batching
+
+    batching._TRUNCATION_WARNED.clear()  # other tests may have truncated at this length already
     long_texts = ["word " * 400, "other " * 500, "short"]
     with caplog.at_level(logging.WARNING, logger="flag_core"):
         mini_model.encode(long_texts, max_length=64)
     warnings = [r for r in caplog.records if "truncated" in r.getMessage()]
     assert len(warnings) == 1 and "2 of 3" in warnings[0].getMessage()
+    with caplog.at_level(logging.DEBUG, logger="flag_core"):
+        mini_model.encode(long_texts, max_length=64)  # the same model and length: DEBUG from now on
+        mini_model.encode(long_texts, max_length=65)  # another length: one more warning
+    later = [r for r in caplog.records if "truncated" in r.getMessage()][1:]
+    assert [r.levelno for r in later] == [logging.DEBUG, logging.WARNING]
 
 
 def test_truncation_equals_cutting_tokens(mini_model: FlagModel) -> None:
