@@ -100,3 +100,15 @@ def test_cross_encoder_reranker_order_and_sigmoid_scores(reranker_path: str) -> 
     np.testing.assert_allclose(1 / (1 + np.exp(-np.array(logits))), list(cross.score(pairs)), atol=1e-5)
     with pytest.raises(ValueError, match=r"activation_fn.*normalize=True"):
         FlagReranker(model_name=reranker_path, model_kwargs={"activation_fn": None})
+
+
+def test_unknown_keywords_are_rejected_by_every_class(model_path: str, reranker_path: str) -> None:
+    from langchain_flag import FlagRetriever
+
+    embeddings = FlagEmbeddings(model_name=model_path, devices="cpu")
+    with pytest.raises(ValueError, match="normalise_embeddings"):
+        FlagEmbeddings(model_name=model_path, normalise_embeddings=True)
+    with pytest.raises(ValueError, match="top_k"):
+        FlagReranker(model_name=reranker_path, top_k=3)
+    with pytest.raises(ValueError, match="search_kwargs"):
+        FlagRetriever(embeddings=embeddings, search_kwargs={"k": 3})

@@ -89,3 +89,10 @@ def test_to_dict_from_dict_deepcopy_and_pickle(model_path: str, reranker_path: s
     clones = (FlagReranker.from_dict(reranker.to_dict()), copy.deepcopy(reranker), pickle.loads(pickle.dumps(reranker)))
     for back in clones:
         assert back.to_dict() == reranker.to_dict() and back.client is reranker.client
+
+
+def test_the_retriever_rejects_unknown_keywords(model_path: str) -> None:
+    from llamaindex_flag import FlagRetriever
+
+    with pytest.raises(TypeError, match="top_k"):
+        FlagRetriever(embed_model=FlagEmbedding(model_name=model_path, devices="cpu"), top_k=3)  # type: ignore[call-arg]
