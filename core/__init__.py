@@ -12,6 +12,7 @@ Importing flag_core never imports LangChain or LlamaIndex and never touches the 
 """
 
 from .inference.embedder import FlagAutoModel, FlagModel, LLMEmbedder
+from .inference.m3 import BGEM3FlagModel
 from .inference.model_files import ModelNotFoundError
 from .inference.registry import lookup_embedder, lookup_reranker
 from .inference.reranker import FlagAutoReranker, FlagLLMReranker, FlagReranker, LayerWiseFlagLLMReranker
@@ -19,6 +20,7 @@ from .inference.shared import build_embedder, build_reranker
 from .retrieval.index import IndexFileError, VectorIndex
 
 __all__ = [
+    "BGEM3FlagModel",
     "FlagAutoModel",
     "FlagAutoReranker",
     "FlagLLMReranker",

@@ -8,6 +8,7 @@ seeded Llama with the same tokenizer, a stand-in for decoder (LLM) rerankers.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from pathlib import Path
@@ -70,5 +71,35 @@ def build_test_decoder(folder: str | os.PathLike[str], source: str | None = None
     tmp = target.with_name(target.name + ".tmp")
     LlamaForCausalLM(config).save_pretrained(tmp)
     AutoTokenizer.from_pretrained(source, bos_token="[CLS]").save_pretrained(tmp)
+    os.replace(tmp, target)
+    return str(target)
+
+
+def build_test_m3(folder: str | os.PathLike[str], source: str | None = None) -> str:
+    """Write the golden-recipe BGE-M3 checkpoint of ``../shared/golden/bge_m3_reference.json`` to ``folder`` (if
+    not there yet) and return its path: ``source`` (default: the bundled model) with its tokenizer saved with
+    ``eos_token="[SEP]"``, plus ``colbert_linear.pt`` (Linear(h, h), weight[i][j] = [i == j] + 0.05 sin(i + 2j),
+    bias[i] = 0.01 cos(i)) and ``sparse_linear.pt`` (Linear(h, 1), weight[0][j] = 3 sin(0.7 j) / sqrt(h), bias
+    0.05), computed in float64 and saved as float32."""
+    import shutil
+
+    import torch
+    from transformers import AutoTokenizer
+
+    target = Path(folder)
+    if (target / "sparse_linear.pt").is_file():
+        return str(target)
+    source = source or bundled_model_path()
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(source, tmp)
+    AutoTokenizer.from_pretrained(source, eos_token="[SEP]").save_pretrained(tmp)
+    hidden = int(json.loads((tmp / "config.json").read_text(encoding="utf-8"))["hidden_size"])
+    i = torch.arange(hidden, dtype=torch.float64)
+    colbert = torch.eye(hidden, dtype=torch.float64) + 0.05 * torch.sin(i[:, None] + 2 * i[None, :])
+    torch.save({"weight": colbert.float(), "bias": (0.01 * torch.cos(i)).float()}, tmp / "colbert_linear.pt")
+    sparse = (3 * torch.sin(0.7 * i) / math.sqrt(hidden)).reshape(1, hidden)
+    torch.save({"weight": sparse.float(), "bias": torch.tensor([0.05], dtype=torch.float64).float()},
+               tmp / "sparse_linear.pt")
     os.replace(tmp, target)
     return str(target)

@@ -61,6 +61,20 @@ def tiny_decoder_path(model_path: str, tmp_path_factory: pytest.TempPathFactory)
     return build_test_decoder(tmp_path_factory.mktemp("tiny-llm") / "decoder", model_path)
 
 
+@pytest.fixture(scope="session")
+def m3_path(model_path: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The golden-recipe BGE-M3 checkpoint (MiniLM weights plus seeded ColBERT and sparse heads)."""
+    from flag_core.testing import build_test_m3
+
+    return build_test_m3(tmp_path_factory.mktemp("golden-m3") / "m3", model_path)
+
+
+@pytest.fixture(scope="session")
+def m3_golden() -> dict[str, Any]:
+    """What FlagEmbedding 1.4.2's BGEM3FlagModel returns on that checkpoint (copied from ../shared/golden)."""
+    return json.loads((FIXTURES / "bge_m3_reference.json").read_text(encoding="utf-8"))
+
+
 @pytest.fixture
 def model_copy(model_path: str, tmp_path: Path) -> Any:
     """``model_copy("bge-small-en-v1.5")``: the test model copied under that folder name (registry

@@ -20,15 +20,14 @@ def _band(text: str) -> tuple[int, int]:
 
 
 def cmd_mine(args: argparse.Namespace) -> int:
-    from ..inference.embedder import FlagAutoModel
     from ..inference.reranker import FlagAutoReranker
+    from ..inference.shared import build_embedder
     from ..training import add_teacher_scores, mine_hard_negatives, read_examples, write_examples
 
     examples = read_examples(args.input)
     pool = read_lines(args.candidate_pool) if args.candidate_pool else None
-    model = FlagAutoModel.from_finetuned(
-        args.model, query_instruction_for_retrieval=args.query_instruction_for_retrieval, devices=args.devices
-    )
+    model = build_embedder(args.model, query_instruction_for_retrieval=args.query_instruction_for_retrieval,
+                           devices=args.devices)
     mined, report = mine_hard_negatives(model, examples, pool, args.range_for_sampling, args.negative_number,
                                         args.seed, show_progress=not args.quiet)
     if args.reranker:

@@ -239,12 +239,58 @@ def run_batched(
     out-of-memory error the token budget is halved and the unfinished inputs are re-planned; when a
     single input still does not fit (or the budget reaches ``min_tokens``) the error is raised.
     """
+    out: torch.Tensor | None = None  # every row is copied in here: no batch tensor outlives its batch
+
+    def keep(batch: list[int], rows: torch.Tensor) -> None:
+        nonlocal out
+        rows = rows.detach()
+        if out is None:
+            out = torch.empty((len(sequences), *rows.shape[1:]), dtype=rows.dtype)
+        out[torch.as_tensor(batch)] = rows.to("cpu")
+
+    _run(sequences, forward, keep, max_tokens, max_count, show_progress, desc, min_tokens)
+    assert out is not None
+    return out
+
+
+def run_batched_items(
+    sequences: Sequence[Sequence[int]],
+    forward: Callable[[list[int]], Sequence[Any]],
+    max_tokens: int,
+    max_count: int,
+    show_progress: bool = False,
+    desc: str = "Encoding",
+) -> list[Any]:
+    """Like :func:`run_batched` for outputs of varying shape: ``forward(indices)`` returns one object per index
+    (e.g. a text's token vectors), and the objects come back in input order."""
+    out: list[Any] = [None] * len(sequences)
+
+    def keep(batch: list[int], items: Sequence[Any]) -> None:
+        if len(items) != len(batch):
+            raise ValueError(f"forward returned {len(items)} results for a batch of {len(batch)}")
+        for index, item in zip(batch, items, strict=True):
+            out[index] = item
+
+    _run(sequences, forward, keep, max_tokens, max_count, show_progress, desc, 1)
+    return out
+
+
+def _run(
+    sequences: Sequence[Sequence[int]],
+    forward: Callable[[list[int]], Any],
+    keep: Callable[[list[int], Any], None],
+    max_tokens: int,
+    max_count: int,
+    show_progress: bool,
+    desc: str,
+    min_tokens: int,
+) -> None:
+    """The batching loop: plan, ``keep(batch, forward(batch))`` for each batch, back off on out-of-memory."""
     lengths = [len(s) for s in sequences]
     if not lengths:
         raise ValueError("run_batched needs at least one input")
     pending = list(range(len(sequences)))
     done = [False] * len(sequences)
-    out: torch.Tensor | None = None  # every row is copied in here: no batch tensor outlives its batch
     finished = 0
     budget = max_tokens
     count = max_count
@@ -256,13 +302,9 @@ def run_batched(
             try:
                 for batch in plan:
                     failed = batch
-                    rows = forward(batch).detach()
-                    if out is None:
-                        out = torch.empty((len(sequences), *rows.shape[1:]), dtype=rows.dtype)
-                    out[torch.as_tensor(batch)] = rows.to("cpu")
+                    keep(batch, forward(batch))
                     for index in batch:
                         done[index] = True
-                    del rows
                     bar.update(len(batch))
                     finished += 1
                     if finished % TRIM_EVERY == 0:
@@ -276,9 +318,7 @@ def run_batched(
                 logger.warning("out of memory; retrying with at most %d tokens per batch", budget)
                 _empty_cache()
                 pending = [i for i in pending if not done[i]]
-    assert out is not None
     release_free_memory()
-    return out
 
 
 def _empty_cache() -> None:

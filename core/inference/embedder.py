@@ -15,6 +15,7 @@ from .devices import resolve_devices
 from .inputs import as_text_list, check_positive_int
 from .instructions import apply_instruction, llm_embedder_instruction
 from .kinds import ModelKind, embedder_class
+from .m3 import BGEM3FlagModel
 from .model_files import read_sentence_transformers_config, resolve_model_path
 from .pooling import resolve_pooling
 from .progress import progress_bar
@@ -466,14 +467,28 @@ class FlagAutoModel:
         trust_remote_code: bool = False,
         query_instruction_format: str | None = None,
         **kwargs: Any,
-    ) -> FlagModel:
+    ) -> FlagModel | BGEM3FlagModel:
         """An embedder for ``model_name_or_path``: known names (hub ids, local or fine-tuned folders named
         after them) get their pooling and query instruction from the registry; unknown ones get the
         folder's sentence-transformers settings or FlagEmbedding's defaults. Explicit arguments win; an
-        instruction of "" means none (None means the registry's default)."""
+        instruction of "" means none (None means the registry's default). BGE-M3 (or ``model_class=
+        "encoder-only-m3"``) gives a :class:`~.m3.BGEM3FlagModel`."""
         entry = lookup_embedder(str(model_name_or_path))
+        kind = embedder_class(model_class) if model_class is not None else (entry.kind if entry else None)
         if model_class is not None:
             pooling_method = pooling_method or embedder_class(model_class).default_pooling
+        if kind is ModelKind.M3:
+            return BGEM3FlagModel(
+                model_name_or_path,
+                normalize_embeddings=normalize_embeddings,
+                use_fp16=use_fp16,
+                query_instruction_for_retrieval=query_instruction_for_retrieval or None,
+                query_instruction_format=query_instruction_format or "{}{}",
+                devices=devices,
+                pooling_method=pooling_method or "cls",
+                trust_remote_code=bool(trust_remote_code),
+                **kwargs,
+            )
         if entry is not None and entry.kind is ModelKind.LLM_EMBEDDER:
             return LLMEmbedder(
                 model_name_or_path,

@@ -35,6 +35,7 @@ class ModelKind(str, Enum):
     """What a checkpoint is, as flagstack runs it."""
 
     EMBEDDER = "embedder"  # a bidirectional encoder embedder (BGE, e5, gte, MiniLM)
+    M3 = "m3"  # BGE-M3: one encoder, three outputs (dense, sparse lexical weights, ColBERT vectors)
     DECODER_EMBEDDER = "decoder_embedder"  # a decoder-only embedder (bge-en-icl, e5-mistral, Qwen3-Embedding)
     LLM_EMBEDDER = "llm_embedder"  # BAAI/llm-embedder: one encoder, task-specific instructions
     RERANKER = "reranker"  # a cross-encoder with one relevance logit (bge-reranker-*)
@@ -56,6 +57,7 @@ class ModelKind(str, Enum):
         """FlagEmbedding's pooling for this kind (None: the kind is not pooled into a vector)."""
         return {
             ModelKind.EMBEDDER: "cls",
+            ModelKind.M3: "cls",
             ModelKind.LLM_EMBEDDER: "cls",
             ModelKind.DECODER_EMBEDDER: "last_token",
         }.get(self)
@@ -81,7 +83,7 @@ def _parse(vocabulary: dict[str, ModelKind], value: Any, what: str) -> ModelKind
 # FlagEmbedding's FlagAutoModel model_class names
 EMBEDDER_CLASSES: dict[str, ModelKind] = {
     "encoder-only-base": ModelKind.EMBEDDER,
-    "encoder-only-m3": ModelKind.EMBEDDER,
+    "encoder-only-m3": ModelKind.M3,
     "decoder-only-base": ModelKind.DECODER_EMBEDDER,
     "decoder-only-icl": ModelKind.DECODER_EMBEDDER,
 }

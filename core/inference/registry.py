@@ -39,7 +39,7 @@ _E5_INSTRUCT_FORMAT = "Instruct: {}\nQuery: {}"
 
 # Most specific first: the first entry that matches wins.
 EMBEDDERS: tuple[ModelEntry, ...] = (
-    ModelEntry("bge-m3", r"bge-m3.*", ModelKind.EMBEDDER, pooling="cls", max_length=8192),
+    ModelEntry("bge-m3", r"bge-m3.*", ModelKind.M3, pooling="cls", max_length=8192),
     ModelEntry("llm-embedder", r"llm-embedder.*", ModelKind.LLM_EMBEDDER, pooling="cls"),
     ModelEntry(
         "bge-en-icl", r"bge-en-icl.*", ModelKind.DECODER_EMBEDDER, pooling="last_token",

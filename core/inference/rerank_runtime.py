@@ -61,7 +61,7 @@ class ScoreOptions:
         return len(self.cutoff_layers) if self.cutoff_layers else 1
 
 
-class RerankerRuntime(Runtime[tuple[str, str], ScoreOptions]):
+class RerankerRuntime(Runtime[tuple[str, str], ScoreOptions, torch.Tensor]):
     """Scores pairs with a cross-encoder or a decoder (LLM) reranker on one or more devices."""
 
     settings: RerankerSettings

@@ -33,6 +33,7 @@ ACCELERATOR_TOKEN_BUDGET = 65536
 
 ItemT = TypeVar("ItemT", bound=Hashable)
 OptionsT = TypeVar("OptionsT")
+ResultT = TypeVar("ResultT")
 
 
 def default_token_budget(device: str) -> int:
@@ -52,13 +53,14 @@ class RuntimeSettings:
     backend: str = "torch"
 
 
-def _worker_runtime(runtime_class: type[Runtime[Any, Any]], settings: RuntimeSettings, device: str) -> Any:
+def _worker_runtime(runtime_class: type[Runtime[Any, Any, Any]], settings: RuntimeSettings, device: str) -> Any:
     """What a worker process holds: the runtime rebuilt on its device."""
     return runtime_class(settings, [device])
 
 
-class Runtime(ABC, Generic[ItemT, OptionsT]):
-    """One model on one or more devices: ``run(items, options)`` gives one row of results per item.
+class Runtime(ABC, Generic[ItemT, OptionsT, ResultT]):
+    """One model on one or more devices: ``run(items, options)`` gives one result per item: the rows of a
+    tensor (embeddings, scores), or a list of per-item objects (:meth:`join` and :meth:`select` say which).
 
     The model on the first device is loaded in this process: it answers calls with a single distinct
     item and describes the model (limits, dimension) even when the work runs in worker processes.
@@ -101,9 +103,9 @@ class Runtime(ABC, Generic[ItemT, OptionsT]):
         """Tokens per padded batch on this runtime's first device."""
         return self.settings.max_tokens_per_batch or default_token_budget(self.devices[0])
 
-    def run(self, items: list[ItemT], options: OptionsT) -> torch.Tensor:
-        """One float32 row per item, in input order (on the CPU). Repeated items are computed once; with
-        several devices, the distinct items are split over one worker process per device."""
+    def run(self, items: list[ItemT], options: OptionsT) -> ResultT:
+        """One result per item, in input order (on the CPU). Repeated items are computed once; with several
+        devices, the distinct items are split over one worker process per device."""
         unique: dict[ItemT, int] = {}
         positions = [unique.setdefault(item, len(unique)) for item in items]
         distinct = list(unique)
@@ -112,20 +114,28 @@ class Runtime(ABC, Generic[ItemT, OptionsT]):
         if len(self.devices) > 1 and len(distinct) > 1:
             if self._pool is None:
                 self._pool = DevicePool(functools.partial(_worker_runtime, type(self), self.settings), self.devices)
-            result = torch.cat(self._pool.map_sharded(type(self).compute, distinct, options), dim=0)
+            result = self.join(self._pool.map_sharded(type(self).compute, distinct, options))
         else:
             result = self.compute(distinct, options)
         if len(distinct) == len(items):
             return result
-        return result[torch.as_tensor(positions, dtype=torch.long)]
+        return self.select(result, positions)
 
     @abstractmethod
-    def compute(self, items: list[ItemT], options: OptionsT) -> torch.Tensor:
-        """The rows for ``items`` on this process's device (what each worker process runs)."""
+    def compute(self, items: list[ItemT], options: OptionsT) -> ResultT:
+        """The results for ``items`` on this process's device (what each worker process runs)."""
 
     @abstractmethod
-    def empty(self, options: OptionsT) -> torch.Tensor:
-        """The result for no items (zero rows of the right width)."""
+    def empty(self, options: OptionsT) -> ResultT:
+        """The result for no items."""
+
+    def join(self, parts: list[ResultT]) -> ResultT:
+        """The results of consecutive shards as one (tensors: their rows stacked)."""
+        return torch.cat(parts, dim=0)  # type: ignore[arg-type,return-value]
+
+    def select(self, result: ResultT, positions: list[int]) -> ResultT:
+        """``result``'s items at ``positions``, in that order (to restore repeated inputs)."""
+        return result[torch.as_tensor(positions, dtype=torch.long)]  # type: ignore[index,no-any-return]
 
     def close(self) -> None:
         """Stop worker processes, if any were started."""
@@ -153,7 +163,7 @@ class EmbedOptions:
     show_progress: bool = False
 
 
-class EmbeddingRuntime(Runtime[str, EmbedOptions]):
+class EmbeddingRuntime(Runtime[str, EmbedOptions, torch.Tensor]):
     """Encodes texts with one embedding model on one or more devices."""
 
     settings: EmbedderSettings

@@ -1,0 +1,390 @@
+"""BGE-M3: one encoder pass, three outputs, exactly as FlagEmbedding's ``BGEM3FlagModel`` computes them.
+
+- dense: the CLS state, normalised (the same vector :class:`~.embedder.FlagModel` gives with cls pooling);
+- sparse ("lexical weights"): ``relu(sparse_linear(h))`` per token, the largest weight per token id, leaving out
+  the tokenizer's cls/eos/pad/unk tokens and zero weights; keyed by the token id as a str;
+- ColBERT: ``colbert_linear(h)`` for every token after CLS, normalised, without padding rows.
+
+The two heads are the checkpoint's ``colbert_linear.pt`` and ``sparse_linear.pt`` (read with
+``weights_only=True``). It runs on the shared runtime: tokenised once, token-budget batches, devices and worker
+processes, and the ONNX backend (which computes the hidden states; the small heads run in torch).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .batching import pad_batch, pad_token_id, run_batched_items, tokenize_texts, warn_truncated
+from .devices import resolve_devices
+from .inputs import as_pair_list, as_text_list, check_positive_int
+from .instructions import apply_instruction
+from .kinds import Head
+from .model_files import resolve_model_path
+from .pooling import check_pooling
+from .runtime import EmbedderSettings, Runtime
+
+HEAD_FILES = {"colbert": "colbert_linear.pt", "sparse": "sparse_linear.pt"}
+SCORE_MODES = ("dense", "sparse", "colbert", "sparse+dense", "colbert+sparse+dense")
+LexicalWeights = dict[str, float]
+
+
+@dataclass(frozen=True)
+class M3Options:
+    """What one call computes."""
+
+    max_length: int
+    batch_size: int
+    normalize: bool
+    dense: bool
+    sparse: bool
+    colbert: bool
+    show_progress: bool = False
+
+
+@dataclass(frozen=True)
+class M3Vectors:
+    """One text's outputs (None for those not asked for)."""
+
+    dense: np.ndarray | None
+    sparse: LexicalWeights | None
+    colbert: np.ndarray | None
+
+
+def _linear(file: Path) -> torch.nn.Linear:
+    state = torch.load(file, map_location="cpu", weights_only=True)
+    if not isinstance(state, Mapping) or not isinstance(state.get("weight"), torch.Tensor):
+        raise ValueError(f"{file} is not a Linear layer's state dict (weight, bias)")
+    weight = state["weight"].float()
+    layer = torch.nn.Linear(weight.shape[1], weight.shape[0], bias="bias" in state)
+    layer.load_state_dict({k: v.float() for k, v in state.items()})
+    return layer.eval()
+
+
+class M3Runtime(Runtime[str, M3Options, list[M3Vectors]]):
+    """Encodes texts into BGE-M3's dense, sparse and ColBERT outputs on one or more devices."""
+
+    settings: EmbedderSettings
+
+    def __init__(self, settings: EmbedderSettings, devices: list[str], colbert_dim: int = -1) -> None:
+        check_pooling(settings.pooling)
+        super().__init__(settings, devices)
+        folder = Path(settings.path)
+        self.heads: dict[str, torch.nn.Linear] = {}
+        for name, file in HEAD_FILES.items():
+            if (folder / file).is_file():
+                self.heads[name] = _linear(folder / file).to(self.loaded.device)
+        colbert = self.heads.get("colbert")
+        if colbert is not None and colbert_dim > 0 and colbert.out_features != colbert_dim:
+            raise ValueError(f"colbert_dim={colbert_dim}, but {folder / HEAD_FILES['colbert']} gives "
+                             f"{colbert.out_features} dimensions")
+        tokenizer = self.loaded.tokenizer
+        # FlagEmbedding leaves these out of the lexical weights
+        self.unused_ids = {
+            tokenizer.convert_tokens_to_ids(tokenizer.special_tokens_map[name])
+            for name in ("cls_token", "eos_token", "pad_token", "unk_token") if name in tokenizer.special_tokens_map
+        }
+
+    @property
+    def head(self) -> Head:
+        return Head.BASE
+
+    @property
+    def padding_side(self) -> str | None:
+        return self.settings.padding_side
+
+    def require(self, options: M3Options) -> None:
+        """A clear error when a requested output's head file is missing (never silent zeros)."""
+        for name in ("sparse", "colbert"):
+            if getattr(options, name) and name not in self.heads:
+                raise ValueError(
+                    f"{self.settings.path} has no {HEAD_FILES[name]}: it is not a BGE-M3 checkpoint with a {name} "
+                    f"head; ask for return_{'sparse' if name == 'sparse' else 'colbert_vecs'}=False or use the "
+                    "full BAAI/bge-m3 folder"
+                )
+
+    def empty(self, options: M3Options) -> list[M3Vectors]:
+        return []
+
+    def join(self, parts: list[list[M3Vectors]]) -> list[M3Vectors]:
+        return [item for part in parts for item in part]
+
+    def select(self, result: list[M3Vectors], positions: list[int]) -> list[M3Vectors]:
+        return [result[i] for i in positions]
+
+    def compute(self, items: list[str], options: M3Options) -> list[M3Vectors]:
+        self.require(options)
+        loaded = self.loaded
+        tokenizer = loaded.tokenizer
+        pad_id = pad_token_id(tokenizer)
+        token_types = "token_type_ids" in getattr(tokenizer, "model_input_names", ())
+        with loaded.lock:
+            ids, truncated = tokenize_texts(tokenizer, items, options.max_length)
+            warn_truncated(truncated, len(items), options.max_length, self.settings.path)
+
+            def forward(indices: list[int]) -> list[M3Vectors]:
+                batch = pad_batch([ids[i] for i in indices], pad_id, tokenizer.padding_side, loaded.device, token_types)
+                hidden = loaded.model(**loaded.inputs(batch), return_dict=True).last_hidden_state.float()
+                return self._outputs(hidden, batch["input_ids"], batch["attention_mask"], options)
+
+            with torch.inference_mode():
+                return run_batched_items(ids, forward, self.token_budget, options.batch_size, options.show_progress,
+                                         desc="Encoding")
+
+    def _outputs(
+        self, hidden: torch.Tensor, input_ids: torch.Tensor, mask: torch.Tensor, options: M3Options
+    ) -> list[M3Vectors]:
+        count = hidden.shape[0]
+        dense: list[np.ndarray | None] = [None] * count
+        sparse: list[LexicalWeights | None] = [None] * count
+        colbert: list[np.ndarray | None] = [None] * count
+        if options.dense:
+            vectors = hidden[:, 0]
+            vectors = F.normalize(vectors, dim=-1) if options.normalize else vectors
+            dense = list(vectors.cpu().numpy().copy())
+        if options.sparse:
+            weights = torch.relu(self.heads["sparse"](hidden)).squeeze(-1)
+            sparse = [self._lexical(w, i, m) for w, i, m in zip(weights.cpu().numpy(), input_ids.cpu().numpy(),
+                                                                 mask.cpu().numpy(), strict=True)]
+        if options.colbert:
+            rows = self.heads["colbert"](hidden[:, 1:]) * mask[:, 1:, None].float()
+            rows = F.normalize(rows, dim=-1) if options.normalize else rows
+            keep = mask[:, 1:].bool().cpu()
+            colbert = [r[k].numpy().copy() for r, k in zip(rows.cpu(), keep, strict=True)]
+        return [M3Vectors(d, s, c) for d, s, c in zip(dense, sparse, colbert, strict=True)]
+
+    def _lexical(self, weights: np.ndarray, ids: np.ndarray, mask: np.ndarray) -> LexicalWeights:
+        """The largest weight per token id (FlagEmbedding's rule), positive weights of real tokens only."""
+        result: LexicalWeights = {}
+        for weight, token, real in zip(weights.tolist(), ids.tolist(), mask.tolist(), strict=True):
+            if real and weight > 0 and token not in self.unused_ids:
+                key = str(token)
+                if weight > result.get(key, 0.0):
+                    result[key] = weight
+        return result
+
+
+def lexical_matching_score(weights_1: LexicalWeights, weights_2: LexicalWeights) -> float:
+    """The sparse score of two texts: the sum of weight products over the token ids they share."""
+    if len(weights_2) < len(weights_1):
+        weights_1, weights_2 = weights_2, weights_1
+    return float(sum(weight * weights_2[token] for token, weight in weights_1.items() if token in weights_2))
+
+
+def colbert_score(query: np.ndarray, passage: np.ndarray) -> float:
+    """ColBERT MaxSim: each query token's best match among the passage tokens, averaged over query tokens."""
+    q, p = np.asarray(query, dtype=np.float32), np.asarray(passage, dtype=np.float32)
+    if q.shape[0] == 0 or p.shape[0] == 0:
+        return 0.0
+    return float((q @ p.T).max(axis=1).sum() / q.shape[0])
+
+
+class BGEM3FlagModel:
+    """BGE-M3 with FlagEmbedding's ``BGEM3FlagModel`` interface: ``encode`` gives ``dense_vecs``,
+    ``lexical_weights`` (token id as a str -> weight) and ``colbert_vecs`` (one array per text, no padding rows),
+    as asked by ``return_dense`` / ``return_sparse`` / ``return_colbert_vecs``."""
+
+    def __init__(
+        self,
+        model_name_or_path: str | os.PathLike[str],
+        normalize_embeddings: bool = True,
+        use_fp16: bool = True,
+        query_instruction_for_retrieval: str | None = None,
+        query_instruction_format: str = "{}{}",
+        devices: str | int | Sequence[str | int] | None = None,
+        pooling_method: str = "cls",
+        trust_remote_code: bool = False,
+        cache_dir: str | None = None,
+        colbert_dim: int = -1,
+        batch_size: int = 256,
+        query_max_length: int = 512,
+        passage_max_length: int = 512,
+        return_dense: bool = True,
+        return_sparse: bool = False,
+        return_colbert_vecs: bool = False,
+        passage_instruction_for_retrieval: str | None = None,
+        passage_instruction_format: str = "{}{}",
+        use_bf16: bool = False,
+        truncate_dim: int | None = None,
+        max_tokens_per_batch: int | None = None,
+        show_progress_bar: bool = False,
+        backend: str = "torch",
+    ) -> None:
+        path = resolve_model_path(model_name_or_path, cache_dir)
+        self.model_name_or_path = str(model_name_or_path)
+        self.normalize_embeddings = bool(normalize_embeddings)
+        self.query_instruction_for_retrieval = query_instruction_for_retrieval
+        self.query_instruction_format = query_instruction_format
+        self.passage_instruction_for_retrieval = passage_instruction_for_retrieval
+        self.passage_instruction_format = passage_instruction_format
+        self.batch_size = check_positive_int(batch_size, "batch_size", allow_none=False) or 256
+        self.query_max_length = check_positive_int(query_max_length, "query_max_length", allow_none=False) or 512
+        self.passage_max_length = check_positive_int(passage_max_length, "passage_max_length", allow_none=False) or 512
+        self.truncate_dim = check_positive_int(truncate_dim, "truncate_dim")
+        self.return_dense, self.return_sparse = bool(return_dense), bool(return_sparse)
+        self.return_colbert_vecs = bool(return_colbert_vecs)
+        self.show_progress_bar = bool(show_progress_bar)
+        self.target_devices = resolve_devices(devices)
+        check_positive_int(max_tokens_per_batch, "max_tokens_per_batch")
+        self.runtime = M3Runtime(
+            EmbedderSettings(path=str(path), pooling=pooling_method, use_fp16=bool(use_fp16), use_bf16=bool(use_bf16),
+                             trust_remote_code=bool(trust_remote_code), max_tokens_per_batch=max_tokens_per_batch,
+                             backend=backend),
+            self.target_devices,
+            colbert_dim,
+        )
+        if pooling_method != "cls":
+            raise ValueError(f"BGE-M3's dense output is CLS pooled; pooling_method={pooling_method!r} is not supported")
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.runtime.loaded.tokenizer
+
+    # encoding ----------------------------------------------------------------------------------
+
+    def encode_queries(self, queries: str | Sequence[str], batch_size: int | None = None,
+                       max_length: int | None = None, return_dense: bool | None = None,
+                       return_sparse: bool | None = None, return_colbert_vecs: bool | None = None,
+                       **kwargs: Any) -> dict[str, Any]:
+        """``encode`` with the query instruction (if any) and ``query_max_length``."""
+        return self.encode(queries, batch_size, max_length or self.query_max_length, return_dense, return_sparse,
+                           return_colbert_vecs, instruction=self.query_instruction_for_retrieval,
+                           instruction_format=self.query_instruction_format, **kwargs)
+
+    def encode_corpus(self, corpus: str | Sequence[str], batch_size: int | None = None,
+                      max_length: int | None = None, return_dense: bool | None = None,
+                      return_sparse: bool | None = None, return_colbert_vecs: bool | None = None,
+                      **kwargs: Any) -> dict[str, Any]:
+        """``encode`` with the passage instruction (if any) and ``passage_max_length``."""
+        return self.encode(corpus, batch_size, max_length or self.passage_max_length, return_dense, return_sparse,
+                           return_colbert_vecs, instruction=self.passage_instruction_for_retrieval,
+                           instruction_format=self.passage_instruction_format, **kwargs)
+
+    def encode(
+        self,
+        sentences: str | Sequence[str],
+        batch_size: int | None = None,
+        max_length: int | None = None,
+        return_dense: bool | None = None,
+        return_sparse: bool | None = None,
+        return_colbert_vecs: bool | None = None,
+        instruction: str | None = None,
+        instruction_format: str | None = None,
+        show_progress_bar: bool | None = None,
+    ) -> dict[str, Any]:
+        """{"dense_vecs": (n, dim) float32 or None, "lexical_weights": [dict] or None, "colbert_vecs": [array] or
+        None}; one str gives a vector, a dict and an array instead of lists."""
+        texts, single = as_text_list(sentences, "sentences")
+        texts = apply_instruction(texts, instruction, instruction_format)
+        options = M3Options(
+            max_length=check_positive_int(max_length, "max_length") or self.passage_max_length,
+            batch_size=check_positive_int(batch_size, "batch_size") or self.batch_size,
+            normalize=self.normalize_embeddings,
+            dense=self.return_dense if return_dense is None else bool(return_dense),
+            sparse=self.return_sparse if return_sparse is None else bool(return_sparse),
+            colbert=self.return_colbert_vecs if return_colbert_vecs is None else bool(return_colbert_vecs),
+            show_progress=self.show_progress_bar if show_progress_bar is None else bool(show_progress_bar),
+        )
+        self.runtime.require(options)
+        outputs = self.runtime.run(texts, options)
+        dense: Any = None
+        if options.dense:
+            dim = self.runtime.loaded.config.hidden_size
+            rows = [o.dense for o in outputs if o.dense is not None]
+            dense = np.stack(rows) if rows else np.zeros((0, dim), np.float32)
+            if self.truncate_dim is not None:
+                dense = dense[:, : self.truncate_dim]
+                dense = dense / np.linalg.norm(dense, axis=1, keepdims=True) if self.normalize_embeddings else dense
+        lexical: Any = [o.sparse for o in outputs] if options.sparse else None
+        colbert: Any = [o.colbert for o in outputs] if options.colbert else None
+        if single:
+            dense = dense[0] if dense is not None else None
+            lexical = lexical[0] if lexical is not None else None
+            colbert = colbert[0] if colbert is not None else None
+        return {"dense_vecs": dense, "lexical_weights": lexical, "colbert_vecs": colbert}
+
+    # scoring -----------------------------------------------------------------------------------
+
+    def compute_lexical_matching_score(
+        self, lexical_weights_1: LexicalWeights | list[LexicalWeights],
+        lexical_weights_2: LexicalWeights | list[LexicalWeights],
+    ) -> float | np.ndarray:
+        """The sparse score of two texts' lexical weights, or the matrix of every first against every second."""
+        if isinstance(lexical_weights_1, dict) and isinstance(lexical_weights_2, dict):
+            return lexical_matching_score(lexical_weights_1, lexical_weights_2)
+        if isinstance(lexical_weights_1, list) and isinstance(lexical_weights_2, list):
+            return np.array([[lexical_matching_score(a, b) for b in lexical_weights_2] for a in lexical_weights_1])
+        raise TypeError("give two lexical-weight dicts, or two lists of them")
+
+    def colbert_score(self, q_reps: Any, p_reps: Any) -> float:
+        """ColBERT MaxSim of one query's and one passage's token vectors."""
+        return colbert_score(q_reps, p_reps)
+
+    def compute_score(
+        self,
+        sentence_pairs: Sequence[tuple[str, str]] | tuple[str, str],
+        batch_size: int | None = None,
+        max_query_length: int | None = None,
+        max_passage_length: int | None = None,
+        weights_for_different_modes: Sequence[float] | None = None,
+    ) -> dict[str, Any]:
+        """Scores of (query, passage) pairs in FlagEmbedding's five modes: dense, sparse, colbert, sparse+dense and
+        colbert+sparse+dense (weighted by ``weights_for_different_modes`` = [dense, sparse, colbert], default
+        [1, 1, 1]). Lists of floats, or floats for one pair."""
+        single = isinstance(sentence_pairs, tuple | list) and len(sentence_pairs) == 2 and isinstance(
+            sentence_pairs[0], str)
+        pairs = as_pair_list(sentence_pairs)
+        weights = [1.0, 1.0, 1.0] if weights_for_different_modes is None else [float(w) for w in
+                                                                                  weights_for_different_modes]
+        if len(weights) != 3:
+            raise ValueError("weights_for_different_modes must hold three weights: dense, sparse, colbert")
+        scores = pair_scores(self, pairs, batch_size, max_query_length or self.query_max_length,
+                             max_passage_length or self.passage_max_length)
+        dense, sparse, colbert = (np.asarray(scores[mode], dtype=np.float64) for mode in ("dense", "sparse", "colbert"))
+        fused = {
+            "dense": dense, "sparse": sparse, "colbert": colbert,
+            "sparse+dense": (sparse * weights[1] + dense * weights[0]) / (weights[1] + weights[0]),
+            "colbert+sparse+dense": (colbert * weights[2] + sparse * weights[1] + dense * weights[0]) / sum(weights),
+        }
+        result = {mode: [float(v) for v in fused[mode]] for mode in SCORE_MODES}
+        return {mode: values[0] for mode, values in result.items()} if single else result
+
+    def convert_id_to_token(
+        self, lexical_weights: LexicalWeights | list[LexicalWeights]
+    ) -> dict[str, float] | list[dict[str, float]]:
+        """Lexical weights keyed by the token text instead of its id."""
+        items = [lexical_weights] if isinstance(lexical_weights, dict) else list(lexical_weights)
+        converted = [{self.tokenizer.decode([int(token)]): weight for token, weight in item.items()} for item in items]
+        return converted[0] if len(converted) == 1 else converted
+
+    def stop_self_pool(self) -> None:
+        """Stop worker processes (several devices); FlagEmbedding's name for it."""
+        self.runtime.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.model_name_or_path!r}, devices={self.target_devices})"
+
+
+def pair_scores(
+    model: BGEM3FlagModel, pairs: Sequence[tuple[str, str]], batch_size: int | None, query_max_length: int,
+    passage_max_length: int,
+) -> dict[str, list[float]]:
+    """Dense, sparse and ColBERT scores of each (query, passage) pair, texts encoded as given (no instructions),
+    each distinct text once."""
+    queries = model.encode([q for q, _ in pairs], batch_size, query_max_length, True, True, True)
+    passages = model.encode([p for _, p in pairs], batch_size, passage_max_length, True, True, True)
+    return {
+        "dense": [float(q @ p) for q, p in zip(queries["dense_vecs"], passages["dense_vecs"], strict=True)],
+        "sparse": [lexical_matching_score(q, p)
+                   for q, p in zip(queries["lexical_weights"], passages["lexical_weights"], strict=True)],
+        "colbert": [colbert_score(q, p)
+                    for q, p in zip(queries["colbert_vecs"], passages["colbert_vecs"], strict=True)],
+    }
+
