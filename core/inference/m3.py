@@ -364,6 +364,21 @@ class BGEM3FlagModel:
         converted = [{self.tokenizer.decode([int(token)]): weight for token, weight in item.items()} for item in items]
         return converted[0] if len(converted) == 1 else converted
 
+    def signature(self) -> dict[str, Any]:
+        """The settings that decide what the outputs mean (an index built with one signature is searched with
+        outputs of the same signature)."""
+        return {
+            "model": os.path.basename(self.model_name_or_path.rstrip("/\\")),
+            "kind": "bge-m3",
+            "dimension": self.runtime.loaded.config.hidden_size if self.truncate_dim is None else self.truncate_dim,
+            "colbert_dimension": getattr(self.runtime.heads.get("colbert"), "out_features", None),
+            "normalize_embeddings": self.normalize_embeddings,
+            "query_instruction": self.query_instruction_for_retrieval,
+            "passage_instruction": self.passage_instruction_for_retrieval,
+            "query_max_length": self.query_max_length,
+            "passage_max_length": self.passage_max_length,
+        }
+
     def stop_self_pool(self) -> None:
         """Stop worker processes (several devices); FlagEmbedding's name for it."""
         self.runtime.close()

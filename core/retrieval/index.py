@@ -10,26 +10,17 @@ anything is returned.
 from __future__ import annotations
 
 import copy
-import hashlib
-import io
-import json
 import os
-import zipfile
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..fileio import atomic_write
 from ..inference.inputs import check_positive_int
+from .archive import IndexFileError, array_bytes, payload_bytes, read_archive, read_array, read_payloads, write_archive
 
 FORMAT = "flagstack-index"
 VERSION = 1
-
-
-class IndexFileError(ValueError):
-    """A saved index is missing, truncated, corrupted, of another version, or built with other settings."""
 
 
 class VectorIndex:
@@ -126,30 +117,10 @@ class VectorIndex:
     ) -> None:
         """Write the index to one file, atomically (a temporary file renamed into place); ``payload_format``
         names what the payloads hold (e.g. the class that wrote them), for :meth:`load` to tell."""
-        for i, payload in enumerate(self._payloads):
-            try:
-                json.dumps(payload)
-            except (TypeError, ValueError) as exc:
-                raise TypeError(f"payload {i} cannot be saved as JSON ({exc}); keep metadata to JSON types") from exc
-        vectors = io.BytesIO()
-        np.save(vectors, self._vectors, allow_pickle=False)
-        parts = {
-            "vectors.npy": vectors.getvalue(),
-            "payloads.jsonl": "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in self._payloads).encode(),
-        }
-        manifest = {
-            "format": FORMAT,
-            "version": VERSION,
-            "count": len(self),
-            "dim": self.dim,
-            "settings": dict(settings or {}),
-            "payload_format": payload_format,
-            "sha256": {name: hashlib.sha256(data).hexdigest() for name, data in parts.items()},
-        }
-        with atomic_write(path, "wb") as handle, zipfile.ZipFile(handle, "w", zipfile.ZIP_STORED) as archive:
-            archive.writestr("manifest.json", json.dumps(manifest, indent=1, ensure_ascii=False))
-            for name, data in parts.items():
-                archive.writestr(name, data)
+        parts = {"vectors.npy": array_bytes(self._vectors), "payloads.jsonl": payload_bytes(self._payloads)}
+        manifest = {"format": FORMAT, "version": VERSION, "count": len(self), "dim": self.dim,
+                    "settings": dict(settings or {}), "payload_format": payload_format}
+        write_archive(path, manifest, parts)
 
     @classmethod
     def load(
@@ -157,34 +128,11 @@ class VectorIndex:
     ) -> VectorIndex:
         """Read an index written by :meth:`save`, checking format, version, checksums, sizes and (when
         given) that it was built with the same ``settings``."""
-        file = Path(path)
-        if not file.is_file():
-            raise IndexFileError(f"no index file at {file}")
-        try:
-            with zipfile.ZipFile(file) as archive:
-                manifest = json.loads(archive.read("manifest.json"))
-                parts = {name: archive.read(name) for name in ("vectors.npy", "payloads.jsonl")}
-        except (zipfile.BadZipFile, KeyError, ValueError, OSError, EOFError) as exc:
-            raise IndexFileError(f"{file} is not a readable flagstack index (truncated or corrupted?): {exc}") from exc
-        if manifest.get("format") != FORMAT:
-            raise IndexFileError(f"{file} is not a flagstack index (format {manifest.get('format')!r})")
-        if manifest.get("version") != VERSION:
-            raise IndexFileError(
-                f"{file} has index format version {manifest.get('version')}; this flagstack reads version {VERSION}"
-            )
-        for name, data in parts.items():
-            if hashlib.sha256(data).hexdigest() != manifest.get("sha256", {}).get(name):
-                raise IndexFileError(f"{file}: {name} does not match its checksum (the file is corrupted)")
-        if settings is not None:
-            saved = manifest.get("settings", {})
-            differing = sorted(k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k))
-            if differing:
-                detail = ", ".join(f"{k}: saved {saved.get(k)!r}, now {settings.get(k)!r}" for k in differing)
-                raise IndexFileError(f"{file} was built with other embedding settings ({detail})")
-        vectors = np.load(io.BytesIO(parts["vectors.npy"]), allow_pickle=False)
-        payloads = [json.loads(line) for line in parts["payloads.jsonl"].decode().splitlines() if line]
+        manifest, parts = read_archive(path, FORMAT, VERSION, ("vectors.npy", "payloads.jsonl"), settings)
+        vectors = read_array(parts["vectors.npy"])
+        payloads = read_payloads(parts["payloads.jsonl"])
         if vectors.shape != (manifest["count"], manifest["dim"]) or len(payloads) != manifest["count"]:
-            raise IndexFileError(f"{file}: sizes disagree with its manifest")
+            raise IndexFileError(f"{path}: sizes disagree with its manifest")
         index = cls(dim=manifest["dim"], use_faiss=use_faiss)
         index._vectors = vectors.astype(np.float32, copy=False)
         index._payloads = payloads
