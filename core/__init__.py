@@ -16,7 +16,7 @@ from .inference.m3 import BGEM3FlagModel
 from .inference.model_files import ModelNotFoundError
 from .inference.registry import lookup_embedder, lookup_reranker
 from .inference.reranker import FlagAutoReranker, FlagLLMReranker, FlagReranker, LayerWiseFlagLLMReranker
-from .inference.shared import build_embedder, build_reranker
+from .inference.shared import build_embedder, build_m3, build_reranker
 from .retrieval.index import IndexFileError, VectorIndex
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "ModelNotFoundError",
     "VectorIndex",
     "build_embedder",
+    "build_m3",
     "build_reranker",
     "lookup_embedder",
     "lookup_reranker",

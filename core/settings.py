@@ -135,3 +135,34 @@ class RerankerFields(BaseModel):
         """The settings given, less ``normalize`` (a per-call option, so one loaded reranker serves both),
         as keyword arguments for :func:`flag_core.build_reranker`."""
         return given(self, RerankerFields, exclude=("normalize",))
+
+
+class M3Fields(BaseModel):
+    """BGE-M3 settings (flag_core.BGEM3FlagModel's names), for the sparse embeddings and hybrid retrievers."""
+
+    query_instruction_for_retrieval: str | None = Field(
+        default=None, description="instruction put before each query (BGE-M3 needs none)"
+    )
+    query_instruction_format: str = Field(default="{}{}", description="how instruction and query join")
+    passage_instruction_for_retrieval: str | None = Field(
+        default=None, description="instruction put before each passage (BGE-M3 needs none)"
+    )
+    passage_instruction_format: str = Field(default="{}{}", description="how instruction and passage join")
+    normalize_embeddings: bool = Field(default=True, description="unit-length dense and ColBERT vectors")
+    query_max_length: int = Field(default=512, gt=0, description="longest query in tokens")
+    passage_max_length: int = Field(default=512, gt=0, description="longest passage in tokens")
+    batch_size: int = Field(default=256, gt=0, description="most texts in one forward pass")
+    max_tokens_per_batch: int | None = Field(default=None, gt=0, description=_BUDGET)
+    devices: Devices = Field(default=None, description=_DEVICES)
+    use_fp16: bool = Field(default=True, description="fp16 on accelerators (ignored on CPUs)")
+    use_bf16: bool = Field(default=False, description="bf16 (fast on CPUs with AVX512-BF16/AMX, slow without)")
+    truncate_dim: int | None = Field(default=None, gt=0, description="keep the first n dense dimensions")
+    colbert_dim: int = Field(default=-1, description="ColBERT vector size (-1: the checkpoint's)")
+    backend: Backend = Field(default="torch", description=_BACKEND)
+    trust_remote_code: bool = Field(default=False, description="run code shipped with a hub model")
+    cache_dir: str | None = Field(default=None, description="where hub downloads are kept")
+    show_progress_bar: bool = Field(default=False, description="show a progress bar while encoding")
+
+    def m3_settings(self) -> dict[str, Any]:
+        """The settings given, as keyword arguments for :func:`flag_core.build_m3`."""
+        return given(self, M3Fields)

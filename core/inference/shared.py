@@ -14,6 +14,7 @@ from typing import Any
 
 from .embedder import FlagAutoModel, FlagModel
 from .kinds import ModelKind
+from .m3 import BGEM3FlagModel
 from .registry import lookup_embedder
 from .reranker import FlagAutoReranker, FlagReranker
 
@@ -42,6 +43,11 @@ def build_embedder(model_name_or_path: str, **settings: Any) -> FlagModel:
     if not isinstance(model, FlagModel):
         raise TypeError(f"{model_name_or_path} with {settings} is not a dense embedder")
     return model
+
+
+def build_m3(model_name_or_path: str, **settings: Any) -> BGEM3FlagModel:
+    """``BGEM3FlagModel(model_name_or_path, **settings)``, shared while anyone holds it."""
+    return _shared("m3", BGEM3FlagModel, model_name_or_path, settings)  # type: ignore[no-any-return]
 
 
 def build_reranker(model_name_or_path: str, **settings: Any) -> FlagReranker:

@@ -139,3 +139,15 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--version"])
     assert exit_info.value.code == 0
     assert capsys.readouterr().out.strip() == f"flagstack {flag_core.__version__}"
+
+
+def test_m3_fields_agree_with_bgem3flagmodel() -> None:
+    from flag_core import BGEM3FlagModel
+    from flag_core.settings import M3Fields
+
+    constructor = defaults(BGEM3FlagModel.__init__)
+    fields = field_defaults(M3Fields)
+    per_call = {"model_name_or_path", "pooling_method", "return_dense", "return_sparse", "return_colbert_vecs"}
+    assert set(constructor) - set(fields) == per_call  # the model, CLS pooling, and what each call asks for
+    assert set(fields) <= set(constructor)
+    assert {name: (fields[name], constructor[name]) for name in fields if fields[name] != constructor[name]} == {}

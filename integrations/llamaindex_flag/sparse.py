@@ -1,0 +1,70 @@
+"""FlagSparseEmbedding: BGE-M3's lexical weights as a LlamaIndex ``BaseSparseEmbedding`` ({token id: weight})."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from llama_index.core.base.embeddings.base_sparse import BaseSparseEmbedding, SparseEmbedding
+from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr
+
+from flag_core import BGEM3FlagModel, build_m3
+from flag_core.settings import M3Fields, RebuildsModel
+
+
+def _sparse(weights: dict[str, float]) -> SparseEmbedding:
+    return {int(token): float(weight) for token, weight in weights.items()}
+
+
+class FlagSparseEmbedding(RebuildsModel, BaseSparseEmbedding, M3Fields):
+    """BGE-M3 sparse embeddings for LlamaIndex (e.g. the sparse side of a hybrid vector store), with
+    :class:`flag_core.settings.M3Fields`; LlamaIndex's sparse-embedding events come with every batch.
+
+    Example:
+        .. code-block:: python
+
+            from llamaindex_flag import FlagSparseEmbedding
+
+            sparse = FlagSparseEmbedding(model_name="BAAI/bge-m3")
+            weights = sparse.get_query_embedding("what do pandas eat?")   # {token id: weight}
+    """
+
+    model_name: str = Field(description="hub id or local folder of the BGE-M3 model")
+    embed_batch_size: int = Field(default=256, gt=0, description="texts handed to the model at once")
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=("pydantic_model_",))
+
+    _model: BGEM3FlagModel = PrivateAttr()
+
+    def model_post_init(self, context: Any, /) -> None:
+        self._model = build_m3(self.model_name, **self.m3_settings())
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "FlagSparseEmbedding"
+
+    @property
+    def client(self) -> BGEM3FlagModel:
+        """The flag_core model doing the work."""
+        return self._model
+
+    def _get_query_embedding(self, query: str) -> SparseEmbedding:
+        if not isinstance(query, str):
+            raise TypeError(f"query must be a str, got {type(query).__name__}")
+        return _sparse(self._model.encode_queries(query, return_dense=False, return_sparse=True)["lexical_weights"])
+
+    async def _aget_query_embedding(self, query: str) -> SparseEmbedding:
+        return await asyncio.to_thread(self._get_query_embedding, query)
+
+    def _get_text_embedding(self, text: str) -> SparseEmbedding:
+        return self._get_text_embeddings([text])[0]
+
+    async def _aget_text_embedding(self, text: str) -> SparseEmbedding:
+        return await asyncio.to_thread(self._get_text_embedding, text)
+
+    def _get_text_embeddings(self, texts: list[str]) -> list[SparseEmbedding]:
+        weights = self._model.encode_corpus(texts, return_dense=False, return_sparse=True)["lexical_weights"]
+        return [_sparse(w) for w in weights]
+
+    async def _aget_text_embeddings(self, texts: list[str]) -> list[SparseEmbedding]:
+        return await asyncio.to_thread(self._get_text_embeddings, texts)

@@ -1,0 +1,107 @@
+"""LangChain's BGE-M3 classes: the hybrid retriever (flag_core's HybridIndex results, per-mode scores, async,
+save/load, serialization, LangChain's retriever suite) and sparse embeddings for langchain-qdrant."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytest
+from langchain_core.documents import Document
+from langchain_core.load import dumpd, dumps, loads
+from langchain_tests.integration_tests import RetrieversIntegrationTests
+
+from flag_core import BGEM3FlagModel, IndexFileError
+from flag_core.retrieval import HybridIndex
+from flag_core.testing import build_test_m3
+from langchain_flag import FlagHybridRetriever, FlagSparseEmbeddings
+
+TEXTS = [
+    "The giant panda is a bear species endemic to China; it eats bamboo.",
+    "Paris is the capital and most populous city of France.",
+    "json.loads parses a JSON document into a Python object.",
+    "Red pandas live in the eastern Himalayas and eat bamboo too.",
+    "subprocess.run runs a command and waits for it to finish.",
+]
+
+
+@functools.cache
+def standard_m3() -> str:
+    """The golden M3 checkpoint for LangChain's suite (its properties cannot take fixtures)."""
+    return build_test_m3(Path(tempfile.mkdtemp()) / "m3")
+
+
+def test_results_and_scores_equal_the_hybrid_index(m3_path: str) -> None:
+    retriever = FlagHybridRetriever.from_texts(TEXTS, model_name=m3_path, devices="cpu", k=3,
+                                               metadatas=[{"n": i} for i in range(len(TEXTS))])
+    index = HybridIndex(BGEM3FlagModel(m3_path, devices="cpu"))
+    index.add(TEXTS)
+    for mode in ("hybrid", "dense", "sparse", "colbert"):
+        docs = retriever.invoke("what do pandas eat?", mode=mode)
+        hits = index.search("what do pandas eat?", k=3, mode=mode)
+        assert [d.page_content for d in docs] == [h.text for h in hits]
+        assert [d.metadata["relevance_score"] for d in docs] == pytest.approx([h.score for h in hits], abs=1e-6)
+        assert docs[0].metadata["n"] == TEXTS.index(docs[0].page_content)
+    doc = retriever.invoke("what do pandas eat?")[0]
+    assert {"dense_score", "sparse_score", "colbert_score", "hybrid_score"} <= set(doc.metadata)
+    assert len(retriever.invoke("pandas", k=1)) == 1
+    assert len(asyncio.run(retriever.ainvoke("pandas"))) == 3
+
+
+def test_save_load_serialize_and_errors(m3_path: str, tmp_path: Path) -> None:
+    retriever = FlagHybridRetriever.from_texts(TEXTS, model_name=m3_path, devices="cpu", k=2, weights=(1, 1, 1))
+    assert dumpd(retriever)["type"] == "not_implemented"  # documents only in memory
+    retriever.save(tmp_path / "h.flag")
+    loaded = FlagHybridRetriever.load(tmp_path / "h.flag", model_name=m3_path, devices="cpu", k=2, weights=(1, 1, 1))
+    assert loaded.invoke("Paris") == retriever.invoke("Paris")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        back = loads(dumps(retriever), valid_namespaces=["langchain_flag"], allowed_objects=[FlagHybridRetriever])
+    assert back.invoke("Paris") == retriever.invoke("Paris")
+    with pytest.raises(IndexFileError, match="passage_max_length"):
+        FlagHybridRetriever.load(tmp_path / "h.flag", model_name=m3_path, devices="cpu", passage_max_length=64)
+    with pytest.raises(ValueError, match="weights"):
+        FlagHybridRetriever(model_name=m3_path, weights=(0, 0, 0))
+    with pytest.raises(ValueError, match="top_k"):
+        FlagHybridRetriever(model_name=m3_path, top_k=3)
+    with pytest.raises(TypeError, match=r"documents\[0\]"):
+        retriever.add_documents(["text"])  # type: ignore[list-item]
+
+
+def test_sparse_embeddings_are_qdrant_sparse_vectors(m3_path: str) -> None:
+    sparse = FlagSparseEmbeddings(model_name=m3_path, devices="cpu")
+    model = BGEM3FlagModel(m3_path, devices="cpu")
+    expected = model.encode_corpus(TEXTS[:2], return_dense=False, return_sparse=True)["lexical_weights"]
+    for vector, weights in zip(sparse.embed_documents(TEXTS[:2]), expected, strict=True):
+        assert vector.indices == sorted(int(t) for t in weights) and len(set(vector.indices)) == len(vector.indices)
+        assert dict(zip(vector.indices, vector.values, strict=True)) == pytest.approx(
+            {int(t): w for t, w in weights.items()})
+    query = sparse.embed_query("what do pandas eat?")
+    assert query.indices and all(v > 0 for v in query.values)
+    assert asyncio.run(sparse.aembed_query("what do pandas eat?")) == query
+    with pytest.raises(TypeError, match="one str"):
+        sparse.embed_query(["a"])  # type: ignore[arg-type]
+
+
+class TestFlagHybridRetrieverIntegration(RetrieversIntegrationTests):
+    @property
+    def retriever_constructor(self) -> Any:
+        return FlagHybridRetriever.from_texts
+
+    @property
+    def retriever_constructor_params(self) -> dict[str, Any]:
+        return {"texts": TEXTS, "model_name": standard_m3(), "devices": "cpu"}
+
+    @property
+    def retriever_query_example(self) -> str:
+        return "what do pandas eat?"
+
+
+def test_documents_keep_their_ids(m3_path: str) -> None:
+    retriever = FlagHybridRetriever.from_documents(
+        [Document(page_content=t, id=f"d{i}") for i, t in enumerate(TEXTS)], model_name=m3_path, devices="cpu", k=1)
+    assert retriever.invoke("Paris")[0].id == "d1"

@@ -1,0 +1,81 @@
+"""LlamaIndex's BGE-M3 classes: sparse embeddings (with LlamaIndex's sparse-embedding events) and the hybrid
+retriever (flag_core's HybridIndex results, retrieval events, async, save/load, copies)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+from llama_index.core.bridge.pydantic import Field
+from llama_index.core.instrumentation import get_dispatcher
+from llama_index.core.instrumentation.event_handlers import BaseEventHandler
+from llama_index.core.schema import TextNode
+
+from flag_core import BGEM3FlagModel, IndexFileError
+from flag_core.retrieval import HybridIndex
+from llamaindex_flag import FlagHybridRetriever, FlagSparseEmbedding
+
+TEXTS = [
+    "The giant panda is a bear species endemic to China; it eats bamboo.",
+    "Paris is the capital and most populous city of France.",
+    "json.loads parses a JSON document into a Python object.",
+    "Red pandas live in the eastern Himalayas and eat bamboo too.",
+]
+
+
+class Recorder(BaseEventHandler):
+    events: list[Any] = Field(default_factory=list)
+
+    def handle(self, event: Any, **kwargs: Any) -> None:
+        self.events.append(type(event).__name__)
+
+
+@pytest.fixture
+def recorder() -> Any:
+    handler = Recorder(events=[])
+    root = get_dispatcher()
+    root.add_event_handler(handler)
+    yield handler
+    root.event_handlers.remove(handler)
+
+
+def test_sparse_embedding_and_its_events(m3_path: str, recorder: Any) -> None:
+    sparse = FlagSparseEmbedding(model_name=m3_path, devices="cpu", embed_batch_size=2)
+    model = BGEM3FlagModel(m3_path, devices="cpu")
+    expected = model.encode_corpus(TEXTS, return_dense=False, return_sparse=True)["lexical_weights"]
+    got = sparse.get_text_embedding_batch(TEXTS)
+    assert got == [{int(t): pytest.approx(w) for t, w in e.items()} for e in expected]
+    assert "SparseEmbeddingStartEvent" in recorder.events and "SparseEmbeddingEndEvent" in recorder.events
+    query = sparse.get_query_embedding("what do pandas eat?")
+    assert query and all(isinstance(t, int) for t in query)
+    assert asyncio.run(sparse.aget_query_embedding("what do pandas eat?")) == query
+    with pytest.raises(ValueError, match="querry"):
+        FlagSparseEmbedding(model_name=m3_path, querry_instruction="x")
+
+
+def test_hybrid_retriever(m3_path: str, recorder: Any, tmp_path: Path) -> None:
+    nodes = [TextNode(text=t, id_=f"n{i}", metadata={"tags": ["x"]}, excluded_embed_metadata_keys=["tags"])
+             for i, t in enumerate(TEXTS)]
+    retriever = FlagHybridRetriever(nodes=nodes, model_name=m3_path, similarity_top_k=2,
+                                    m3_settings={"devices": "cpu"})
+    results = retriever.retrieve("what do pandas eat?")
+    index = HybridIndex(BGEM3FlagModel(m3_path, devices="cpu"))
+    index.add(TEXTS)
+    hits = index.search("what do pandas eat?", k=2)
+    assert [r.node.node_id for r in results] == [f"n{h.position}" for h in hits]
+    assert [r.score for r in results] == pytest.approx([h.score for h in hits], abs=1e-6)
+    assert set(results[0].node.metadata["flagstack_scores"]) >= {"dense", "sparse", "colbert", "hybrid"}
+    assert "RetrievalStartEvent" in recorder.events and "RetrievalEndEvent" in recorder.events
+    results[0].node.metadata["tags"].append("edited")  # results are copies
+    assert retriever.retrieve("what do pandas eat?")[0].node.metadata["tags"] == ["x"]
+    assert [r.node.node_id for r in asyncio.run(retriever.aretrieve("what do pandas eat?"))] == \
+        [r.node.node_id for r in results]
+    retriever.save(tmp_path / "h.flag")
+    loaded = FlagHybridRetriever.load(tmp_path / "h.flag", m3_path, similarity_top_k=2, m3_settings={"devices": "cpu"})
+    assert [r.node.node_id for r in loaded.retrieve("Paris")] == [r.node.node_id for r in retriever.retrieve("Paris")]
+    with pytest.raises(IndexFileError, match="passage_max_length"):
+        FlagHybridRetriever.load(tmp_path / "h.flag", m3_path, m3_settings={"passage_max_length": 64})
+    with pytest.raises(ValueError, match="mode"):
+        FlagHybridRetriever(model_name=m3_path, mode="bm25")
