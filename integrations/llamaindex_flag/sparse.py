@@ -27,6 +27,8 @@ class FlagSparseEmbedding(RebuildsModel, BaseSparseEmbedding, M3Fields):
 
             sparse = FlagSparseEmbedding(model_name="BAAI/bge-m3")
             weights = sparse.get_query_embedding("what do pandas eat?")   # {token id: weight}
+            store = QdrantVectorStore(..., enable_hybrid=True, sparse_doc_fn=sparse.qdrant_documents,
+                                      sparse_query_fn=sparse.qdrant_queries)
     """
 
     model_name: str = Field(description="hub id or local folder of the BGE-M3 model")
@@ -68,3 +70,18 @@ class FlagSparseEmbedding(RebuildsModel, BaseSparseEmbedding, M3Fields):
 
     async def _aget_text_embeddings(self, texts: list[str]) -> list[SparseEmbedding]:
         return await asyncio.to_thread(self._get_text_embeddings, texts)
+
+    # the callables llama_index.vector_stores.qdrant.QdrantVectorStore(sparse_doc_fn=..., sparse_query_fn=...) take
+
+    def qdrant_documents(self, texts: list[str]) -> tuple[list[list[int]], list[list[float]]]:
+        """Passages' lexical weights as Qdrant wants them: (indices per text, values per text)."""
+        return _columns(self.get_text_embedding_batch(texts))
+
+    def qdrant_queries(self, texts: list[str]) -> tuple[list[list[int]], list[list[float]]]:
+        """Queries' lexical weights (with the query instruction, if any) as (indices, values) per text."""
+        return _columns([self.get_query_embedding(text) for text in texts])
+
+
+def _columns(embeddings: list[SparseEmbedding]) -> tuple[list[list[int]], list[list[float]]]:
+    items = [sorted(embedding.items()) for embedding in embeddings]
+    return [[i for i, _ in pairs] for pairs in items], [[w for _, w in pairs] for pairs in items]

@@ -1,0 +1,184 @@
+"""BGE-M3's three outputs in one Qdrant collection, written through LangChain and LlamaIndex, searched by Qdrant.
+
+    pip install -e ".[vectorstores]"
+    python examples/qdrant_m3_hybrid.py [--model BGE-M3 FOLDER] [--limit 300] [--queries 5] [-k 5] [--url URL]
+
+Each framework writes a collection with a dense vector ("dense", cosine) and a sparse vector ("sparse", BGE-M3's
+lexical weights) per document: LangChain through ``langchain_qdrant.QdrantVectorStore(retrieval_mode=HYBRID)``
+with ``FlagEmbeddings`` and ``FlagSparseEmbeddings``, LlamaIndex through
+``llama_index.vector_stores.qdrant.QdrantVectorStore(enable_hybrid=True)`` with ``FlagEmbedding`` and
+``FlagSparseEmbedding``. Neither framework stores multi-vectors, so the script adds each document's ColBERT
+vectors ("colbert", MaxSim) with ``qdrant_client``. Then Qdrant answers each query by prefetching the dense and
+the sparse candidates and ranking them by MaxSim, and the script checks:
+
+- the stored dense, sparse and ColBERT vectors equal flagstack's ``BGEM3FlagModel`` outputs;
+- Qdrant's top hits equal flagstack's own ``HybridIndex.search(mode="colbert")`` over the same documents (the
+  dense and sparse candidates, reranked by ColBERT).
+
+Without --model it builds the golden-recipe M3 checkpoint from the bundled MiniLM (deterministic heads: it shows
+the plumbing, not BGE-M3's quality); pass a local BAAI/bge-m3 folder for the real thing. Without --url it runs
+Qdrant's embedded local mode in a temporary folder, removed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import logging
+import os
+import shutil
+import tempfile
+import uuid
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+SCIFACT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "scifact"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=SCIFACT, help="a BEIR folder (corpus, queries, qrels)")
+    parser.add_argument("--model", default=None, help="a BGE-M3 folder (default: the golden-recipe checkpoint)")
+    parser.add_argument("--limit", type=int, default=300, help="documents to index")
+    parser.add_argument("--queries", type=int, default=5)
+    parser.add_argument("--candidates", type=int, default=20, help="dense and sparse candidates per query")
+    parser.add_argument("--url", default=None, help="a Qdrant server (default: embedded local mode)")
+    parser.add_argument("-k", type=int, default=5)
+    args = parser.parse_args()
+    logging.getLogger("flag_core").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message="Payload indexes have no effect in the local Qdrant")
+
+    from langchain_qdrant import QdrantVectorStore as LangChainQdrant
+    from langchain_qdrant import RetrievalMode
+    from llama_index.core import StorageContext, VectorStoreIndex
+    from llama_index.core.schema import TextNode
+    from llama_index.vector_stores.qdrant import QdrantVectorStore as LlamaIndexQdrant
+    from qdrant_client import QdrantClient, models
+
+    from flag_core import build_m3
+    from flag_core.evaluation.beir import sample
+    from flag_core.retrieval import HybridIndex
+    from flag_core.testing import build_test_m3
+    from langchain_flag import FlagEmbeddings, FlagSparseEmbeddings
+    from llamaindex_flag import FlagEmbedding, FlagSparseEmbedding
+
+    if not (args.data / "corpus.jsonl").is_file():
+        raise SystemExit(f"no BEIR corpus at {args.data}: pass --data FOLDER")
+    workdir = Path(tempfile.mkdtemp(prefix="flagstack-qdrant-m3-"))
+    atexit.register(shutil.rmtree, workdir, True)
+    model = args.model or build_test_m3(workdir / "bge-m3-golden")  # "bge-m3" in the name: the registry's M3
+    corpus, queries = sample(args.data, args.queries, args.limit)
+    ids, texts = list(corpus), [d["full"] for d in corpus.values()]
+    settings = {"query_max_length": 512, "passage_max_length": 512}
+
+    m3 = build_m3(model, **settings)
+    out = m3.encode_corpus(texts, return_dense=True, return_sparse=True, return_colbert_vecs=True)
+    reference = HybridIndex(m3)
+    reference.add(texts, [{"doc_id": d} for d in ids])
+    dim, colbert_dim = out["dense_vecs"].shape[1], out["colbert_vecs"][0].shape[1]
+    point = {doc_id: str(uuid.uuid5(uuid.NAMESPACE_URL, doc_id)) for doc_id in ids}
+    qdrant = QdrantClient(url=args.url) if args.url else QdrantClient(path=str(workdir / "qdrant"))
+    print(f"Qdrant at {args.url or workdir / 'qdrant'}; {len(texts)} SciFact documents; dense {dim}, ColBERT "
+          f"{colbert_dim} per token, sparse over the vocabulary\n")
+
+    def create(name: str) -> None:
+        if qdrant.collection_exists(name):
+            qdrant.delete_collection(name)
+        qdrant.create_collection(
+            name,
+            vectors_config={
+                "dense": models.VectorParams(size=dim, distance=models.Distance.COSINE),
+                "colbert": models.VectorParams(size=colbert_dim, distance=models.Distance.COSINE,
+                                               multivector_config=models.MultiVectorConfig(
+                                                   comparator=models.MultiVectorComparator.MAX_SIM)),
+            },
+            sparse_vectors_config={"sparse": models.SparseVectorParams()},
+        )
+
+    def add_colbert(name: str) -> None:
+        qdrant.update_vectors(name, points=[
+            models.PointVectors(id=point[doc_id], vector={"colbert": rows.tolist()})
+            for doc_id, rows in zip(ids, out["colbert_vecs"], strict=True)
+        ])
+
+    def check_stored(name: str) -> str:
+        stored = {p.id: p.vector for p in qdrant.retrieve(name, list(point.values()), with_vectors=True)}
+        dense = sparse = colbert = 0.0
+        for i, doc_id in enumerate(ids):
+            vector: Any = stored[point[doc_id]]
+            dense = max(dense, float(np.abs(np.asarray(vector["dense"]) - out["dense_vecs"][i]).max()))
+            weights = dict(zip(vector["sparse"].indices, vector["sparse"].values, strict=True))
+            expected = {int(t): w for t, w in out["lexical_weights"][i].items()}
+            if weights.keys() != expected.keys():
+                raise SystemExit(f"{name}: the sparse vector of {doc_id} has other token ids than flagstack's")
+            sparse = max([sparse, *(abs(weights[t] - w) for t, w in expected.items())])
+            colbert = max(colbert, float(np.abs(np.asarray(vector["colbert"]) - out["colbert_vecs"][i]).max()))
+        return f"dense {dense:.1e}, sparse {sparse:.1e}, ColBERT {colbert:.1e}"
+
+    def search(name: str) -> int:
+        agree = 0
+        for _, query, relevant in queries:
+            q = m3.encode_queries(query, return_dense=True, return_sparse=True, return_colbert_vecs=True)
+            lexical = sorted((int(t), w) for t, w in q["lexical_weights"].items())
+            response = qdrant.query_points(
+                name,
+                prefetch=[
+                    models.Prefetch(query=q["dense_vecs"].tolist(), using="dense", limit=args.candidates),
+                    models.Prefetch(query=models.SparseVector(indices=[t for t, _ in lexical],
+                                                              values=[w for _, w in lexical]),
+                                    using="sparse", limit=args.candidates),
+                ],
+                query=q["colbert_vecs"].tolist(), using="colbert", limit=args.k, with_payload=True,
+            )
+            by_id = {v: k for k, v in point.items()}
+            found = [by_id[str(p.id)] for p in response.points]
+            expected = [hit.payload["doc_id"] for hit in reference.search(query, args.k, mode="colbert",
+                                                                          candidates=args.candidates)]
+            agree += found == expected
+            print(f"  Q: {query}")
+            for doc_id in found[:3]:
+                print(f"    {'*' if doc_id in relevant else ' '} {corpus[doc_id]['title'][:90]}")
+        return agree
+
+    # --- LangChain -----------------------------------------------------------------------------------------
+    create("m3_langchain")
+    store = LangChainQdrant(
+        client=qdrant, collection_name="m3_langchain", retrieval_mode=RetrievalMode.HYBRID,
+        embedding=FlagEmbeddings(model_name=model, **settings), vector_name="dense",
+        sparse_embedding=FlagSparseEmbeddings(model_name=model, **settings), sparse_vector_name="sparse",
+    )
+    store.add_texts(texts, metadatas=[{"doc_id": d} for d in ids], ids=[point[d] for d in ids])
+    add_colbert("m3_langchain")
+    print(f"LangChain: stored vectors == flagstack's BGEM3FlagModel outputs "
+          f"(max |diff| {check_stored('m3_langchain')})")
+    agree = search("m3_langchain")
+    print(f"LangChain: Qdrant's dense+sparse prefetch, MaxSim rerank == flagstack's HybridIndex for "
+          f"{agree}/{len(queries)} queries\n")
+
+    # --- LlamaIndex ----------------------------------------------------------------------------------------
+    create("m3_llamaindex")
+    sparse = FlagSparseEmbedding(model_name=model, **settings)
+    vector_store = LlamaIndexQdrant(
+        collection_name="m3_llamaindex", client=qdrant, enable_hybrid=True, dense_vector_name="dense",
+        sparse_vector_name="sparse", sparse_doc_fn=sparse.qdrant_documents, sparse_query_fn=sparse.qdrant_queries,
+    )
+    nodes = [TextNode(text=text, id_=point[doc_id], metadata={"scifact_id": doc_id},
+                      excluded_embed_metadata_keys=["scifact_id"]) for doc_id, text in zip(ids, texts, strict=True)]
+    VectorStoreIndex(nodes, storage_context=StorageContext.from_defaults(vector_store=vector_store),
+                     embed_model=FlagEmbedding(model_name=model, **settings))
+    add_colbert("m3_llamaindex")
+    print(f"LlamaIndex: stored vectors == flagstack's BGEM3FlagModel outputs "
+          f"(max |diff| {check_stored('m3_llamaindex')})")
+    agree = search("m3_llamaindex")
+    print(f"LlamaIndex: Qdrant's dense+sparse prefetch, MaxSim rerank == flagstack's HybridIndex for "
+          f"{agree}/{len(queries)} queries")
+    qdrant.close()
+
+
+if __name__ == "__main__":
+    main()
