@@ -54,6 +54,8 @@ def cmd_encode(args: argparse.Namespace) -> int:
     if not texts:
         texts = SAMPLE_TEXTS
     model_path = args.model or default_model()
+    if args.sparse_output or args.colbert_output:
+        return _encode_m3(args, texts, model_path)
     start = time.perf_counter()
     model = FlagModel(model_path, show_progress_bar=not args.quiet, **embedder_settings(args))
     loaded = time.perf_counter()
@@ -76,6 +78,44 @@ def cmd_encode(args: argparse.Namespace) -> int:
         labels = [f"[{i}]" for i in range(len(texts))]
         rows = [[labels[i], shorten(texts[i]), *[float(s) for s in sims[i]]] for i in range(len(texts))]
         print(format_table(["", "text", *labels], rows))
+    return 0
+
+
+def _encode_m3(args: argparse.Namespace, texts: list[str], model_path: str) -> int:
+    """BGE-M3's outputs: dense vectors to --output (.npy), lexical weights to --sparse-output (jsonl: one
+    {"index", "lexical_weights"} object per text) and ColBERT vectors to --colbert-output (.npz: "vectors", all
+    token rows, and "offsets", where each text's rows start and end)."""
+    import numpy as np
+
+    from ..fileio import atomic_write
+    from ..inference.embedder import FlagAutoModel
+    from ..inference.m3 import BGEM3FlagModel
+
+    start = time.perf_counter()
+    model = FlagAutoModel.from_finetuned(model_path, model_class="encoder-only-m3", show_progress_bar=not args.quiet,
+                                         **embedder_settings(args))
+    if not isinstance(model, BGEM3FlagModel):
+        raise TypeError(f"{model_path} did not load as a BGE-M3 model")
+    encode = model.encode_queries if args.queries else model.encode_corpus
+    out = encode(texts, return_dense=bool(args.output), return_sparse=bool(args.sparse_output),
+                 return_colbert_vecs=bool(args.colbert_output))
+    print(f"model      {model_path} (BGE-M3 outputs)")
+    print(f"timing     encode {len(texts)} texts {time.perf_counter() - start:.2f}s (with loading)")
+    if args.output:
+        with atomic_write(args.output) as handle:
+            np.save(handle, out["dense_vecs"])
+        print(f"wrote      {args.output} (dense, {out['dense_vecs'].shape[0]} x {out['dense_vecs'].shape[1]} float32)")
+    if args.sparse_output:
+        with atomic_write(args.sparse_output, "w") as handle:
+            for i, weights in enumerate(out["lexical_weights"]):
+                handle.write(json.dumps({"index": i, "lexical_weights": weights}) + "\n")
+        print(f"wrote      {args.sparse_output} (lexical weights of {len(texts)} texts, token id -> weight)")
+    if args.colbert_output:
+        rows = out["colbert_vecs"]
+        offsets = np.concatenate([[0], np.cumsum([len(r) for r in rows])])
+        with atomic_write(args.colbert_output) as handle:
+            np.savez(handle, vectors=np.concatenate(rows), offsets=offsets)
+        print(f"wrote      {args.colbert_output} (ColBERT vectors, {int(offsets[-1])} token rows)")
     return 0
 
 
@@ -129,7 +169,9 @@ def add_parsers(sub: Any) -> None:
     enc.add_argument("--file", help="also encode each non-empty line of this file ('-' for stdin)")
     enc.add_argument("--queries", action="store_true", help="encode as queries (with the query instruction)")
     embedder_options(enc, query_instruction_help="instruction put before each query (with --queries)")
-    enc.add_argument("--output", help="write the vectors to this .npy file")
+    enc.add_argument("--output", help="write the (dense) vectors to this .npy file")
+    enc.add_argument("--sparse-output", help="BGE-M3: write each text's lexical weights to this .jsonl file")
+    enc.add_argument("--colbert-output", help="BGE-M3: write the ColBERT vectors to this .npz file (vectors, offsets)")
     enc.add_argument("--max-table", type=int, default=12, help="print the similarity table up to this many texts")
     quiet(enc)
     enc.set_defaults(func=cmd_encode)

@@ -6,6 +6,7 @@ import argparse
 import json
 from typing import Any
 
+from ..retrieval.hybrid import DEFAULT_WEIGHTS, MODES
 from ..settings import EmbedderFields, RerankerFields
 from .encode import embedder_options, embedder_settings
 from .options import parser_kwargs, positive_int, quiet, setting
@@ -46,7 +47,10 @@ def _write_outputs(result: Any, args: argparse.Namespace) -> None:
 def _model(args: argparse.Namespace) -> Any:
     from ..inference.embedder import FlagAutoModel
 
-    return FlagAutoModel.from_finetuned(args.model, **embedder_settings(args))
+    settings = embedder_settings(args)
+    if getattr(args, "mode", "dense") != "dense":  # sparse / ColBERT outputs: the model is read as BGE-M3
+        settings["model_class"] = "encoder-only-m3"
+    return FlagAutoModel.from_finetuned(args.model, **settings)
 
 
 def _reranker(path: str | None, args: argparse.Namespace) -> Any:
@@ -67,6 +71,7 @@ def cmd_eval_retrieval(args: argparse.Namespace) -> int:
     result = evaluate_retrieval(
         model, args.data, split=args.split, top_k=args.top_k, reranker=_reranker(args.reranker, args),
         rerank_top_k=args.rerank_top_k, hybrid=args.hybrid, cache_dir=args.cache_dir, show_progress=not args.quiet,
+        mode=args.mode, weights=args.weights,
     )
     print_metrics(result)
     _write_outputs(result, args)
@@ -142,6 +147,11 @@ def add_parsers(sub: Any) -> None:
     retrieval.add_argument("--reranker", default=None, help="rerank the top documents with this reranker")
     _rerank_options(retrieval)
     retrieval.add_argument("--hybrid", action="store_true", help="fuse BM25 and dense by reciprocal rank")
+    retrieval.add_argument("--mode", choices=list(MODES), default="dense",
+                           help="BGE-M3: rank by dense, sparse, colbert (dense+sparse candidates reranked by ColBERT), "
+                           "sparse+dense or hybrid (all three); other than dense reads the model as BGE-M3")
+    retrieval.add_argument("--weights", nargs=3, type=float, default=None, metavar=("DENSE", "SPARSE", "COLBERT"),
+                           help=f"BGE-M3 fusion weights (None: {' '.join(map(str, DEFAULT_WEIGHTS))})")
     retrieval.add_argument("--cache-dir", default=None, help="keep encoded corpora here for the next run")
     _outputs(retrieval)
     retrieval.set_defaults(func=cmd_eval_retrieval)

@@ -9,7 +9,9 @@ import numpy as np
 
 from ..fileio import folder_fingerprint
 from ..inference.embedder import FlagModel, Side
+from ..inference.m3 import BGEM3FlagModel
 from ..inference.reranker import FlagReranker
+from ..retrieval.hybrid import DEFAULT_CANDIDATES, DEFAULT_WEIGHTS, HybridIndex
 from ..retrieval.index import VectorIndex
 from .cache import EmbeddingCache
 from .metrics import Run, trec_order
@@ -50,6 +52,28 @@ def dense_run(
     query_vectors = encode_cached(model, [queries[q] for q in query_ids], "query", cache, show_progress)
     hits = index.search(query_vectors, top_k) if len(query_ids) else []
     return {qid: {doc_ids[i]: score for i, score in found} for qid, found in zip(query_ids, hits, strict=True)}
+
+
+def m3_run(
+    model: BGEM3FlagModel,
+    corpus: Mapping[str, str],
+    queries: Mapping[str, str],
+    top_k: int,
+    mode: str = "hybrid",
+    weights: Sequence[float] = DEFAULT_WEIGHTS,
+    candidates: int = DEFAULT_CANDIDATES,
+) -> dict[str, dict[str, float]]:
+    """The ``top_k`` documents per query by BGE-M3's outputs (``mode``: dense, sparse, colbert, sparse+dense or
+    hybrid; see :class:`~flag_core.retrieval.HybridIndex`). ColBERT vectors are kept only for the modes that
+    use them."""
+    doc_ids = list(corpus)
+    index = HybridIndex(model, multi_vectors=mode in ("colbert", "hybrid"))
+    index.add([corpus[d] for d in doc_ids])
+    return {
+        qid: {doc_ids[hit.position]: hit.score
+              for hit in index.search(text, top_k, mode, weights, max(candidates, top_k))}
+        for qid, text in queries.items()
+    }
 
 
 def bm25_run(corpus: Mapping[str, str], queries: Mapping[str, str], top_k: int) -> dict[str, dict[str, float]]:

@@ -23,11 +23,13 @@ import numpy as np
 
 from ..fileio import text_lines
 from ..inference.embedder import FlagModel
+from ..inference.m3 import BGEM3FlagModel
 from ..inference.reranker import FlagReranker
+from ..retrieval.hybrid import DEFAULT_WEIGHTS, MODES
 from .beir import load_corpus, load_qrels, load_queries, load_trec_run
 from .cache import EmbeddingCache
 from .metrics import K_VALUES, evaluate_run
-from .runs import bm25_run, dense_run, reciprocal_rank_fusion, rerank_run
+from .runs import bm25_run, dense_run, m3_run, reciprocal_rank_fusion, rerank_run
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +122,7 @@ def _data_digests(folder: Path, split: str, extra: Sequence[Path] = ()) -> dict[
 
 
 def evaluate_retrieval(
-    model: FlagModel,
+    model: FlagModel | BGEM3FlagModel,
     data: str | os.PathLike[str],
     split: str = "test",
     k_values: Sequence[int] = K_VALUES,
@@ -130,19 +132,33 @@ def evaluate_retrieval(
     hybrid: bool = False,
     cache_dir: str | os.PathLike[str] | None = None,
     show_progress: bool = False,
+    mode: str = "dense",
+    weights: Sequence[float] | None = None,
 ) -> EvalResult:
-    """Dense retrieval (optionally fused with BM25, optionally reranked) on a BEIR folder."""
+    """Retrieval on a BEIR folder: dense (optionally fused with BM25 by ``hybrid``), or with a BGE-M3 model any
+    of its ``mode``s (dense, sparse, colbert, sparse+dense, hybrid with ``weights`` for dense, sparse, colbert);
+    optionally reranked."""
     started = time.perf_counter()
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if mode != "dense" and not isinstance(model, BGEM3FlagModel):
+        raise ValueError(f"mode={mode!r} needs a BGE-M3 model (BGEM3FlagModel); {model.model_name_or_path} gives "
+                         "dense vectors only")
     folder = Path(data)
     corpus, queries, qrels = _beir(folder, split)
     depth = max(top_k, max(k_values), rerank_top_k if reranker else 0)
     cache = EmbeddingCache(cache_dir) if cache_dir else None
-    run = dense_run(model, corpus, queries, depth, cache, show_progress)
+    if isinstance(model, BGEM3FlagModel):
+        run = m3_run(model, corpus, queries, depth, mode, weights or DEFAULT_WEIGHTS)
+    else:
+        run = dense_run(model, corpus, queries, depth, cache, show_progress)
     if hybrid:
         run = reciprocal_rank_fusion([run, bm25_run(corpus, queries, depth)], depth)
     if reranker is not None:
         run = rerank_run(reranker, run, corpus, queries, rerank_top_k, show_progress)
     settings: dict[str, Any] = {**model.signature(), "split": split, "top_k": depth, "hybrid": hybrid}
+    if isinstance(model, BGEM3FlagModel):
+        settings.update(mode=mode, weights=list(weights or DEFAULT_WEIGHTS))
     if reranker is not None:
         settings.update(rerank_top_k=rerank_top_k, reranker_max_length=reranker.max_length)
     result = EvalResult(

@@ -487,7 +487,7 @@ class FlagAutoModel:
                 devices=devices,
                 pooling_method=pooling_method or "cls",
                 trust_remote_code=bool(trust_remote_code),
-                **kwargs,
+                **{key: value for key, value in kwargs.items() if value is not None},  # None: M3's own defaults
             )
         if entry is not None and entry.kind is ModelKind.LLM_EMBEDDER:
             return LLMEmbedder(

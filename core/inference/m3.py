@@ -220,6 +220,7 @@ class BGEM3FlagModel:
         path = resolve_model_path(model_name_or_path, cache_dir)
         self.model_name_or_path = str(model_name_or_path)
         self.normalize_embeddings = bool(normalize_embeddings)
+        self.pooling_method = pooling_method
         self.query_instruction_for_retrieval = query_instruction_for_retrieval
         self.query_instruction_format = query_instruction_format
         self.passage_instruction_for_retrieval = passage_instruction_for_retrieval

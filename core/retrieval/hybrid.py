@@ -173,10 +173,12 @@ class HybridIndex:
         model: BGEM3FlagModel,
         settings: Mapping[str, Any] | None = None,
         payload_format: PayloadFormat | None = None,
+        multi_vectors: bool = True,
     ) -> None:
         self.model = model
         self.settings = dict(settings if settings is not None else model.signature())
         self.payload_format = payload_format
+        self.multi_vectors = multi_vectors  # False: no ColBERT vectors kept (they are the bulk of the index)
         self.dense = VectorIndex()
         self.sparse = SparseIndex()
         self.colbert = MultiVectors()
@@ -194,11 +196,13 @@ class HybridIndex:
             raise ValueError(f"{len(texts)} texts but {len(payloads)} payloads: give one per text")
         if not texts:
             return []
-        out = self.model.encode_corpus(texts, return_dense=True, return_sparse=True, return_colbert_vecs=True)
+        out = self.model.encode_corpus(texts, return_dense=True, return_sparse=True,
+                                       return_colbert_vecs=self.multi_vectors)
         rows = [{"text": t, "payload": dict(payloads[i]) if payloads else {}} for i, t in enumerate(texts)]
         positions = self.dense.add(out["dense_vecs"], rows)
         self.sparse.add(out["lexical_weights"])
-        self.colbert.add(out["colbert_vecs"])
+        if self.multi_vectors:
+            self.colbert.add(out["colbert_vecs"])
         return positions
 
     def search(
@@ -219,6 +223,8 @@ class HybridIndex:
         check_positive_int(candidates, "candidates", allow_none=False)
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        if mode in ("colbert", "hybrid") and not self.multi_vectors:
+            raise ValueError(f"mode={mode!r} needs ColBERT vectors; this index was built with multi_vectors=False")
         w_dense, w_sparse, w_colbert = check_weights(weights)
         if not len(self):
             return []

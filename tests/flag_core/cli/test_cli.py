@@ -62,3 +62,24 @@ def test_bad_devices_and_damaged_models_give_one_line_and_exit_2(
 def test_a_lone_surrogate_is_named(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["encode", "fine", "bad \udcff text", "-q"]) == 2
     assert "sentences[1] holds '\\udcff' at position 4" in capsys.readouterr().err
+
+
+def test_encode_writes_bge_m3_outputs(tmp_path: Path, m3_path: str, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from flag_core import BGEM3FlagModel
+
+    texts = ["what is a panda?", "The giant panda is a bear species endemic to China; it eats bamboo."]
+    dense, sparse, colbert = tmp_path / "d.npy", tmp_path / "s.jsonl", tmp_path / "c.npz"
+    assert main(["encode", *texts, "--model", m3_path, "--output", str(dense), "--sparse-output", str(sparse),
+                 "--colbert-output", str(colbert), "-q"]) == 0
+    expected = BGEM3FlagModel(m3_path, devices="cpu").encode_corpus(texts, return_sparse=True,
+                                                                     return_colbert_vecs=True)
+    np.testing.assert_allclose(np.load(dense), expected["dense_vecs"], atol=1e-6)
+    rows = [json.loads(line) for line in sparse.read_text().splitlines()]
+    assert [r["index"] for r in rows] == [0, 1]
+    assert rows[1]["lexical_weights"] == pytest.approx(expected["lexical_weights"][1])
+    with np.load(colbert) as data:
+        offsets = data["offsets"]
+        np.testing.assert_allclose(data["vectors"][offsets[1]:offsets[2]], expected["colbert_vecs"][1], atol=1e-6)
+    assert "BGE-M3 outputs" in capsys.readouterr().out

@@ -292,3 +292,29 @@ def test_a_failing_plot_leaves_no_json(beir: Path, model_path: str, tmp_path: Pa
             "--plot", str(tmp_path / "p.png"), "-q"]
     assert main(args) == 2
     assert "matplotlib" in capsys.readouterr().err and not output.exists()
+
+
+def test_bge_m3_modes(beir: Path, m3_path: str, mini_model: FlagModel, capsys: pytest.CaptureFixture[str]) -> None:
+    from flag_core import BGEM3FlagModel
+    from flag_core.cli import main
+    from flag_core.retrieval import HybridIndex
+
+    m3 = BGEM3FlagModel(m3_path, devices="cpu")
+    hybrid = evaluate_retrieval(m3, beir, k_values=[1, 3], mode="hybrid", weights=[0.5, 0.2, 0.3])
+    assert hybrid.settings["mode"] == "hybrid" and hybrid.settings["weights"] == [0.5, 0.2, 0.3]
+    corpus = {doc["_id"]: (doc["title"] + " " + doc["text"]).strip() for doc in
+              (json.loads(line) for line in (beir / "corpus.jsonl").read_text().splitlines())}
+    lines = (beir / "queries.jsonl").read_text().splitlines()
+    queries = {q["_id"]: q["text"] for q in map(json.loads, lines)}
+    index = HybridIndex(m3)
+    index.add(list(corpus.values()))
+    qrels = load_qrels(beir)
+    run = {qid: {list(corpus)[h.position]: h.score for h in index.search(queries[qid], 100, weights=(0.5, 0.2, 0.3))}
+           for qid in qrels}
+    assert hybrid.metrics == pytest.approx(evaluate_run(qrels, run, k_values=[1, 3]))  # the same ranking, scored
+    for mode in ("sparse", "colbert", "sparse+dense"):
+        assert 0 <= evaluate_retrieval(m3, beir, k_values=[1], mode=mode).metrics["ndcg@1"] <= 1
+    with pytest.raises(ValueError, match="needs a BGE-M3 model"):
+        evaluate_retrieval(mini_model, beir, mode="sparse")
+    assert main(["eval", "retrieval", "--model", m3_path, "--data", str(beir), "--mode", "colbert", "-q"]) == 0
+    assert "nDCG" in capsys.readouterr().out
