@@ -100,3 +100,18 @@ def test_a_folder_without_the_heads_is_a_clear_error(m3_path: str, tmp_path: Pat
         model.compute_score([("q", "p")])
     with pytest.raises(ValueError, match="colbert_dim=128"):
         BGEM3FlagModel(m3_path, devices="cpu", colbert_dim=128)
+
+
+@pytest.mark.slow
+def test_two_workers_give_the_in_process_outputs(m3_path: str, m3_golden: dict[str, Any]) -> None:
+    texts = m3_golden["passages"] + m3_golden["queries"]
+    single = BGEM3FlagModel(m3_path, devices="cpu").encode(texts, return_sparse=True, return_colbert_vecs=True)
+    model = BGEM3FlagModel(m3_path, devices=["cpu", "cpu"])
+    try:
+        pooled = model.encode(texts, return_sparse=True, return_colbert_vecs=True)
+    finally:
+        model.stop_self_pool()
+    np.testing.assert_allclose(pooled["dense_vecs"], single["dense_vecs"], atol=1e-6)
+    _same_lexical(pooled["lexical_weights"], single["lexical_weights"])
+    for a, b in zip(pooled["colbert_vecs"], single["colbert_vecs"], strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-6)
