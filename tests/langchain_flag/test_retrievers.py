@@ -174,6 +174,7 @@ def test_an_index_of_the_other_framework_is_named(embeddings: FlagEmbeddings, mo
         LlamaRetriever.load(tmp_path / "c.flag", llama_embeddings)
 
 
+@pytest.mark.slow  # a fresh Python process
 def test_indexing_and_querying_print_at_most_one_truncation_line(model_path: str) -> None:
     import subprocess
     import sys

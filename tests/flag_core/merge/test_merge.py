@@ -86,6 +86,7 @@ def test_bad_inputs_fail_before_writing(model_path: str, tmp_path: Path) -> None
         merge_checkpoints([a], [1.0], tmp_path / "x", model_type="vision")
 
 
+@pytest.mark.slow  # a fresh Python process
 def test_peak_memory_stays_near_one_model(model_path: str, tmp_path: Path) -> None:
     script = f"""
 import resource, sys
