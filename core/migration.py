@@ -79,8 +79,9 @@ def sentence_transformer_kwargs(kwargs: Mapping[str, Any], where: str = "model_k
         elif key == "cache_folder":
             settings["cache_dir"] = value
         elif key == "backend":
-            if value not in ("torch", "onnx"):
-                raise MigrationError(f"{where}['backend'] = {value!r}: flagstack runs backend='torch' or 'onnx'")
+            if value not in ("torch", "onnx", "openvino"):
+                raise MigrationError(f"{where}['backend'] = {value!r}: flagstack runs backend='torch', 'onnx' or "
+                                     "'openvino'")
             settings["backend"] = value
         elif key == "model_kwargs":
             settings.update(transformers_kwargs(value or {}, f"{where}['model_kwargs']"))

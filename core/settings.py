@@ -18,11 +18,12 @@ from pydantic import BaseModel, Field
 
 from .inference.runtime import CPU_TOKEN_BUDGET
 
-Backend = Literal["torch", "onnx"]
+Backend = Literal["torch", "onnx", "openvino"]
 Pooling = Literal["cls", "mean", "last_token"]
 Devices = str | list[str] | None
 
-_BACKEND = "torch, or onnx: ONNX Runtime, fp32 on the CPU, for encoders and cross-encoders (needs the onnx extra)"
+_BACKEND = ("torch, onnx (ONNX Runtime) or openvino (OpenVINO): the CPU backends run encoders and cross-encoders, "
+            "fp32 or a flagstack quantize folder (needs the onnx / openvino extra)")
 _DEVICES = "cpu, cuda, cuda:1, mps, or a list (one worker process per device); None: every accelerator, else the CPU"
 _BUDGET = f"most tokens in one padded batch (None: {CPU_TOKEN_BUDGET} on a CPU, more on accelerators)"
 

@@ -122,7 +122,7 @@ def _encode_m3(args: argparse.Namespace, texts: list[str], model_path: str) -> i
 def cmd_info(args: argparse.Namespace) -> int:
     import torch
 
-    from ..inference.devices import available_devices, cpu_has_native_bf16
+    from ..inference.devices import available_devices, cpu_features, suggested_cpu_mode
 
     rows: list[list[object]] = []
     for dist in ("flagstack", "torch", "transformers", "sentence-transformers", "langchain-core", "llama-index-core"):
@@ -134,8 +134,11 @@ def cmd_info(args: argparse.Namespace) -> int:
         ["python", platform.python_version()],
         ["devices", ", ".join(available_devices())],
         ["cpu threads", str(torch.get_num_threads())],
-        ["cpu native bf16", {True: "yes", False: "no", None: "unknown"}[cpu_has_native_bf16()]],
+        ["cpu", _cpu_name()],
     ]
+    answers = {True: "yes", False: "no", None: "unknown"}
+    rows += [[f"cpu {name}", answers[value]] for name, value in cpu_features().items()]
+    rows += [["suggested cpu mode", suggested_cpu_mode()]]
     print(format_table(["component", "version / value"], rows))
     if args.model:
         from ..inference.embedder import FlagModel
@@ -160,6 +163,15 @@ def cmd_info(args: argparse.Namespace) -> int:
         print()
         print(format_table(["model", args.model], details))
     return 0
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            names = [line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")]
+    except OSError:
+        names = []
+    return f"{names[0]} ({len(names)} threads)" if names else platform.processor() or "unknown"
 
 
 def add_parsers(sub: Any) -> None:

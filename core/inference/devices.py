@@ -82,17 +82,43 @@ def is_oom(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and "MPS backend out of memory" in message
 
 
-def cpu_has_native_bf16() -> bool | None:
-    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX); None when it cannot be told."""
+@functools.cache
+def cpu_features() -> dict[str, bool | None]:
+    """Which speed-relevant instruction sets this CPU has (from /proc/cpuinfo; None where it cannot be told)."""
+    flags: set[str] | None = None
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as handle:
             for line in handle:
                 if line.startswith("flags"):
                     flags = set(line.split(":", 1)[1].split())
-                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+                    break
     except OSError:
-        return None
-    return None
+        flags = None
+    if flags is None:
+        return dict.fromkeys(("avx2", "avx512", "vnni", "amx", "bf16"))
+    return {
+        "avx2": "avx2" in flags,
+        "avx512": "avx512f" in flags,
+        "vnni": bool(flags & {"avx512_vnni", "avx_vnni"}),
+        "amx": bool(flags & {"amx_tile", "amx_int8", "amx_bf16"}),
+        "bf16": bool(flags & {"avx512_bf16", "amx_bf16"}),
+    }
+
+
+def cpu_has_native_bf16() -> bool | None:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX); None when it cannot be told."""
+    return cpu_features()["bf16"]
+
+
+def suggested_cpu_mode(features: dict[str, bool | None] | None = None) -> str:
+    """The fastest CPU mode to try on this machine, in words (measured by ``benchmarks/backends.py``)."""
+    features = cpu_features() if features is None else features
+    int8 = "backend='openvino' with an int8 model from `flagstack quantize --backend openvino` (check its quality)"
+    if features["bf16"]:
+        return f"{int8}, use_bf16=True on top; exact: backend='openvino', use_bf16=True"
+    if features["vnni"] or features["amx"]:
+        return f"{int8}; exact: backend='openvino'"
+    return f"{int8} (no VNNI here: smaller int8 gain); exact: backend='openvino'"
 
 
 @functools.cache

@@ -74,7 +74,7 @@ class FlagModel:
         max_tokens_per_batch: int | None = None,
         show_progress_bar: bool = False,
         padding_side: Literal["left", "right"] | None = None,
-        backend: Literal["torch", "onnx"] = "torch",
+        backend: Literal["torch", "onnx", "openvino"] = "torch",
     ) -> None:
         path = resolve_model_path(model_name_or_path, cache_dir)
         self.model_name_or_path = str(model_name_or_path)

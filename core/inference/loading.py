@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import threading
 import weakref
 from dataclasses import dataclass, field
@@ -13,10 +14,12 @@ from typing import Any
 
 import torch
 
-from .backends.onnx import OnnxModel, check_backend, export_onnx
+from .backends import backend_model, check_backend, is_quantized_folder
 from .devices import check_available
 from .kinds import Head
 from .model_files import load_tokenizer, quiet_transformers, readable_weights
+
+logger = logging.getLogger(__name__)
 
 # Encoders whose transformers code takes a ready 4-D attention mask as is (see LoadedModel.inputs): the BGE
 # family's architectures (BERT: bge-*-en/zh, e5, gte-base; XLM-RoBERTa: bge-m3, bge-reranker-*).
@@ -27,7 +30,7 @@ ROW_MASK_MODEL_TYPES = frozenset({"bert", "roberta", "xlm-roberta"})
 class LoadedModel:
     """A model, its tokenizer, where it runs, and the lock that serialises its use."""
 
-    model: Any  # a transformers model, or an OnnxModel with backend="onnx"
+    model: Any  # a transformers model, or a backend's model (OnnxModel, OpenVinoModel)
     tokenizer: Any
     path: Path
     device: torch.device
@@ -81,8 +84,8 @@ def load_model(
     backend: str = "torch",
 ) -> LoadedModel:
     """Load (or reuse) the model in ``path`` with ``head`` on ``device`` in ``dtype``, with its tokenizer.
-    Weights come from safetensors when the folder has them. ``backend="onnx"`` runs the forward pass in
-    ONNX Runtime (see :mod:`flag_core.inference.backends.onnx`)."""
+    Weights come from safetensors when the folder has them. ``backend="onnx"`` / ``"openvino"`` run the forward
+    pass in ONNX Runtime / OpenVINO (see :mod:`flag_core.inference.backends`)."""
     head = Head(head)
     check_backend(backend, device, dtype, head)
     check_available(device)
@@ -110,10 +113,22 @@ def _load_uncached(
     tokenizer = load_tokenizer(path, trust_remote_code)
     if padding_side is not None:
         tokenizer.padding_side = padding_side
-    if backend == "onnx":
+    if backend != "torch":
         config = transformers.AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
-        session = OnnxModel(export_onnx(path, head, trust_remote_code), config, head)
-        return LoadedModel(model=session, tokenizer=tokenizer, path=path, device=torch.device("cpu"), dtype=dtype)
+        try:
+            model = backend_model(path, head, backend, dtype, trust_remote_code, config)
+            return LoadedModel(model=model, tokenizer=tokenizer, path=path, device=torch.device("cpu"), dtype=dtype)
+        except (ImportError, ValueError):
+            raise  # a missing package or a wrong setting: the user must act
+        except Exception as exc:
+            if is_quantized_folder(path):
+                raise
+            # the conversion failed (an architecture the exporter cannot trace, ...): run the same model in torch
+            logger.warning("could not run %s with backend=%r (%s: %s); running it with backend='torch' instead",
+                           path, backend, type(exc).__name__, exc)
+    if is_quantized_folder(path):
+        raise ValueError(f"{path} holds a quantized model written by flagstack quantize: load it with the backend "
+                         "it was made for (its flagstack_quantization.json says which)")
     auto_class = head.auto_class()
     kwargs: dict[str, Any] = {
         "dtype": dtype,

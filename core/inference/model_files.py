@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -294,3 +295,20 @@ def write_sentence_transformers_config(
     }
     for path, content in files.items():
         path.write_text(json.dumps(content, indent=2), encoding="utf-8")
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".ckpt", ".onnx", ".xml")
+
+
+def copy_support_files(source: Path, target: Path) -> None:
+    """A model folder's config, tokenizer and sentence-transformers files into ``target`` (weights, checkpoints
+    and training runs left out): what a merged or quantized model keeps of its source."""
+    for item in source.iterdir():
+        if item.name.startswith(".") or item.name.endswith(WEIGHT_SUFFIXES) or item.name.endswith(".index.json"):
+            continue
+        if item.is_dir():
+            if item.name.startswith(("checkpoint-", "runs")):
+                continue
+            shutil.copytree(item, target / item.name)
+        else:
+            shutil.copy2(item, target / item.name)

@@ -48,7 +48,7 @@ class FlagReranker:
         use_bf16: bool = False,
         max_tokens_per_batch: int | None = None,
         show_progress_bar: bool = False,
-        backend: Literal["torch", "onnx"] = "torch",
+        backend: Literal["torch", "onnx", "openvino"] = "torch",
     ) -> None:
         path = resolve_model_path(model_name_or_path, cache_dir)
         self.model_name_or_path = str(model_name_or_path)

@@ -19,6 +19,7 @@ import torch
 
 from ..inference.kinds import ModelKind, merge_type
 from ..inference.model_files import (
+    copy_support_files,
     read_json,
     readable_weights,
     resolve_model_path,
@@ -27,7 +28,6 @@ from ..inference.model_files import (
 from ..inference.pooling import resolve_pooling
 
 _FLOAT_DTYPES = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32, "F64": torch.float64}
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".ckpt")
 
 
 def check_weights(weights: Sequence[float], count: int, allow_negative: bool = False) -> list[float]:
@@ -110,19 +110,6 @@ def check_compatible(checkpoints: Sequence[Checkpoint]) -> None:
 
 
 
-def _copy_support_files(source: Path, target: Path) -> None:
-    """Config, tokenizer and sentence-transformers files of the first model (weights excluded)."""
-    for item in source.iterdir():
-        if item.name.startswith(".") or item.name.endswith(_WEIGHT_SUFFIXES) or item.name.endswith(".index.json"):
-            continue
-        if item.is_dir():
-            if item.name.startswith(("checkpoint-", "runs")):
-                continue
-            shutil.copytree(item, target / item.name)
-        else:
-            shutil.copy2(item, target / item.name)
-
-
 def merge_checkpoints(
     paths: Sequence[str | os.PathLike[str]],
     weights: Sequence[float],
@@ -147,7 +134,7 @@ def merge_checkpoints(
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
     try:
         _write_average(checkpoints, weights, staging)
-        _copy_support_files(folders[0], staging)
+        copy_support_files(folders[0], staging)
         if kind is ModelKind.EMBEDDER and not (staging / "modules.json").exists():
             config = checkpoints[0].config
             write_sentence_transformers_config(

@@ -71,7 +71,7 @@ def test_huggingface_bge_embeddings_arguments(model_path: str) -> None:
     [
         ({"model_kwargs": {"revision": "main"}}, r"model_kwargs\['revision'\].*local folder"),
         ({"encode_kwargs": {"precision": "int8"}}, r"encode_kwargs\['precision'\]"),
-        ({"model_kwargs": {"backend": "openvino"}}, "backend='torch' or 'onnx'"),
+        ({"model_kwargs": {"backend": "tensorrt"}}, "backend='torch', 'onnx' or 'openvino'"),
         ({"encode_kwargs": {"prompt_name": "nope"}}, "prompt_name 'nope' is not one of the model's prompts"),
         ({"encode_kwargs": {"batch_size": 4}, "query_encode_kwargs": {"batch_size": 8}}, "one setting"),
         ({"model_kwargs": {"device": "cpu"}, "devices": "cuda:0"}, "give it once"),

@@ -1,1 +1,90 @@
-"""Forward-pass backends other than PyTorch (opt-in); tokenisation, batching and pooling stay flagstack's."""
+"""Forward-pass backends other than PyTorch (opt-in): ONNX Runtime and OpenVINO, in fp32 or as int8 models made
+by ``flagstack quantize``. Tokenisation, batching and pooling stay flagstack's; only the forward pass changes.
+
+A backend model is exported once per model folder and head (transformers' eager attention, traced) and kept in
+flagstack's cache; a folder written by ``flagstack quantize`` carries its quantized model instead
+(``flagstack_quantization.json`` says which backend runs it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ...fileio import folder_fingerprint
+from ..kinds import Head
+from ..model_files import read_json
+
+BACKENDS = ("torch", "onnx", "openvino")
+EXPORT_HEADS = (Head.BASE, Head.SEQUENCE_CLASSIFICATION)
+QUANTIZATION_FILE = "flagstack_quantization.json"
+
+
+def check_backend(backend: str, device: str, dtype: torch.dtype, head: Head) -> None:
+    """Refuse combinations a backend does not run, naming what to change."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; use one of {BACKENDS}")
+    if backend == "torch":
+        return
+    if head not in EXPORT_HEADS:
+        raise ValueError(f"backend={backend!r} runs encoder embedders and cross-encoder rerankers only; use "
+                         "backend='torch'")
+    if torch.device(device).type != "cpu":
+        raise ValueError(f"backend={backend!r} runs on the CPU only, not on {device!r}; use backend='torch' there")
+    if backend == "onnx" and dtype != torch.float32:
+        raise ValueError("backend='onnx' runs in fp32: drop use_bf16 (fp16 is already ignored on the CPU)")
+    if backend == "openvino" and dtype not in (torch.float32, torch.bfloat16):
+        raise ValueError("backend='openvino' runs in fp32, or bf16 with use_bf16=True")
+
+
+def export_key(kind: str, path: Path, head: Head) -> str:
+    """The cache key of an export: its format, the folder and its weights' fingerprint, the head, torch."""
+    text = "\n".join([kind, str(path.resolve()), folder_fingerprint(path), head.value, torch.__version__])
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class Quantized:
+    """What ``flagstack quantize`` wrote into a folder: which backend runs it, the file, how it was made."""
+
+    backend: str
+    file: Path
+    mode: str
+    source: str
+
+    @classmethod
+    def of(cls, folder: Path) -> Quantized | None:
+        meta = folder / QUANTIZATION_FILE
+        if not meta.is_file():
+            return None
+        data = read_json(meta, dict)
+        return cls(backend=str(data.get("backend")), file=folder / str(data.get("file")), mode=str(data.get("mode")),
+                   source=str(data.get("source")))
+
+
+def backend_model(path: Path, head: Head, backend: str, dtype: torch.dtype, trust_remote_code: bool, config: Any
+                  ) -> Any:
+    """The model object that runs ``path``'s forward pass on ``backend`` (exported on first use, or the
+    quantized model of a ``flagstack quantize`` folder)."""
+    quantized = Quantized.of(path)
+    if quantized is not None and quantized.backend != backend:
+        raise ValueError(f"{path} holds a {quantized.mode} {quantized.backend} model (from {quantized.source}); load "
+                         f"it with backend={quantized.backend!r}, or load the source model for backend={backend!r}")
+    if backend == "onnx":
+        from .onnx import OnnxModel, export_onnx
+
+        file = quantized.file if quantized else export_onnx(path, head, trust_remote_code)
+        return OnnxModel(file, config, head)
+    from .openvino import OpenVinoModel, export_openvino
+
+    file = quantized.file if quantized else export_openvino(path, head, trust_remote_code)
+    return OpenVinoModel(file, config, head, bf16=dtype == torch.bfloat16)
+
+
+def is_quantized_folder(path: Path) -> bool:
+    """Whether ``path`` was written by ``flagstack quantize`` (it holds no torch weights to run)."""
+    return (path / QUANTIZATION_FILE).is_file()

@@ -1,0 +1,167 @@
+"""Int8 models for the CPU backends, written once into a folder that loads like any model folder.
+
+- ``backend="openvino", mode="static"``: NNCF post-training quantization (SmoothQuant and bias correction for
+  transformers) calibrated on the user's own texts;
+- ``backend="onnx", mode="static"``: ONNX Runtime's static quantization (QDQ, per-channel weights) calibrated on
+  the user's texts;
+- ``backend="onnx", mode="dynamic"``: ONNX Runtime's dynamic int8 (no calibration; weights int8, activations
+  quantized on the fly). Its vectors can drift further from fp32: judge it by task metrics.
+
+The folder holds the source's config, tokenizer and sentence-transformers files, the int8 model, and
+``flagstack_quantization.json`` (backend, mode, source and its fingerprint, calibration digest); it is built in
+a temporary folder and renamed into place. ``FlagModel(folder, backend=...)`` (or ``FlagReranker``) runs it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ...fileio import cache_folder, folder_fingerprint, texts_digest
+from ..kinds import Head
+from ..model_files import copy_support_files, load_tokenizer, resolve_model_path
+from . import QUANTIZATION_FILE, Quantized, export_key
+
+MODES = {"onnx": ("static", "dynamic"), "openvino": ("static",)}
+FILES = {"onnx": "model.onnx", "openvino": "openvino_model.xml"}
+CALIBRATION_BATCH = 8
+
+Calibration = Sequence[str] | Sequence[tuple[str, str]]
+
+
+def calibration_batches(tokenizer: Any, samples: Calibration, max_length: int) -> list[dict[str, np.ndarray]]:
+    """Padded int64 input batches of the calibration texts (or (query, passage) pairs for cross-encoders)."""
+    batches = []
+    for start in range(0, len(samples), CALIBRATION_BATCH):
+        chunk = list(samples[start : start + CALIBRATION_BATCH])
+        if all(isinstance(item, str) for item in chunk):
+            encoded = tokenizer(chunk, truncation=True, max_length=max_length, padding=True, return_tensors="np")
+        else:
+            encoded = tokenizer([q for q, _ in chunk], [p for _, p in chunk], truncation="only_second",
+                                max_length=max_length, padding=True, return_tensors="np")
+        batches.append({name: np.asarray(value, dtype=np.int64) for name, value in encoded.items()})
+    return batches
+
+
+def _digest(samples: Calibration) -> str:
+    return texts_digest([item if isinstance(item, str) else f"{item[0]}\x00{item[1]}" for item in samples])
+
+
+def quantize_model(
+    model_name_or_path: str | os.PathLike[str],
+    backend: str,
+    mode: str = "static",
+    calibration: Calibration = (),
+    output: str | os.PathLike[str] | None = None,
+    cross_encoder: bool = False,
+    max_length: int = 512,
+    trust_remote_code: bool = False,
+    overwrite: bool = False,
+) -> Path:
+    """Write an int8 model of ``model_name_or_path`` for ``backend`` (see the module docstring) and return its
+    folder: ``output``, or one under flagstack's cache keyed by the source, backend, mode and calibration."""
+    if backend not in MODES:
+        raise ValueError(f"backend must be one of {', '.join(MODES)}, got {backend!r}")
+    if mode not in MODES[backend]:
+        raise ValueError(f"backend={backend!r} quantizes in mode {' or '.join(MODES[backend])}, not {mode!r}")
+    samples: list[Any] = list(calibration)
+    if mode == "static" and not samples:
+        raise ValueError("static quantization calibrates on texts: give a few hundred texts like the ones you will "
+                         "encode (or pairs, for a cross-encoder)")
+    path = resolve_model_path(model_name_or_path)
+    if Quantized.of(path) is not None:
+        raise ValueError(f"{path} is already a quantized folder; quantize its source model")
+    head = Head.SEQUENCE_CLASSIFICATION if cross_encoder else Head.BASE
+    key = hashlib.sha256(f"{export_key(f'quantized-{backend}-{mode}', path, head)}\n{_digest(samples)}\n"
+                         f"{max_length}".encode()).hexdigest()[:32]
+    target = Path(output) if output is not None else cache_folder("quantized") / key
+    if target.exists():
+        if output is None and Quantized.of(target) is not None:
+            return target  # the same source, backend, mode and calibration: made before
+        if not overwrite:
+            raise FileExistsError(f"{target} already exists; pass overwrite=True (--overwrite) to replace it")
+        if Quantized.of(target) is None and any(target.iterdir()):
+            raise ValueError(f"{target} is not an empty folder or an earlier flagstack quantize output; choose "
+                             "another folder")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        copy_support_files(path, staging)
+        batches = calibration_batches(load_tokenizer(path, trust_remote_code), samples, max_length) if samples else []
+        if backend == "onnx":
+            _quantize_onnx(path, head, mode, batches, staging / FILES["onnx"], trust_remote_code)
+        else:
+            _quantize_openvino(path, head, batches, staging / FILES["openvino"], trust_remote_code)
+        (staging / QUANTIZATION_FILE).write_text(json.dumps({
+            "backend": backend, "mode": f"int8-{mode}", "file": FILES[backend], "head": head.value,
+            "source": str(model_name_or_path), "source_fingerprint": folder_fingerprint(path),
+            "calibration": {"samples": len(samples), "sha256": _digest(samples), "max_length": max_length},
+        }, indent=2), encoding="utf-8")
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
+
+
+def _quantize_onnx(
+    path: Path, head: Head, mode: str, batches: list[dict[str, np.ndarray]], file: Path, trust_remote_code: bool
+) -> None:
+    import onnx
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
+
+    from .onnx import export_onnx
+
+    source = str(export_onnx(path, head, trust_remote_code))
+    # the fused graph holds ONNX Runtime's own ops, which shape inference cannot type: they are float
+    options = {"DefaultTensorType": onnx.TensorProto.FLOAT}
+    if mode == "dynamic":
+        quantize_dynamic(source, str(file), weight_type=QuantType.QInt8, extra_options=options)
+        return
+
+    class Reader(CalibrationDataReader):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.items = iter(batches)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.items, None)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantize_static(source, str(file), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        extra_options={**options, "QuantizeBias": False},  # biases stay float (small, and exact)
+                        calibrate_method=CalibrationMethod.MinMax)
+
+
+def _quantize_openvino(
+    path: Path, head: Head, batches: list[dict[str, np.ndarray]], file: Path, trust_remote_code: bool
+) -> None:
+    import nncf
+    import openvino
+
+    from .openvino import convert
+
+    model = convert(path, head, trust_remote_code)
+    names = [port.get_any_name() for port in model.inputs]
+    dataset = nncf.Dataset([{name: batch[name] for name in names if name in batch} for batch in batches])
+    quantized = nncf.quantize(model, dataset, model_type=nncf.ModelType.TRANSFORMER, subset_size=len(batches))
+    openvino.save_model(quantized, str(file), compress_to_fp16=False)

@@ -1,0 +1,70 @@
+"""backend="openvino": FlagEmbedding's golden vectors and scores within 1e-5 in fp32, bf16 close, conversion made
+once, and a failed conversion falls back to torch with a message (never other vectors)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from flag_core import FlagModel, FlagReranker
+
+pytest.importorskip("openvino", reason="needs the openvino extra")
+
+TOL = 1e-5
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    folder = tmp_path_factory.mktemp("flagstack-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FLAGSTACK_CACHE", str(folder))
+        yield folder
+
+
+def test_golden_vectors_and_scores(model_path: str, reranker_path: str, golden: dict[str, Any], cache: Path) -> None:
+    reference = golden["embedder"]["cls"]
+    settings = reference["settings"]
+    model = FlagModel(model_path, pooling_method="cls", devices="cpu", backend="openvino", batch_size=4,
+                      query_instruction_for_retrieval=settings["query_instruction_for_retrieval"],
+                      query_max_length=512, passage_max_length=512)
+    np.testing.assert_allclose(model.encode_queries(golden["texts"]), reference["encode_queries"], atol=TOL, rtol=0)
+    np.testing.assert_allclose(model.encode_corpus(golden["texts"]), reference["encode_corpus"], atol=TOL, rtol=0)
+    pairs = [tuple(pair) for pair in golden["reranker"]["pairs"]]
+    reranker = FlagReranker(reranker_path, devices="cpu", backend="openvino")
+    np.testing.assert_allclose(reranker.compute_score(pairs), golden["reranker"]["compute_score"], atol=TOL, rtol=0)
+    files = sorted(cache.glob("openvino/*/model.xml"))
+    assert len(files) == 2  # one conversion per folder and head, kept
+    stamps = [f.stat().st_mtime_ns for f in files]
+    FlagModel(model_path, pooling_method="mean", devices="cpu", backend="openvino").encode("again")
+    assert [f.stat().st_mtime_ns for f in sorted(cache.glob("openvino/*/model.xml"))] == stamps
+
+
+def test_bf16_is_close(model_path: str) -> None:
+    texts = ["a short text", "a medium sentence about proteins and cells " * 5]
+    exact = FlagModel(model_path, devices="cpu").encode_corpus(texts)
+    fast = FlagModel(model_path, devices="cpu", backend="openvino", use_bf16=True).encode_corpus(texts)
+    assert float((exact * fast).sum(axis=1).min()) > 0.999
+
+
+def test_a_failed_conversion_falls_back_to_torch(model_path: str, monkeypatch: pytest.MonkeyPatch,
+                                                 caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
+    import shutil
+
+    import flag_core.inference.backends.openvino as ov_backend
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("the tracer met an operation it cannot convert")
+
+    monkeypatch.setattr(ov_backend, "export_openvino", broken)
+    folder = tmp_path / "copy"  # a folder no other test has loaded, so the conversion really runs
+    shutil.copytree(model_path, folder)
+    with caplog.at_level(logging.WARNING, logger="flag_core"):
+        model = FlagModel(str(folder), devices="cpu", backend="openvino")
+    assert "running it with backend='torch' instead" in caplog.text and "cannot convert" in caplog.text
+    np.testing.assert_allclose(model.encode(["x", "y"]), FlagModel(str(folder), devices="cpu").encode(["x", "y"]),
+                               atol=1e-6)
