@@ -97,7 +97,7 @@ def test_cli_options_come_from_the_fields() -> None:
         assert found["pooling_method"].option_strings == ["--pooling"]
         assert found["pooling_method"].help == pooling.description
         assert found["pooling_method"].choices == ["cls", "mean", "last_token"]
-        assert found["backend"].choices == ["torch", "onnx"]
+        assert found["backend"].choices == ["torch", "onnx", "openvino"]
         assert found["backend"].help == EmbedderFields.model_fields["backend"].description
         assert found["use_bf16"].option_strings == ["--bf16"] and found["use_bf16"].default is False
     retrieval = options(commands["flagstack eval retrieval"])

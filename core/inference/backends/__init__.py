@@ -8,14 +8,12 @@ flagstack's cache; a folder written by ``flagstack quantize`` carries its quanti
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ...fileio import folder_fingerprint
 from ..kinds import Head
 from ..model_files import read_json
 
@@ -39,12 +37,6 @@ def check_backend(backend: str, device: str, dtype: torch.dtype, head: Head) -> 
         raise ValueError("backend='onnx' runs in fp32: drop use_bf16 (fp16 is already ignored on the CPU)")
     if backend == "openvino" and dtype not in (torch.float32, torch.bfloat16):
         raise ValueError("backend='openvino' runs in fp32, or bf16 with use_bf16=True")
-
-
-def export_key(kind: str, path: Path, head: Head) -> str:
-    """The cache key of an export: its format, the folder and its weights' fingerprint, the head, torch."""
-    text = "\n".join([kind, str(path.resolve()), folder_fingerprint(path), head.value, torch.__version__])
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 @dataclass(frozen=True)

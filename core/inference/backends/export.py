@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ...fileio import folder_fingerprint
 from ..kinds import Head
 from ..model_files import load_tokenizer, quiet_transformers, readable_weights
 
 TWO_GB = 2 * 1024**3
+
+
+def export_key(kind: str, path: Path, head: Head) -> str:
+    """The cache key of an export: its format, the folder and its weights' fingerprint, the head, torch."""
+    text = "\n".join([kind, str(path.resolve()), folder_fingerprint(path), head.value, torch.__version__])
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 class Traceable(torch.nn.Module):

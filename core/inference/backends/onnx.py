@@ -24,8 +24,7 @@ import torch
 
 from ...fileio import cache_folder
 from ..kinds import Head
-from . import export_key
-from .export import TWO_GB, traceable
+from .export import TWO_GB, export_key, traceable
 
 logger = logging.getLogger(__name__)
 

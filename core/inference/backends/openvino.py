@@ -24,8 +24,7 @@ import torch
 
 from ...fileio import cache_folder
 from ..kinds import Head
-from . import export_key
-from .export import traceable
+from .export import export_key, traceable
 
 logger = logging.getLogger(__name__)
 

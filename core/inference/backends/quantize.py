@@ -29,7 +29,8 @@ import numpy as np
 from ...fileio import cache_folder, folder_fingerprint, texts_digest
 from ..kinds import Head
 from ..model_files import copy_support_files, load_tokenizer, resolve_model_path
-from . import QUANTIZATION_FILE, Quantized, export_key
+from . import QUANTIZATION_FILE, Quantized
+from .export import export_key
 
 MODES = {"onnx": ("static", "dynamic"), "openvino": ("static",)}
 FILES = {"onnx": "model.onnx", "openvino": "openvino_model.xml"}
