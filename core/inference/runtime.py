@@ -29,16 +29,35 @@ from .workers import DevicePool
 logger = logging.getLogger(__name__)
 
 CPU_TOKEN_BUDGET = 2048
-ACCELERATOR_TOKEN_BUDGET = 65536
+ACCELERATOR_TOKEN_BUDGET = 65536  # where the card's free memory cannot be read
+ACCELERATOR_BUDGET_RANGE = (8192, 1 << 20)
+ACCELERATOR_MEMORY_SHARE = 0.4  # of the free memory, for one batch's activations
 
 ItemT = TypeVar("ItemT", bound=Hashable)
 OptionsT = TypeVar("OptionsT")
 ResultT = TypeVar("ResultT")
 
 
-def default_token_budget(device: str) -> int:
-    """Tokens per padded batch: small on CPUs (cache-friendly), large on accelerators."""
-    return CPU_TOKEN_BUDGET if torch.device(device).type == "cpu" else ACCELERATOR_TOKEN_BUDGET
+def default_token_budget(device: str, config: Any = None, dtype: torch.dtype = torch.float32) -> int:
+    """Tokens per padded batch: small on CPUs (cache-friendly); on a CUDA card, sized to its free memory.
+
+    A card's budget is a share of its free memory (after the model is loaded) over what one token's
+    activations take in a forward pass without gradients: a few hidden-size rows and the feed-forward row,
+    at the compute dtype. Out-of-memory errors still halve the batch (see ``batching``).
+    """
+    kind = torch.device(device)
+    if kind.type == "cpu":
+        return CPU_TOKEN_BUDGET
+    if kind.type != "cuda" or config is None or not torch.cuda.is_available():
+        return ACCELERATOR_TOKEN_BUDGET
+    hidden = int(getattr(config, "hidden_size", 0) or 0)
+    if hidden <= 0:
+        return ACCELERATOR_TOKEN_BUDGET
+    intermediate = int(getattr(config, "intermediate_size", 0) or 4 * hidden)
+    free, _total = torch.cuda.mem_get_info(kind)
+    per_token = torch.finfo(dtype).bits // 8 * (8 * hidden + 2 * intermediate)
+    low, high = ACCELERATOR_BUDGET_RANGE
+    return int(min(high, max(low, ACCELERATOR_MEMORY_SHARE * free // per_token)))
 
 
 @dataclass(frozen=True)
@@ -82,6 +101,7 @@ class Runtime(ABC, Generic[ItemT, OptionsT, ResultT]):
             settings.backend,
         )
         self._pool: DevicePool | None = None
+        self._budget: int | None = None
 
     @property
     @abstractmethod
@@ -101,7 +121,12 @@ class Runtime(ABC, Generic[ItemT, OptionsT, ResultT]):
     @property
     def token_budget(self) -> int:
         """Tokens per padded batch on this runtime's first device."""
-        return self.settings.max_tokens_per_batch or default_token_budget(self.devices[0])
+        if self.settings.max_tokens_per_batch:
+            return self.settings.max_tokens_per_batch
+        if self._budget is None:
+            config = getattr(self.loaded.model, "config", None)
+            self._budget = default_token_budget(self.devices[0], config, self.dtype)
+        return self._budget
 
     def run(self, items: list[ItemT], options: OptionsT) -> ResultT:
         """One result per item, in input order (on the CPU). Repeated items are computed once; with several
