@@ -1,4 +1,5 @@
-"""``flagstack mine`` (hard negatives) and ``flagstack train embedder|reranker`` (the BGE recipe)."""
+"""``flagstack mine`` (hard negatives), ``flagstack train embedder|reranker`` (the BGE recipe) and
+``flagstack pretrain`` (RetroMAE). Each runs on one process or on each process of a ``torchrun`` launch."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import argparse
 from typing import Any
 
 from ..settings import EmbedderFields
-from ..training.trainer import EmbedderTrainingArgs, RerankerTrainingArgs, TrainingArgs
+from ..training.pretrain import PretrainArgs
+from ..training.trainer import EmbedderTrainingArgs, RerankerTrainingArgs, RunArgs, TrainingArgs, TrainResult
 from .options import field_option, parser_kwargs, positive_int, quiet, read_lines, setting
 from .tables import format_table
 
@@ -42,12 +44,11 @@ def cmd_mine(args: argparse.Namespace) -> int:
     return 0
 
 
-# options shared by both kinds of training (the rest are per kind), with the help each shows
-_COMMON: dict[str, tuple[str, tuple[str, ...]]] = {
+# options of every training run (the rest are per kind), with the help each shows
+_RUN: dict[str, tuple[str, tuple[str, ...]]] = {
     "epochs": ("passes over the data", ()),
     "max_steps": ("stop after this many steps (-1: run the epochs)", ()),
-    "batch_size": ("queries per step", ()),
-    "train_group_size": ("passages per query: 1 positive + n-1 negatives", ("--group-size",)),
+    "batch_size": ("examples per step and process (global batch: this x processes)", ()),
     "learning_rate": ("peak learning rate", ()),
     "seed": ("random seed (sampling, initialisation)", ()),
     "fp16": ("fp16 mixed precision (GPUs only)", ()),
@@ -55,6 +56,17 @@ _COMMON: dict[str, tuple[str, tuple[str, ...]]] = {
     "gradient_checkpointing": ("recompute activations to save memory", ()),
     "save_steps": ("write a checkpoint every this many steps", ()),
     "logging_steps": ("log the loss every this many steps", ()),
+    "optim": ("optimizer (transformers' names: adamw_torch, sgd, adafactor, ...)", ()),
+    "max_grad_norm": ("clip gradients to this norm (0: no clipping)", ()),
+}
+_FINETUNE: dict[str, tuple[str, tuple[str, ...]]] = {
+    "train_group_size": ("passages per query: 1 positive + n-1 negatives", ("--group-size",)),
+}
+_PRETRAIN: dict[str, tuple[str, tuple[str, ...]]] = {
+    "max_length": ("longest text in tokens", ()),
+    "encoder_mlm_probability": ("share of words masked for the encoder", ()),
+    "decoder_mlm_probability": ("share of words each decoder position cannot see", ()),
+    "decoder_layers": ("decoder layers (RetroMAE: 1)", ()),
 }
 _EMBEDDER: dict[str, tuple[str, tuple[str, ...]]] = {
     "temperature": ("InfoNCE temperature", ()),
@@ -67,21 +79,53 @@ def cmd_train(args: argparse.Namespace) -> int:
     from ..training import train_embedder, train_reranker
 
     owner: type[TrainingArgs] = EmbedderTrainingArgs if args.train_command == "embedder" else RerankerTrainingArgs
-    names = [*_COMMON, *(_EMBEDDER if owner is EmbedderTrainingArgs else ("max_length",))]
-    values: dict[str, Any] = {name: getattr(args, name) for name in names}
-    values.update(output_dir=args.output, resume_from_checkpoint=args.resume or None, show_progress=not args.quiet,
-                  distill=True if args.distill else None)
+    names = [*_RUN, *_FINETUNE, *(_EMBEDDER if owner is EmbedderTrainingArgs else ("max_length",))]
+    values = _run_values(args, names)
+    values.update(distill=True if args.distill else None)
     if owner is EmbedderTrainingArgs:
         values.update(in_batch_negatives=not args.no_in_batch_negatives, pooling=args.pooling_method,
-                      query_instruction=args.query_instruction_for_retrieval)
+                      query_instruction=args.query_instruction_for_retrieval,
+                      negatives_cross_device=args.negatives_cross_device)
         result = train_embedder(args.model, args.data, EmbedderTrainingArgs(**values))
     else:
         result = train_reranker(args.model, args.data, RerankerTrainingArgs(**values))
-    print(format_table(["", "value"], [
-        ["steps", result.steps], ["first loss", result.first_loss], ["last loss", result.last_loss],
-        ["time", f"{result.seconds:.1f}s"], ["model", result.output_dir],
-    ]))
+    _print_result(result, [])
     return 0
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from ..training.pretrain import mlm_losses, pretrain
+
+    result = pretrain(args.model, args.data, PretrainArgs(**_run_values(args, [*_RUN, *_PRETRAIN])))
+    (encoder_first, decoder_first), (encoder_last, decoder_last) = mlm_losses(result)
+    _print_result(result, [["encoder MLM loss", f"{encoder_first:.4f} -> {encoder_last:.4f}"],
+                           ["decoder MLM loss", f"{decoder_first:.4f} -> {decoder_last:.4f}"]])
+    return 0
+
+
+def _run_values(args: argparse.Namespace, names: list[str]) -> dict[str, Any]:
+    values: dict[str, Any] = {name: getattr(args, name) for name in names}
+    values.update(output_dir=args.output, resume_from_checkpoint=args.resume or None, show_progress=not args.quiet)
+    return values
+
+
+def _print_result(result: TrainResult, extra: list[list[Any]]) -> None:
+    from ..training.distributed import rank
+
+    if rank() == 0:  # one table per launch, not one per process
+        print(format_table(["", "value"], [
+            ["steps", result.steps], ["first loss", result.first_loss], ["last loss", result.last_loss], *extra,
+            ["time", f"{result.seconds:.1f}s"], ["model", result.output_dir],
+        ]))
+
+
+def _run_options(parser: argparse.ArgumentParser, owner: type[RunArgs], *groups: dict[str, tuple[str, tuple[str, ...]]]
+                 ) -> None:
+    for group in (_RUN, *groups):
+        for name, (help_text, flags) in group.items():
+            field_option(parser, owner, name, help_text, *flags)
+    parser.add_argument("--resume", default=None, help="checkpoint folder to resume from")
+    quiet(parser)
 
 
 def add_parsers(sub: Any) -> None:
@@ -106,19 +150,23 @@ def add_parsers(sub: Any) -> None:
         parser.add_argument("--model", required=True, help=f"{kind} folder or hub id to start from")
         parser.add_argument("--data", required=True, help="FlagEmbedding jsonl")
         parser.add_argument("--output", required=True, help="output folder (checkpoints inside)")
-        for name, (help_text, flags) in _COMMON.items():
-            field_option(parser, owner, name, help_text, *flags)
+        _run_options(parser, owner, _FINETUNE, _EMBEDDER if owner is EmbedderTrainingArgs else {})
         parser.add_argument("--distill", action="store_true", help="add KL to the teacher scores")
-        parser.add_argument("--resume", default=None, help="checkpoint folder to resume from")
-        quiet(parser)
         if owner is EmbedderTrainingArgs:
-            for name, (help_text, flags) in _EMBEDDER.items():
-                field_option(parser, owner, name, help_text, *flags)
             parser.add_argument("--no-in-batch-negatives", action="store_true",
                                 help="score each query against its own group only")
+            field_option(parser, owner, "negatives_cross_device",
+                         "under torchrun: score each query against the passages of every process")
             setting(parser, EmbedderFields, "query_instruction_for_retrieval", "--query-instruction",
                     help="instruction put before each training query")
             setting(parser, EmbedderFields, "pooling_method", "--pooling")
         else:
             field_option(parser, owner, "max_length", "longest (query, passage) pair in tokens")
         parser.set_defaults(func=cmd_train)
+
+    pretrain = sub.add_parser("pretrain", **parser_kwargs("RetroMAE-pretrain an encoder on your texts"))
+    pretrain.add_argument("--model", required=True, help="encoder folder or hub id to start from")
+    pretrain.add_argument("--data", required=True, help='jsonl with {"text": ...} a line')
+    pretrain.add_argument("--output", required=True, help="output folder (checkpoints inside)")
+    _run_options(pretrain, PretrainArgs, _PRETRAIN)
+    pretrain.set_defaults(func=cmd_pretrain)

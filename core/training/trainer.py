@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import random
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -34,27 +35,29 @@ from ..inference.model_files import (
 )
 from ..inference.pooling import pool, resolve_pooling
 from .data import TrainExample, read_examples
+from .distributed import barrier, gather_with_grad
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
-class TrainingArgs:
-    """Settings shared by embedder and reranker training (FlagEmbedding's names where it has them)."""
+class RunArgs:
+    """What every training run takes (fine-tuning and pretraining): the Trainer's settings. ``batch_size`` is
+    per process: the global batch is ``batch_size`` x the number of processes."""
 
     output_dir: str
     epochs: float = 1.0
     max_steps: int = -1
     learning_rate: float = 1e-5
     batch_size: int = 4
-    train_group_size: int = 8
-    distill: bool | None = None
     seed: int = 42
     fp16: bool = False
     bf16: bool = False
     gradient_checkpointing: bool = False
     warmup_ratio: float = 0.1
     weight_decay: float = 0.01
+    optim: str = "adamw_torch"  # any of transformers' optimizer names ("sgd", "adafactor", ...)
+    max_grad_norm: float = 1.0  # gradient clipping (0: none)
     save_steps: int = 500
     save_total_limit: int | None = 2
     logging_steps: int = 10
@@ -63,11 +66,21 @@ class TrainingArgs:
 
 
 @dataclass
+class TrainingArgs(RunArgs):
+    """Settings shared by embedder and reranker fine-tuning (FlagEmbedding's names where it has them)."""
+
+    train_group_size: int = 8
+    distill: bool | None = None
+
+
+@dataclass
 class EmbedderTrainingArgs(TrainingArgs):
-    """Embedder training: the BGE defaults."""
+    """Embedder training: the BGE defaults. ``negatives_cross_device`` scores each query against the passages
+    of every process (FlagEmbedding's name), not only its own process's."""
 
     temperature: float = 0.02
     in_batch_negatives: bool = True
+    negatives_cross_device: bool = False
     query_max_length: int = 32
     passage_max_length: int = 128
     query_instruction: str | None = None
@@ -93,6 +106,7 @@ class TrainResult:
     steps: int
     losses: list[float] = field(default_factory=list)
     seconds: float = 0.0
+    history: list[dict[str, float]] = field(default_factory=list)  # every logged entry (losses by part, lr, ...)
 
     @property
     def first_loss(self) -> float:
@@ -222,14 +236,18 @@ def distillation_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Ten
 
 
 def embedder_loss(
-    query: torch.Tensor, passages: torch.Tensor, temperature: float, in_batch: bool, teacher: torch.Tensor | None
+    query: torch.Tensor, passages: torch.Tensor, temperature: float, in_batch: bool, teacher: torch.Tensor | None,
+    cross_device: bool = False,
 ) -> torch.Tensor:
-    """InfoNCE: each query against its group (and, with ``in_batch``, every passage in the batch)."""
+    """InfoNCE: each query against its group (and, with ``in_batch``, every passage in the batch; with
+    ``cross_device`` too, every passage of every process)."""
     batch, group = query.shape[0], passages.shape[0] // query.shape[0]
     grouped = torch.einsum("bd,bgd->bg", query, passages.view(batch, group, -1)) / temperature
     if in_batch:
+        if cross_device:
+            query, passages = gather_with_grad(query), gather_with_grad(passages)
         scores = query @ passages.T / temperature
-        target = torch.arange(batch, device=query.device) * group
+        target = torch.arange(query.shape[0], device=query.device) * group
     else:
         scores, target = grouped, torch.zeros(batch, dtype=torch.long, device=query.device)
     loss = F.cross_entropy(scores, target)
@@ -250,7 +268,31 @@ def reranker_loss(logits: torch.Tensor, group: int, teacher: torch.Tensor | None
 # objectives: what one training step computes, and what a save adds ----------------------------------
 
 
-class EmbedderObjective:
+class Objective:
+    """What a training run computes. The hooks' defaults suit a transformers model that the Trainer saves
+    itself; pretraining overrides them (its model is an encoder plus a decoder that is not kept)."""
+
+    def loss(self, model: Any, inputs: dict[str, Any]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def save_weights(self, model: Any, folder: str, final: bool) -> bool:
+        """Write the weights into ``folder`` (a checkpoint, or the ``final`` folder) and return True, or return
+        False to let the Trainer write them."""
+        return False
+
+    def load_weights(self, model: Any, folder: str) -> bool:
+        """Read the weights of a checkpoint folder into ``model`` and return True, or return False."""
+        return False
+
+    def on_save(self, model: Any, folder: str) -> None:
+        """Extra files for every saved folder."""
+
+    def take_logs(self) -> dict[str, float]:
+        """Figures gathered since the last log (averaged over processes), added to the Trainer's log."""
+        return {}
+
+
+class EmbedderObjective(Objective):
     """InfoNCE over query/passage vectors pooled and normalised as at inference; every save also writes the
     sentence-transformers files, so checkpoints load with the pooling they trained with."""
 
@@ -265,39 +307,52 @@ class EmbedderObjective:
 
     def loss(self, model: Any, inputs: dict[str, Any]) -> torch.Tensor:
         return embedder_loss(self._embed(model, inputs["query"]), self._embed(model, inputs["passage"]),
-                             self.args.temperature, self.args.in_batch_negatives, inputs.get("teacher"))
+                             self.args.temperature, self.args.in_batch_negatives, inputs.get("teacher"),
+                             cross_device=self.args.negatives_cross_device)
 
     def on_save(self, model: Any, folder: str) -> None:
         write_sentence_transformers_config(folder, self.pooling, self.args.normalize, self.args.passage_max_length,
                                            int(model.config.hidden_size))
 
 
-class RerankerObjective:
+class RerankerObjective(Objective):
     """Listwise cross-entropy over each group's logits (positive first)."""
 
     def loss(self, model: Any, inputs: dict[str, Any]) -> torch.Tensor:
         logits = model(**inputs["pairs"], return_dict=True).logits.float().view(-1)
         return reranker_loss(logits, inputs["group_size"], inputs.get("teacher"))
 
-    def on_save(self, model: Any, folder: str) -> None:
-        """Nothing beyond the Hugging Face folder."""
-
-
-Objective = EmbedderObjective | RerankerObjective
-
 
 # the trainer -------------------------------------------------------------------------------------
+
+STAGING = ".staging"  # inside output_dir: folders are written here, then renamed into place
+
+
+def _move_into(source: Path, target: Path) -> None:
+    """Move every entry of ``source`` into ``target`` (each by one rename, replacing what is there)."""
+    target.mkdir(parents=True, exist_ok=True)
+    for entry in sorted(source.iterdir()):
+        destination = target / entry.name
+        if destination.is_dir() and not destination.is_symlink():
+            shutil.rmtree(destination)
+        os.replace(entry, destination)
 
 
 def _trainer_class() -> Any:
     from transformers import Trainer
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
     class BGETrainer(Trainer):  # type: ignore[misc]
-        """transformers' Trainer with a BGE objective's loss, and its files on every save."""
+        """transformers' Trainer with an objective's loss and files. Checkpoints are written by rank 0 (and each
+        rank's RNG state) into a staging folder and renamed into place once complete, so ``checkpoint-N`` is
+        either whole or absent."""
+
+        objective: Objective
 
         def __init__(self, *args: Any, objective: Objective, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
-            self.objective: Objective = objective
+            self.objective = objective
+            self.final_save = False  # set for the final folder, which may differ from a checkpoint
 
         def compute_loss(
             self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
@@ -306,22 +361,60 @@ def _trainer_class() -> Any:
             return (loss, None) if return_outputs else loss
 
         def _save(self, output_dir: str | None = None, state_dict: Any = None) -> None:
+            folder = str(output_dir or self.args.output_dir)
             with quiet_transformers():  # no "Writing model shards" bar on every checkpoint
-                super()._save(output_dir, state_dict)
-            self.objective.on_save(self.model, str(output_dir or self.args.output_dir))
+                if not self.args.should_save or not self.objective.save_weights(self.model, folder, self.final_save):
+                    super()._save(folder, state_dict)
+                elif self.processing_class is not None:
+                    self.processing_class.save_pretrained(folder)
+            if self.args.should_save:
+                self.objective.on_save(self.model, folder)
+
+        def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
+            if not self.objective.load_weights(model if model is not None else self.model, resume_from_checkpoint):
+                super()._load_from_checkpoint(resume_from_checkpoint, model)
+
+        def _save_checkpoint(self, model: Any, trial: Any) -> None:
+            root = Path(str(self.args.output_dir))
+            name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            staged = root / STAGING / name
+            if self.args.should_save and staged.exists():
+                shutil.rmtree(staged)  # left by a run that died while saving
+            barrier()
+            self.args.output_dir = str(root / STAGING)
+            try:
+                super()._save_checkpoint(model, trial)  # every rank adds its RNG state
+            finally:
+                self.args.output_dir = str(root)
+            barrier()
+            if self.args.should_save:
+                if (root / name).exists():
+                    shutil.rmtree(root / name)
+                os.replace(staged, root / name)
+                rotate_checkpoints(output_dir=str(root), save_total_limit=self.args.save_total_limit,
+                                   best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=True)
+            barrier()
+
+        def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+            if "loss" in logs:
+                logs.update(self.objective.take_logs())
+            super().log(logs, start_time)
 
     return BGETrainer
 
 
-def _device_precision(args: TrainingArgs) -> dict[str, Any]:
+def _device_precision(args: RunArgs) -> dict[str, Any]:
     accelerated = torch.cuda.is_available()
     if (args.fp16 or args.bf16) and not accelerated:
         logger.warning("fp16/bf16 training needs a GPU; training in fp32 on the CPU")
     return {"fp16": args.fp16 and accelerated, "bf16": args.bf16 and accelerated, "use_cpu": not accelerated}
 
 
-def _train(objective: Objective, model: Any, tokenizer: Any, dataset: GroupDataset, collator: Any,
-           args: TrainingArgs) -> TrainResult:
+def run_training(objective: Objective, model: Any, tokenizer: Any, dataset: Any, collator: Any, args: RunArgs
+                 ) -> TrainResult:
+    """Train ``model`` on ``dataset`` with ``objective`` under transformers' Trainer (one process, or each
+    process of a ``torchrun`` launch), then write the final folder into ``output_dir`` (rank 0, each file by
+    one rename)."""
     from transformers import TrainingArguments, set_seed
 
     set_seed(args.seed)
@@ -337,6 +430,8 @@ def _train(objective: Objective, model: Any, tokenizer: Any, dataset: GroupDatas
         per_device_train_batch_size=args.batch_size,
         warmup_steps=args.warmup_ratio,  # a float below 1 is a ratio of the total steps
         weight_decay=args.weight_decay,
+        optim=args.optim,
+        max_grad_norm=args.max_grad_norm,
         logging_steps=args.logging_steps,
         save_steps=args.save_steps,
         save_total_limit=args.save_total_limit,
@@ -353,9 +448,21 @@ def _train(objective: Objective, model: Any, tokenizer: Any, dataset: GroupDatas
     )
     started = time.perf_counter()
     output = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
-    trainer.save_model(args.output_dir)
-    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
-    return TrainResult(args.output_dir, int(output.global_step), losses, time.perf_counter() - started)
+    root = Path(args.output_dir)
+    final = root / STAGING / "final"
+    if training_args.should_save and final.exists():
+        shutil.rmtree(final)
+    barrier()
+    trainer.final_save = True
+    trainer.save_model(str(final))
+    barrier()
+    if training_args.should_save:
+        _move_into(final, root)
+        shutil.rmtree(root / STAGING, ignore_errors=True)
+    barrier()
+    history = [dict(entry) for entry in trainer.state.log_history]
+    losses = [entry["loss"] for entry in history if "loss" in entry]
+    return TrainResult(args.output_dir, int(output.global_step), losses, time.perf_counter() - started, history)
 
 
 def _examples(data: str | os.PathLike[str] | Sequence[TrainExample]) -> list[TrainExample]:
@@ -373,6 +480,9 @@ def train_embedder(
     """Fine-tune an embedding model on FlagEmbedding-format data; the result is written to ``output_dir``."""
     from transformers import AutoModel
 
+    if args.negatives_cross_device and not args.in_batch_negatives:
+        raise ValueError("negatives_cross_device shares in-batch negatives across processes: it needs "
+                         "in_batch_negatives=True")
     path = resolve_model_path(model_name_or_path)
     examples = _examples(data)
     pooling = resolve_pooling(model_name_or_path, path, args.pooling)
@@ -381,7 +491,7 @@ def train_embedder(
     with quiet_transformers():
         model = AutoModel.from_pretrained(path)
     dataset = GroupDataset(examples, args.train_group_size, args.seed, _distill(examples, args.distill))
-    return _train(EmbedderObjective(args, pooling), model, tokenizer, dataset, EmbedderCollator(tokenizer, args),
+    return run_training(EmbedderObjective(args, pooling), model, tokenizer, dataset, EmbedderCollator(tokenizer, args),
                   args)
 
 
@@ -401,4 +511,4 @@ def train_reranker(
     if isinstance(limit, int) and args.max_length > limit:
         args = replace(args, max_length=limit)  # the caller's args stay as given
     dataset = GroupDataset(examples, args.train_group_size, args.seed, _distill(examples, args.distill))
-    return _train(RerankerObjective(), model, tokenizer, dataset, RerankerCollator(tokenizer, args), args)
+    return run_training(RerankerObjective(), model, tokenizer, dataset, RerankerCollator(tokenizer, args), args)
