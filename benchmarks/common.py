@@ -28,3 +28,14 @@ def alternate(systems: dict[str, Callable[[], Any]], rounds: int, items: int, un
             times[name].append(time.perf_counter() - start)
             print(f"  round {round_no + 1}: {name:<30} {items / times[name][-1]:9.1f} {unit}", flush=True)
     return {name: items / statistics.median(t) for name, t in times.items()}, outputs
+
+
+def cpu_line() -> str:
+    """The CPU, its speed-relevant features and torch's threads, for the header of every speed figure."""
+    import torch
+
+    from flag_core.cli.encode import _cpu_name
+    from flag_core.inference.devices import cpu_features
+
+    features = ", ".join(name for name, value in cpu_features().items() if value)
+    return f"CPU: {_cpu_name()}; {features}; torch {torch.__version__}, {torch.get_num_threads()} threads"

@@ -23,6 +23,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import SHARED_DATA
@@ -30,8 +31,8 @@ from common import SHARED_DATA
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_embedder_options(parser: argparse.ArgumentParser) -> None:
+    """The work folder and the embedder fine-tuning options (pretrain_scifact.py fine-tunes with the same)."""
     parser.add_argument("--work", type=Path, default=Path(".flagstack-cache/finetune_scifact"))
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--batch-size", type=int, default=16)
@@ -40,6 +41,83 @@ def main() -> None:
     parser.add_argument("--train-max-length", type=int, default=128,
                         help="passage tokens when training (shorter keeps the run within an hour on 2 CPU cores)")
     parser.add_argument("--learning-rate", type=float, default=2e-5)
+
+
+class Stamp:
+    """Prints a message with the seconds since the script started."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+
+    def __call__(self, message: str) -> None:
+        print(f"[{time.perf_counter() - self.started:7.1f}s] {message}", flush=True)
+
+
+def mined_examples(args: argparse.Namespace, base: Any, stamp: Stamp) -> list[Any]:
+    """The 809 SciFact train claims with 7 hard negatives each from ranks 10-210 of the corpus by ``base``
+    (mined once into the work folder; the corpus vectors go to the evaluation cache)."""
+    from flag_core.evaluation import encode_cached
+    from flag_core.evaluation.beir import load_corpus, load_qrels, load_queries
+    from flag_core.evaluation.cache import EmbeddingCache
+    from flag_core.training.data import TrainExample, read_examples, write_examples
+    from flag_core.training.mining import mine_hard_negatives
+
+    scifact = SHARED_DATA / "scifact"
+    mined_file = args.work / "scifact_train_mined.jsonl"
+    if not mined_file.is_file():
+        corpus = load_corpus(scifact)
+        queries = load_queries(scifact)
+        examples = [
+            TrainExample(queries[q], [corpus[d]["full"] for d, grade in judged.items() if grade > 0])
+            for q, judged in load_qrels(scifact, "train").items()
+        ]
+        # the pool is the test corpus: its base vectors go to the evaluation cache, so the base
+        # evaluation reads them back instead of encoding the corpus a second time
+        pool = [d["full"] for d in corpus.values()]
+        pool_vectors = encode_cached(base, pool, "passage", EmbeddingCache(args.work / "embedding-cache"),
+                                     show_progress=True)
+        mined, report = mine_hard_negatives(base, examples, pool, (10, 210), args.group_size - 1,
+                                            show_progress=True, pool_vectors=pool_vectors)
+        write_examples(mined_file, mined)
+        stamp(f"mined negatives for {report.queries} claims from {report.pool} abstracts")
+    return read_examples(mined_file)
+
+
+def finetune_embedder(start: str, examples: list[Any], output: Path, args: argparse.Namespace, stamp: Stamp) -> None:
+    """Fine-tune ``start`` on the mined examples into ``output`` (skipped when it is there already)."""
+    from flag_core.training import EmbedderTrainingArgs, train_embedder
+
+    if (output / "config.json").is_file():
+        return
+    train_embedder(start, examples, EmbedderTrainingArgs(
+        output_dir=str(output), epochs=args.epochs, batch_size=args.batch_size, train_group_size=args.group_size,
+        learning_rate=args.learning_rate, query_max_length=64, passage_max_length=args.train_max_length,
+        save_steps=10_000, logging_steps=10,
+    ))
+    stamp(f"fine-tuned {output.name}")
+
+
+def evaluate(path: str | Path, args: argparse.Namespace) -> tuple[float, float]:
+    """(SciFact test nDCG@10, STS-B test Spearman) of the model in ``path``."""
+    from flag_core import FlagModel
+    from flag_core.evaluation import evaluate_retrieval, evaluate_sts
+
+    model = FlagModel(str(path), passage_max_length=args.passage_max_length)
+    return (evaluate_retrieval(model, SHARED_DATA / "scifact", cache_dir=args.work / "embedding-cache"
+                               ).metrics["ndcg@10"],
+            evaluate_sts(model, SHARED_DATA / "stsb" / "stsb-en-test.csv").metrics["spearman"])
+
+
+def print_results(results: dict[str, tuple[float, float]]) -> None:
+    print()
+    print(f"{'model':<28} {'SciFact nDCG@10':>16} {'STS-B Spearman':>15}")
+    for name, (ndcg, spearman) in results.items():
+        print(f"{name:<28} {ndcg:16.4f} {spearman:15.4f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_embedder_options(parser)
     parser.add_argument("--reranker-learning-rate", type=float, default=1e-4,
                         help="the cross-encoder starts with a new, random head: at 2e-5 one epoch barely moves it")
     parser.add_argument("--rerank-max-length", type=int, default=128,
@@ -50,65 +128,24 @@ def main() -> None:
     logging.getLogger("flag_core").setLevel(logging.ERROR)
 
     from flag_core import FlagModel, FlagReranker
-    from flag_core.evaluation import encode_cached, evaluate_rerank, evaluate_retrieval, evaluate_sts
-    from flag_core.evaluation.beir import load_corpus, load_qrels, load_queries
-    from flag_core.evaluation.cache import EmbeddingCache
+    from flag_core.evaluation import evaluate_rerank
     from flag_core.testing import bundled_model_path
-    from flag_core.training import EmbedderTrainingArgs, RerankerTrainingArgs, train_embedder, train_reranker
-    from flag_core.training.data import TrainExample, read_examples, write_examples
-    from flag_core.training.mining import mine_hard_negatives
+    from flag_core.training import RerankerTrainingArgs, train_reranker
 
-    scifact, stsb = SHARED_DATA / "scifact", SHARED_DATA / "stsb" / "stsb-en-test.csv"
+    scifact = SHARED_DATA / "scifact"
     bm25 = SHARED_DATA / "scifact_rerank" / "bm25_top100_test.trec"
     base_path = bundled_model_path()
     args.work.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    cache = args.work / "embedding-cache"
+    stamp = Stamp()
+    examples = mined_examples(args, FlagModel(base_path, passage_max_length=args.passage_max_length), stamp)
 
-    def stamp(message: str) -> None:
-        print(f"[{time.perf_counter() - started:7.1f}s] {message}", flush=True)
-
-    mined_file = args.work / "scifact_train_mined.jsonl"
-    base = FlagModel(base_path, passage_max_length=args.passage_max_length)
-    if not mined_file.is_file():
-        corpus = load_corpus(scifact)
-        queries = load_queries(scifact)
-        examples = [
-            TrainExample(queries[q], [corpus[d]["full"] for d, grade in judged.items() if grade > 0])
-            for q, judged in load_qrels(scifact, "train").items()
-        ]
-        # the pool is the test corpus: its base vectors go to the evaluation cache, so the base
-        # evaluation below reads them back instead of encoding the corpus a second time
-        pool = [d["full"] for d in corpus.values()]
-        pool_vectors = encode_cached(base, pool, "passage", EmbeddingCache(cache), show_progress=True)
-        mined, report = mine_hard_negatives(base, examples, pool, (10, 210), args.group_size - 1,
-                                            show_progress=True, pool_vectors=pool_vectors)
-        write_examples(mined_file, mined)
-        stamp(f"mined negatives for {report.queries} claims from {report.pool} abstracts")
-    examples = read_examples(mined_file)
-
-    results = {}
-    results["base"] = (evaluate_retrieval(base, scifact, cache_dir=cache).metrics["ndcg@10"],
-                       evaluate_sts(base, stsb).metrics["spearman"])
+    results = {"base": evaluate(base_path, args)}
     stamp(f"base: nDCG@10 {results['base'][0]:.4f}, STS-B Spearman {results['base'][1]:.4f}")
-
     tuned_dir = args.work / "minilm-scifact"
-    if not (tuned_dir / "config.json").is_file():
-        train_embedder(base_path, examples, EmbedderTrainingArgs(
-            output_dir=str(tuned_dir), epochs=args.epochs, batch_size=args.batch_size,
-            train_group_size=args.group_size, learning_rate=args.learning_rate, query_max_length=64,
-            passage_max_length=args.train_max_length, save_steps=10_000, logging_steps=10,
-        ))
-        stamp("fine-tuned the embedder")
-    tuned = FlagModel(str(tuned_dir), passage_max_length=args.passage_max_length)
-    results["fine-tuned"] = (evaluate_retrieval(tuned, scifact, cache_dir=cache).metrics["ndcg@10"],
-                             evaluate_sts(tuned, stsb).metrics["spearman"])
+    finetune_embedder(str(base_path), examples, tuned_dir, args, stamp)
+    results["fine-tuned"] = evaluate(tuned_dir, args)
     stamp(f"fine-tuned: nDCG@10 {results['fine-tuned'][0]:.4f}, STS-B Spearman {results['fine-tuned'][1]:.4f}")
-
-    print()
-    print(f"{'model':<22} {'SciFact nDCG@10':>16} {'STS-B Spearman':>15}")
-    for name, (ndcg, spearman) in results.items():
-        print(f"{name:<22} {ndcg:16.4f} {spearman:15.4f}")
+    print_results(results)
     print(f"gain in nDCG@10: {results['fine-tuned'][0] - results['base'][0]:+.4f} (goal: +0.03 over 0.6451)")
 
     if not args.skip_reranker:

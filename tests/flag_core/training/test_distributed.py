@@ -5,6 +5,7 @@ negatives only; the reranker trains data-parallel; checkpoints are written once 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -62,7 +63,7 @@ def _torchrun(tmp: Path, kind: str, model: str, data: Path, args: dict[str, Any]
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
                "127.0.0.1", "--master_port", str(_free_port()), str(WORKER), str(config)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600,
-                          env={**__import__("os").environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"})
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"})
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return [json.loads((record / f"rank{r}.json").read_text()) for r in range(2)]
 
@@ -156,3 +157,17 @@ def test_checkpoints_are_written_once_and_resume_on_two_processes(setup: dict[st
                                                               **embedder))
     assert all(rank["steps"] == 2 and len(rank["losses"]) == 1 for rank in ranks)  # only step 2 was run
     _assert_same_weights(straight, resumed, model)
+
+
+def test_the_command_line_runs_under_torchrun(setup: dict[str, Any]) -> None:
+    tmp, data, model = setup["tmp"], setup["data"], setup["model"]
+    output = tmp / "cli"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+               "--master_port", str(_free_port()), "-m", "flag_core.cli", "train", "embedder", "--model", model,
+               "--data", str(data), "--output", str(output), "--batch-size", "2", "--max-steps", "1",
+               "--group-size", "3", "--negatives-cross-device", "--quiet"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.stdout.count("first loss") == 1  # one table per launch, from rank 0
+    assert (output / "model.safetensors").is_file() and (output / "modules.json").is_file()
