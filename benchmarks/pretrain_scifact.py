@@ -35,8 +35,8 @@ def main() -> None:
     parser.add_argument("--pretrain-max-length", type=int, default=128, help="tokens per text when pretraining")
     parser.add_argument("--pretrain-batch-size", type=int, default=16)
     parser.add_argument("--pretrain-epochs", type=float, default=1.0)
-    parser.add_argument("--pretrain-steps", type=int, default=160,
-                        help="stop after this many steps (-1: the epochs; 160 x 16 texts fit 20 minutes on 2 cores)")
+    parser.add_argument("--pretrain-steps", type=int, default=-1,
+                        help="stop after this many steps (-1: the epochs; one epoch is 324 steps of 16 abstracts)")
     parser.add_argument("--pretrain-learning-rate", type=float, default=5e-5)
     args = parser.parse_args()
     logging.getLogger("flag_core").setLevel(logging.ERROR)
