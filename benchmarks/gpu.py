@@ -10,9 +10,9 @@ Prepared on a CPU machine to run as one short job on a GPU machine, which has no
 
 Systems, in alternating rounds in one process: sentence-transformers fp32 and fp16 (``model.half()``, at its
 default batch size 32 and at 256) and flagstack fp32, fp16 (the default on CUDA, as in FlagEmbedding) and bf16.
-Every system encodes the same SciFact abstracts (title + text) at up to ``--max-length`` tokens, and the
-sentences of short texts when ``--short`` is given. Models: the bundled all-MiniLM-L6-v2, and BERT-base and
-BERT-large shapes (bge-base / bge-large sizes) with seeded random weights and MiniLM's tokenizer, for speed only.
+Every system encodes the same SciFact abstracts (title + text) at up to ``--max-length`` tokens. Models: the
+bundled all-MiniLM-L6-v2, and BERT-base and BERT-large shapes (bge-base / bge-large sizes) with seeded random
+weights and MiniLM's tokenizer, for speed only.
 
 Figures: texts/s, real (unpadded) tokens/s, and MFU: the model FLOPs of the real tokens (2 x non-embedding
 parameters per token, plus 4 x layers x hidden x length per token for attention scores and their use) per second
@@ -114,7 +114,7 @@ def timed(encode: Callable[[], Any]) -> tuple[float, np.ndarray]:
     return time.perf_counter() - start, np.asarray(out, dtype=np.float32)
 
 
-def run_size(path: str, texts: list[str], args: argparse.Namespace, peak: float | None, real_model: bool) -> None:
+def run_size(path: str, texts: list[str], args: argparse.Namespace, peak: float | None, label: str) -> None:
     from sentence_transformers import SentenceTransformer
     from transformers import AutoModel, AutoTokenizer
 
@@ -143,7 +143,7 @@ def run_size(path: str, texts: list[str], args: argparse.Namespace, peak: float 
         "flagstack fp16 (default)": flag(),
         "flagstack bf16": flag(use_fp16=False, use_bf16=True),
     }
-    reference = "ST fp32 (batch 32)" if real_model else "flagstack fp32"
+    reference = "ST fp32 (batch 32)" if label == "minilm" else "flagstack fp32"
     for encode in systems.values():  # warm-up: kernels, allocator, cuDNN/cuBLAS heuristics
         encode()
     times: dict[str, list[float]] = {name: [] for name in systems}
@@ -155,7 +155,7 @@ def run_size(path: str, texts: list[str], args: argparse.Namespace, peak: float 
             times[name].append(seconds)
     tokens = sum(lengths)
     anchor = statistics.median(times["ST fp16 (batch 32)"])
-    print(f"\n{Path(path).name}: {len(texts)} texts, {tokens} real tokens (mean {tokens / len(texts):.0f}, "
+    print(f"\n{label} ({Path(path).name}): {len(texts)} texts, {tokens} real tokens (mean {tokens / len(texts):.0f}, "
           f"max {max(lengths)}), {args.rounds} alternating rounds, medians")
     print(f"{'system':<26} {'texts/s':>9} {'tokens/s':>11} {'x ST fp16':>9} {'MFU':>7} {'min cos':>9}")
     for name in systems:
@@ -200,7 +200,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="gpu-bench-"))
     for size in args.sizes:
         path = args.model if size == "minilm" else make_shape(size, args.model, work)
-        run_size(path, texts, args, peak, real_model=size == "minilm")
+        run_size(path, texts, args, peak, size)
 
 
 if __name__ == "__main__":
