@@ -439,9 +439,10 @@ def fastest_line(ours: dict[str, dict[str, float]], theirs: dict[str, dict[str, 
         return f"{length} texts: no flagstack mode within 0.5% quality loss was measured (run without --skip-quality)"
     best_ours = max(kept, key=lambda name: ours[name][key])
     best_theirs = max(theirs, key=lambda name: theirs[name][key])
-    return (f"fastest on {length} texts: flagstack {best_ours} {ours[best_ours][key]:.2f}x its ST torch (within 0.5%"
+    return (f"fastest on {length} texts: {best_ours} {ours[best_ours][key]:.2f}x its ST torch (within 0.5%"
             f" quality); sentence-transformers {best_theirs} {theirs[best_theirs][key]:.2f}x its ST torch: "
-            f"{ours[best_ours][key] / theirs[best_theirs][key]:.2f}x")
+            f"{ours[best_ours][key] / theirs[best_theirs][key]:.2f}x (absolute rates: "
+            f"{ours[best_ours][length + '_rate'] / theirs[best_theirs][length + '_rate']:.2f}x)")
 
 if __name__ == "__main__":
     main()
