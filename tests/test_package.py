@@ -7,7 +7,10 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+import pytest
 
+
+@pytest.mark.slow
 def test_flag_core_does_not_import_the_frameworks() -> None:
     code = (
         "import sys, flag_core; "

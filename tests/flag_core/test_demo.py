@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from flag_core.demo import run_demo, stdlib_corpus
 
 
+@pytest.mark.slow
 def test_demo_answers_and_caches(model_path: str, tmp_path: Path) -> None:
     modules = ("json", "subprocess", "tempfile", "shutil", "csv", "glob", "hashlib", "argparse")
     questions = ("run a subprocess and capture its output", "copy a file to another folder",

@@ -34,6 +34,7 @@ def test_ray_vectors_equal_in_process(local_ray: object, model_path: str, tmp_pa
     np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_bad_arguments(local_ray: object, model_path: str) -> None:
     from flag_core.ray_embed import embed_dataset
 

@@ -75,6 +75,7 @@ def test_one_model_for_equal_settings(model_path: str) -> None:
     assert a.client.runtime.loaded is c.client.runtime.loaded  # weights in memory once
 
 
+@pytest.mark.slow
 async def test_async_embedding_does_not_block_the_loop(model_path: str, ticks_while: Any) -> None:
     embeddings = FlagEmbeddings(model_name=model_path, devices="cpu")
     texts = [f"document number {i} about pandas and bamboo forests " * 8 for i in range(200)]

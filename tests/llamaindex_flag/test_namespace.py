@@ -6,7 +6,10 @@ import subprocess
 import sys
 from importlib import metadata
 
+import pytest
 
+
+@pytest.mark.slow
 def test_llama_index_core_imports_after_llamaindex_flag() -> None:
     code = "import llamaindex_flag, llama_index.core; from llama_index.core import VectorStoreIndex; print('ok')"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)

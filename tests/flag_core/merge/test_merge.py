@@ -103,6 +103,7 @@ print((after - before) * 1024)
     assert growth < 1.5 * model_bytes, f"peak grew by {growth / 1e6:.1f} MB for a {model_bytes / 1e6:.1f} MB model"
 
 
+@pytest.mark.slow
 def test_weights_from_examples(model_path: str, tmp_path: Path) -> None:
     from transformers import AutoConfig, AutoTokenizer, BertModel
 

@@ -48,6 +48,7 @@ def test_embeddings_match_flagembedding(model_path: str, golden: dict[str, Any],
                                reference["encode_corpus_unnormalized_max_length_128"], atol=TOL, rtol=0)
 
 
+@pytest.mark.slow
 def test_embeddings_match_the_torch_backend_on_varied_lengths(model_path: str) -> None:
     texts = ["", "short", "a medium sentence about proteins and cells " * 5, "long text " * 400, "short"]
     torch_model = FlagModel(model_path, devices="cpu", pooling_method="mean")
@@ -70,6 +71,7 @@ def test_reranker_scores_match_flagembedding(reranker_path: str, golden: dict[st
                                atol=TOL, rtol=0)
 
 
+@pytest.mark.slow
 def test_export_is_made_once_and_reused(model_path: str, onnx_cache: Path) -> None:
     FlagModel(model_path, devices="cpu", backend="onnx")
     files = sorted(cache_root().glob("*/model.onnx"))

@@ -26,6 +26,7 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         yield folder
 
 
+@pytest.mark.slow
 def test_golden_vectors_and_scores(model_path: str, reranker_path: str, golden: dict[str, Any], cache: Path) -> None:
     reference = golden["embedder"]["cls"]
     settings = reference["settings"]
@@ -44,6 +45,7 @@ def test_golden_vectors_and_scores(model_path: str, reranker_path: str, golden: 
     assert [f.stat().st_mtime_ns for f in sorted(cache.glob("openvino/*/model.xml"))] == stamps
 
 
+@pytest.mark.slow
 def test_bf16_is_close(model_path: str) -> None:
     texts = ["a short text", "a medium sentence about proteins and cells " * 5]
     exact = FlagModel(model_path, devices="cpu").encode_corpus(texts)

@@ -50,6 +50,7 @@ def sts_sample(sts_rows: list[list[str]], tmp_path_factory: pytest.TempPathFacto
     return target
 
 
+@pytest.mark.slow
 def test_onnx_dynamic_int8_folder(model_path: str, tmp_path: Path) -> None:
     folder = quantize_model(model_path, "onnx", "dynamic", output=tmp_path / "int8")
     meta = json.loads((folder / "flagstack_quantization.json").read_text())
