@@ -23,19 +23,18 @@ import argparse
 import csv
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-SHARED_DATA = HERE.parents[0].parent / "shared" / "data"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import SHARED_DATA, alternate
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
@@ -91,21 +90,6 @@ def spearman(a: np.ndarray, b: np.ndarray, gold: list[float]) -> float:
     return float(spearmanr(cos, gold).statistic)
 
 
-def alternate(
-    systems: dict[str, Callable[[], Any]], rounds: int, items: int
-) -> tuple[dict[str, float], dict[str, Any]]:
-    times: dict[str, list[float]] = {name: [] for name in systems}
-    outputs: dict[str, Any] = {}
-    names = list(systems)
-    for round_no in range(rounds):
-        for name in names if round_no % 2 == 0 else names[::-1]:
-            start = time.perf_counter()
-            outputs[name] = np.asarray(systems[name](), dtype=np.float32)
-            times[name].append(time.perf_counter() - start)
-            print(f"  round {round_no + 1}: {name:<34} {items / times[name][-1]:8.1f}/s", file=sys.stderr, flush=True)
-    return {name: items / statistics.median(t) for name, t in times.items()}, outputs
-
-
 def measure(encoders: dict[str, Callable[[list[str]], Any]], data: dict[str, Any], args: argparse.Namespace,
             anchor: str) -> dict[str, dict[str, float]]:
     """Speed (long and short texts) and quality of each encoder; ratios against ``anchor``."""
@@ -114,7 +98,7 @@ def measure(encoders: dict[str, Callable[[list[str]], Any]], data: dict[str, Any
         for encode in encoders.values():
             encode(texts[:4])  # warm-up (and first-use conversion)
         rates, outputs = alternate({n: (lambda e=e, t=texts: e(t)) for n, e in encoders.items()}, args.rounds,
-                                   len(texts))
+                                   len(texts), "texts/s", sys.stderr)
         for name in encoders:
             results[name][f"{label}_rate"] = rates[name]
             results[name][f"{label}_ratio"] = rates[name] / rates[anchor]
@@ -192,7 +176,8 @@ def st4_part(args: argparse.Namespace) -> dict[str, Any]:
         import torch
 
         rates, outputs = alternate({n: (lambda c=c: c.predict(pairs, batch_size=32, activation_fn=torch.nn.Identity()))
-                                    for n, c in crosses.items()}, args.rounds, len(pairs))
+                                    for n, c in crosses.items()}, args.rounds, len(pairs), "pairs/s",
+                                    sys.stderr)
         for name in crosses:
             diff = float(np.abs(outputs[name] - outputs["ST CrossEncoder torch"]).max())
             rerank[name] = {"rate": rates[name], "ratio": rates[name] / rates["ST CrossEncoder torch"],
@@ -311,7 +296,7 @@ def flagstack_part(args: argparse.Namespace) -> dict[str, Any]:
             reranker = FlagReranker(path, devices="cpu", max_length=512, **options)
             reranker.compute_score(pairs[:4])
             systems[name] = lambda r=reranker: r.compute_score(pairs)
-        rates, outputs = alternate(systems, args.rounds, len(pairs))
+        rates, outputs = alternate(systems, args.rounds, len(pairs), "pairs/s", sys.stderr)
         from scipy.stats import spearmanr
 
         for name in systems:
@@ -385,7 +370,6 @@ def main() -> None:
 
         args.reranker = build_test_reranker(Path(tempfile.mkdtemp()) / "reranker", args.model)
 
-    sys.path.insert(0, str(Path(__file__).parent))
     from common import cpu_line
 
     print(cpu_line())

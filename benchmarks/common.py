@@ -3,21 +3,21 @@
 from __future__ import annotations
 
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
-def alternate(systems: dict[str, Callable[[], Any]], rounds: int, items: int, unit: str) -> tuple[
-    dict[str, float], dict[str, np.ndarray]
-]:
+def alternate(systems: dict[str, Callable[[], Any]], rounds: int, items: int, unit: str,
+              log: TextIO | None = None) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """Run every system once per round, order reversed every other round; return the median rate
-    (items per second) of each and its last output as float32."""
+    (items per second) of each and its last output as float32. Each round is printed to ``log`` (stdout)."""
     times: dict[str, list[float]] = {name: [] for name in systems}
     outputs: dict[str, np.ndarray] = {}
     names = list(systems)
@@ -26,7 +26,8 @@ def alternate(systems: dict[str, Callable[[], Any]], rounds: int, items: int, un
             start = time.perf_counter()
             outputs[name] = np.asarray(systems[name](), dtype=np.float32)
             times[name].append(time.perf_counter() - start)
-            print(f"  round {round_no + 1}: {name:<30} {items / times[name][-1]:9.1f} {unit}", flush=True)
+            print(f"  round {round_no + 1}: {name:<30} {items / times[name][-1]:9.1f} {unit}",
+                  file=log or sys.stdout, flush=True)
     return {name: items / statistics.median(t) for name, t in times.items()}, outputs
 
 
