@@ -1,5 +1,6 @@
-"""Files: atomic writes (a temporary file beside the target, renamed into place), flagstack's cache folder,
-and fingerprints of model folders and text collections."""
+"""Files: atomic writes (a temporary file beside the target, renamed into place), folders staged and renamed
+into place with a checksummed manifest, the one rule for replacing an output, flagstack's cache folder, and
+fingerprints of model folders and text collections."""
 
 from __future__ import annotations
 
@@ -7,20 +8,31 @@ import contextlib
 import glob
 import hashlib
 import json
+import logging
 import os
+import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+logger = logging.getLogger(__name__)
 
-def _default_file_mode() -> int:
+
+def _umask() -> int:
     mask = os.umask(0)  # read once, at import, before any worker threads exist
     os.umask(mask)
-    return 0o666 & ~mask
+    return mask
 
 
-_FILE_MODE = _default_file_mode()
+_UMASK = _umask()
+_FILE_MODE = 0o666 & ~_UMASK
+_DIR_MODE = 0o777 & ~_UMASK
+
+
+class ArtefactError(ValueError):
+    """A file or folder flagstack wrote is missing, truncated, corrupted, or not what it should be."""
 
 
 def cache_folder(name: str) -> Path:
@@ -120,3 +132,259 @@ def jsonl_rows(path: str | os.PathLike[str]) -> Iterator[tuple[str, Any]]:
             yield where, json.loads(line)
         except ValueError as exc:
             raise ValueError(f"{where}: not valid JSON ({exc.args[0] if exc.args else exc})") from None
+
+
+# folders: staged, checksummed, renamed into place ---------------------------------------------------
+
+MANIFEST_FILE = "flagstack_manifest.json"
+MANIFEST_FORMAT = "flagstack-manifest"
+MANIFEST_VERSION = 1
+_HASH_BLOCK = 1 << 20
+_VERIFIED: dict[str, tuple[tuple[str, int, int], ...]] = {}  # folder -> the stat of every file when it verified
+_VERIFIED_LOCK = threading.Lock()
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """The SHA-256 of a file, read a block at a time."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(_HASH_BLOCK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _members(folder: Path, exclude: Collection[str]) -> list[str]:
+    """Every regular file under ``folder`` (relative, '/'-separated, sorted), leaving out the manifest and the
+    top-level entries named in ``exclude`` (e.g. checkpoint folders that carry manifests of their own)."""
+    found = []
+    for root, dirs, files in os.walk(folder):
+        rel_root = Path(root).relative_to(folder)
+        if rel_root == Path("."):
+            dirs[:] = [d for d in dirs if d not in exclude]
+        for name in files:
+            rel = (rel_root / name).as_posix()
+            if rel != MANIFEST_FILE and not (rel_root == Path(".") and name in exclude):
+                found.append(rel)
+    return sorted(found)
+
+
+def write_manifest(
+    folder: str | os.PathLike[str], kind: str, exclude: Collection[str] = (), extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Write ``flagstack_manifest.json`` into ``folder``: what wrote it (``kind``) and the size and SHA-256 of every
+    file under it (but the top-level entries in ``exclude``), atomically. :func:`verify_folder` checks it."""
+    root = Path(folder)
+    files = {}
+    for rel in _members(root, exclude):
+        file = root / rel
+        files[rel] = {"size": file.stat().st_size, "sha256": file_sha256(file)}
+    manifest = {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "kind": kind, **(extra or {}),
+                "files": files}
+    with atomic_write(root / MANIFEST_FILE, "w") as handle:
+        json.dump(manifest, handle, indent=1, ensure_ascii=False)
+    return manifest
+
+
+def read_manifest(folder: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The manifest of ``folder`` (None when it has none); an unreadable one is an :class:`ArtefactError`."""
+    file = Path(folder) / MANIFEST_FILE
+    if not file.is_file():
+        return None
+    try:
+        manifest = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ArtefactError(f"{file} is not readable (truncated or corrupted?): {exc}") from None
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if (not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT or not isinstance(files, dict)
+            or not all(isinstance(v, dict) and isinstance(v.get("size"), int) and isinstance(v.get("sha256"), str)
+                       for v in files.values())):
+        raise ArtefactError(f"{file} is not a flagstack manifest (corrupted?)")
+    if manifest.get("version") != MANIFEST_VERSION:
+        raise ArtefactError(f"{file} has manifest version {manifest.get('version')}; this flagstack reads version "
+                            f"{MANIFEST_VERSION}")
+    return manifest
+
+
+def verify_folder(folder: str | os.PathLike[str], kinds: Collection[str] | None = None) -> dict[str, Any]:
+    """Check ``folder`` against its manifest (written by :func:`write_manifest`): every listed file present, of its
+    size and SHA-256, and (when given) a manifest of one of ``kinds``. Returns the manifest; any problem is an
+    :class:`ArtefactError` naming the file. A folder verified before in this process, whose files have not changed
+    since (size and modification time), is not hashed again."""
+    root = Path(folder)
+    manifest = read_manifest(root)
+    if manifest is None:
+        raise ArtefactError(f"{root} has no {MANIFEST_FILE}: it is incomplete, or was not written by flagstack")
+    if kinds is not None and manifest.get("kind") not in kinds:
+        raise ArtefactError(f"{root} holds a flagstack {manifest.get('kind')!r} output, expected {' or '.join(kinds)}")
+    stats = []
+    for rel, expected in manifest["files"].items():
+        file = root / rel
+        try:
+            stat = file.stat()
+        except OSError:
+            raise ArtefactError(f"{file} is missing (listed in {root / MANIFEST_FILE})") from None
+        if stat.st_size != expected["size"]:
+            raise ArtefactError(f"{file} has {stat.st_size} bytes, its manifest says {expected['size']} (truncated or "
+                                "replaced)")
+        stats.append((rel, stat.st_size, stat.st_mtime_ns))
+    signature = tuple(stats)
+    key = str(root.resolve())
+    with _VERIFIED_LOCK:
+        if _VERIFIED.get(key) == signature:
+            return manifest
+    for rel, expected in manifest["files"].items():
+        if file_sha256(root / rel) != expected["sha256"]:
+            raise ArtefactError(f"{root / rel} does not match its checksum in {root / MANIFEST_FILE} (corrupted)")
+    with _VERIFIED_LOCK:
+        _VERIFIED[key] = signature
+    return manifest
+
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike[str]) -> Iterator[None]:
+    """An exclusive lock between processes (and threads) on the lock file ``path`` (created if needed), held for
+    the ``with`` block: a second writer of the same artefact waits here, then finds the first one's result."""
+    lock_file = Path(path)
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with _THREAD_LOCKS_LOCK:
+        thread_lock = _THREAD_LOCKS.setdefault(str(lock_file.resolve()), threading.Lock())
+    with thread_lock, open(lock_file, "a+b") as handle:
+        try:
+            import fcntl
+        except ImportError:  # no flock (Windows): threads of this process are still serialised
+            yield
+            return
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+_THREAD_LOCKS: dict[str, threading.Lock] = {}
+_THREAD_LOCKS_LOCK = threading.Lock()
+
+
+def _pid_of(name: str, prefix: str) -> int | None:
+    text = name[len(prefix):].split(".", 1)[0]
+    return int(text) if text.isdigit() else None
+
+
+def clean_stale_staging(target: Path) -> None:
+    """Tidy what a process killed while writing ``target`` left beside it: its staging folders are removed, and
+    its backup of the earlier ``target`` is put back when ``target`` is missing (killed between the two renames
+    of a replacement), else removed. Entries of live processes are left alone."""
+    prefix = f".{target.name}."
+    if not target.parent.is_dir():
+        return
+    for entry in sorted(target.parent.iterdir()):
+        if not entry.name.startswith(prefix) or not entry.name.endswith((".staging", ".old")):
+            continue
+        pid = _pid_of(entry.name, prefix)
+        if pid is None or _process_alive(pid):
+            continue
+        if entry.name.endswith(".old") and not target.exists():
+            with contextlib.suppress(OSError):
+                os.replace(entry, target)
+                logger.warning("restored %s from the backup a killed write left", target)
+                continue
+        shutil.rmtree(entry, ignore_errors=True)
+
+
+def new_staging_folder(target: Path) -> Path:
+    """An empty folder beside ``target`` (``.<name>.<pid>.<random>.staging``, the mode a plain mkdir gives), after
+    removing the staging folders of killed writers."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale_staging(target)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".staging", dir=target.parent))
+    os.chmod(staging, _DIR_MODE)
+    return staging
+
+
+def publish_folder(staging: Path, target: Path, replace: bool) -> None:
+    """Rename the finished ``staging`` folder to ``target``. An existing ``target`` is replaced only with
+    ``replace`` (moved aside, the new one renamed in, the old one deleted); without it, or when another writer
+    put a ``target`` there meanwhile, this raises FileExistsError and ``staging`` is left for the caller."""
+    if target.exists() or target.is_symlink():
+        if not replace:
+            raise FileExistsError(f"{target} already exists")
+        backup = target.with_name(f".{target.name}.{os.getpid()}.{os.urandom(4).hex()}.old")
+        os.replace(target, backup)
+        try:
+            os.replace(staging, target)
+        except BaseException:
+            os.replace(backup, target)
+            raise
+        shutil.rmtree(backup, ignore_errors=True)
+        return
+    try:
+        os.rename(staging, target)
+    except OSError as exc:
+        if target.exists():  # another writer's folder arrived first
+            raise FileExistsError(f"{target} already exists") from exc
+        raise
+
+
+@contextlib.contextmanager
+def staged_folder(
+    target: str | os.PathLike[str], kind: str, replace: bool = False, exclude: Collection[str] = (),
+    extra: dict[str, Any] | None = None,
+) -> Iterator[Path]:
+    """Build a folder for ``target`` in a staging folder beside it (yielded); on success a manifest of ``kind`` is
+    written into it and it is renamed to ``target`` (replacing an existing one only with ``replace``: check that
+    with :func:`check_replaceable` first); on error it is removed and ``target`` is as it was."""
+    final = Path(target)
+    staging = new_staging_folder(final)
+    try:
+        yield staging
+        write_manifest(staging, kind, exclude, extra)
+        publish_folder(staging, final, replace)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+# the one rule for replacing an output -----------------------------------------------------------------
+
+
+def _within(path: Path, folder: Path) -> bool:
+    return path == folder or path.is_relative_to(folder)
+
+
+def check_replaceable(
+    output: str | os.PathLike[str],
+    inputs: Iterable[str | os.PathLike[str]] = (),
+    overwrite: bool = False,
+    markers: Collection[str] = (),
+    what: str = "output",
+    folder: bool = True,
+) -> bool:
+    """The one rule for every command that writes an output (merge, quantize, train, pretrain, encode, ...).
+
+    ``output`` may be written when it does not exist. An existing one is replaced only when ``overwrite`` is
+    given, it holds none of ``inputs`` (is not one of them and contains none of them: replacing deletes it),
+    and, for a folder, it is empty or was written by flagstack (it holds a manifest or one of ``markers``).
+    ``folder`` says whether the output is a folder or a file; the other kind is never replaced. Returns whether
+    ``output`` exists (so is to be replaced); raises FileExistsError or ValueError saying why not.
+    """
+    target = Path(output).expanduser()
+    if not (target.exists() or target.is_symlink()):
+        return False
+    resolved = target.resolve()
+    for item in inputs:
+        source = Path(item).expanduser().resolve()
+        if _within(source, resolved):
+            raise ValueError(f"{target} holds the input {item}: replacing it would delete that; write the {what} to "
+                             "another place")
+    if not overwrite:
+        raise FileExistsError(f"{target} already exists; pass overwrite=True (--overwrite on the command line) to "
+                              f"replace an earlier {what} there")
+    if folder != (target.is_dir() and not target.is_symlink()):
+        raise ValueError(f"{target} exists and is a {'file' if folder else 'folder'}; the {what} is a "
+                         f"{'folder' if folder else 'file'}: choose another place")
+    ours = any((target / name).exists() for name in (MANIFEST_FILE, *markers)) if folder else True
+    if folder and not ours and any(target.iterdir()):
+        raise ValueError(f"{target} exists and is not an empty folder or an earlier flagstack {what} (no "
+                         f"{MANIFEST_FILE}): flagstack replaces only its own outputs; remove it yourself or "
+                         "choose another place")
+    return True

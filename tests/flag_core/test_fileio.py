@@ -1,14 +1,25 @@
-"""atomic_write: all or nothing, no temp files left, and the permissions a plain open() would give."""
+"""atomic_write and staged folders: all or nothing, no temporaries left, the permissions a plain open()/mkdir would
+give, manifests that catch damage, and the one rule for replacing an output."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from flag_core.fileio import atomic_write
+from flag_core.fileio import (
+    ArtefactError,
+    atomic_write,
+    check_replaceable,
+    clean_stale_staging,
+    staged_folder,
+    verify_folder,
+)
 
 
 def test_writes_with_the_usual_permissions(tmp_path: Path) -> None:
@@ -47,3 +58,73 @@ def test_temporaries_of_a_dead_writer_are_removed(tmp_path: Path) -> None:
     with atomic_write(target, "w") as handle:
         handle.write("new")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([target.name, live.name, other.name])
+
+
+def test_a_staged_folder_carries_a_manifest_that_catches_flips_truncation_and_loss(tmp_path: Path) -> None:
+    t = tmp_path / "out"
+    with staged_folder(t, "demo") as s:
+        (s / "a.bin").write_bytes(b"x"*100)
+        (s / "sub").mkdir()
+        (s / "sub" / "b.txt").write_text("hi")
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    assert stat.S_IMODE(t.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode)
+    plain.rmdir()
+    m = verify_folder(t, ["demo"])
+    assert set(m["files"]) == {"a.bin", "sub/b.txt"}
+    (t / "a.bin").write_bytes(b"x"*99 + b"y")
+    with pytest.raises(ArtefactError, match=r"a\.bin does not match"):
+        verify_folder(t)
+    (t / "a.bin").write_bytes(b"x"*50)
+    with pytest.raises(ArtefactError, match="50 bytes"):
+        verify_folder(t)
+    (t / "a.bin").unlink()
+    with pytest.raises(ArtefactError, match="missing"):
+        verify_folder(t)
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+def test_a_staged_folder_replaces_only_when_asked(tmp_path: Path) -> None:
+    t = tmp_path / "out"
+    with staged_folder(t, "demo") as s:
+        (s / "a").write_text("1")
+    with pytest.raises(FileExistsError), staged_folder(t, "demo") as s:
+        (s / "a").write_text("2")
+    assert (t / "a").read_text() == "1"
+    with staged_folder(t, "demo", replace=True) as s:
+        (s / "a").write_text("2")
+    assert (t / "a").read_text() == "2"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+def test_the_overwrite_rule_never_deletes_an_input_or_a_foreign_folder(tmp_path: Path) -> None:
+    m = tmp_path / "model"
+    m.mkdir()
+    (m / "w").write_text("w")
+    out = tmp_path / "q"
+    assert check_replaceable(out, [m]) is False
+    with staged_folder(out, "x"):
+        pass
+    shutil.copytree(m, out / "src")
+    with pytest.raises(ValueError, match="holds the input"):
+        check_replaceable(out, [out / "src"], overwrite=True)
+    with pytest.raises(FileExistsError):
+        check_replaceable(out, [m])
+    assert check_replaceable(out, [m], overwrite=True)
+    f = tmp_path / "notes"
+    f.mkdir()
+    (f / "t").write_text("mine")
+    with pytest.raises(ValueError, match="not an empty folder"):
+        check_replaceable(f, [], overwrite=True)
+    with pytest.raises(ValueError, match="is a file"):
+        check_replaceable(m / "w", [], overwrite=True)
+
+def test_a_killed_replacement_is_undone_and_its_staging_removed(tmp_path: Path) -> None:
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True).stdout)
+    t = tmp_path / "out"
+    (tmp_path / f".out.{dead}.abc.staging").mkdir()
+    old = tmp_path / f".out.{dead}.abc.old"
+    old.mkdir()
+    (old / "f").write_text("keep")
+    clean_stale_staging(t)
+    assert (t / "f").read_text() == "keep"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
