@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..fileio import MANIFEST_FILE, verify_folder
+
 logger = logging.getLogger(__name__)
 
 HUB_TIMEOUT_ENV = "FLAGSTACK_HUB_TIMEOUT"
@@ -47,6 +49,8 @@ def resolve_model_path(model_name_or_path: str | os.PathLike[str], cache_dir: st
         raise TypeError(f"model_name_or_path must be a non-empty str or path, got {model_name_or_path!r}")
     local = Path(model_name_or_path).expanduser()
     if local.is_dir():
+        if (local / MANIFEST_FILE).is_file():  # written by flagstack (merge, train, quantize, ...): check it whole
+            verify_folder(local)
         if not (local / "config.json").is_file():
             raise ModelNotFoundError(
                 f"{local} is a folder but holds no config.json: point at the folder that holds the model's "
@@ -302,9 +306,11 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".c
 
 def copy_support_files(source: Path, target: Path) -> None:
     """A model folder's config, tokenizer and sentence-transformers files into ``target`` (weights, checkpoints
-    and training runs left out): what a merged or quantized model keeps of its source."""
+    and training runs left out, and the source's flagstack manifest): what a merged or quantized model keeps of its
+    source."""
     for item in source.iterdir():
-        if item.name.startswith(".") or item.name.endswith(WEIGHT_SUFFIXES) or item.name.endswith(".index.json"):
+        if (item.name.startswith(".") or item.name.endswith(WEIGHT_SUFFIXES) or item.name.endswith(".index.json")
+                or item.name == MANIFEST_FILE):
             continue
         if item.is_dir():
             if item.name.startswith(("checkpoint-", "runs")):
