@@ -362,7 +362,8 @@ def check_replaceable(
     """The one rule for every command that writes an output (merge, quantize, train, pretrain, encode, ...).
 
     ``output`` may be written when it does not exist. An existing one is replaced only when ``overwrite`` is
-    given, it holds none of ``inputs`` (is not one of them and contains none of them: replacing deletes it),
+    given, it holds none of ``inputs`` (is not one of them, contains none of them and lies inside none of them:
+    replacing it would delete or change an input),
     and, for a folder, it is empty or was written by flagstack (it holds a manifest or one of ``markers``).
     ``folder`` says whether the output is a folder or a file; the other kind is never replaced. Returns whether
     ``output`` exists (so is to be replaced); raises FileExistsError or ValueError saying why not.
@@ -376,6 +377,9 @@ def check_replaceable(
         if _within(source, resolved):
             raise ValueError(f"{target} holds the input {item}: replacing it would delete that; write the {what} to "
                              "another place")
+        if _within(resolved, source):
+            raise ValueError(f"{target} lies inside the input {item}: replacing it would change that; write the "
+                             f"{what} to another place")
     if not overwrite:
         raise FileExistsError(f"{target} already exists; pass overwrite=True (--overwrite on the command line) to "
                               f"replace an earlier {what} there")
@@ -388,3 +392,69 @@ def check_replaceable(
                          f"{MANIFEST_FILE}): flagstack replaces only its own outputs; remove it yourself or "
                          "choose another place")
     return True
+
+
+# single files: a JSON document that carries its own checksum, and a sidecar checksum for any other file -----
+
+CHECKSUM_KEY = "sha256"
+CHECKSUM_SUFFIX = ".sha256"
+
+
+def _json_digest(document: dict[str, Any]) -> str:
+    body = {k: v for k, v in document.items() if k != CHECKSUM_KEY}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
+                          ).hexdigest()
+
+
+def write_checked_json(path: str | os.PathLike[str], document: dict[str, Any]) -> None:
+    """Write ``document`` as JSON with a ``"sha256"`` of its content (the rest, canonically serialised),
+    atomically; :func:`read_checked_json` verifies it."""
+    if CHECKSUM_KEY in document:
+        raise ValueError(f"the document already has a {CHECKSUM_KEY!r} key")
+    with atomic_write(path, "w") as handle:
+        json.dump({**document, CHECKSUM_KEY: _json_digest(document)}, handle, indent=2, ensure_ascii=False)
+
+
+def read_checked_json(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A JSON document written by :func:`write_checked_json` (without its checksum), or an :class:`ArtefactError`
+    naming the file when it is missing, not JSON, lacks its checksum or does not match it."""
+    file = Path(path)
+    try:
+        document = json.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ArtefactError(f"no file at {file}") from None
+    except (OSError, ValueError) as exc:
+        raise ArtefactError(f"{file} is not readable JSON (truncated or corrupted?): {exc}") from None
+    if not isinstance(document, dict) or not isinstance(document.get(CHECKSUM_KEY), str):
+        raise ArtefactError(f"{file} carries no {CHECKSUM_KEY!r} checksum: it was not written by this flagstack, or "
+                            "it was edited")
+    if _json_digest(document) != document[CHECKSUM_KEY]:
+        raise ArtefactError(f"{file} does not match its checksum (corrupted or edited)")
+    return {k: v for k, v in document.items() if k != CHECKSUM_KEY}
+
+
+def write_checksum_file(path: str | os.PathLike[str]) -> Path:
+    """Write ``<path>.sha256`` beside a finished file, in ``sha256sum`` format (``sha256sum -c`` checks it too),
+    atomically; :func:`verify_file` checks it."""
+    file = Path(path)
+    sidecar = file.with_name(file.name + CHECKSUM_SUFFIX)
+    with atomic_write(sidecar, "w") as handle:
+        handle.write(f"{file_sha256(file)}  {file.name}\n")
+    return sidecar
+
+
+def verify_file(path: str | os.PathLike[str]) -> Path:
+    """Check a file against the ``<path>.sha256`` written with it; returns the path, or raises an
+    :class:`ArtefactError` naming the file when it, or its checksum file, is missing or they disagree."""
+    file = Path(path)
+    sidecar = file.with_name(file.name + CHECKSUM_SUFFIX)
+    if not file.is_file():
+        raise ArtefactError(f"no file at {file}")
+    try:
+        expected = sidecar.read_text(encoding="utf-8").split()[0]
+    except (OSError, UnicodeDecodeError, IndexError):
+        raise ArtefactError(f"{file} has no readable checksum file {sidecar.name}: it is incomplete, or was not "
+                            "written by flagstack") from None
+    if file_sha256(file) != expected:
+        raise ArtefactError(f"{file} does not match its checksum in {sidecar.name} (truncated or corrupted)")
+    return file

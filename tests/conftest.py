@@ -76,6 +76,32 @@ def m3_golden() -> dict[str, Any]:
 
 
 @pytest.fixture
+def mini_beir(tmp_path: Path) -> Path:
+    """A four-document BEIR folder (corpus, queries, test qrels) and a TREC run over it (``run.trec`` beside)."""
+    folder = tmp_path / "mini-beir"
+    (folder / "qrels").mkdir(parents=True)
+    docs = [
+        ("d1", "Pandas", "The giant panda eats bamboo."),
+        ("d2", "Paris", "Paris is the capital of France."),
+        ("d3", "JSON", "json.loads parses JSON documents in Python."),
+        ("d4", "", "Red pandas live in the Himalayas."),
+    ]
+    (folder / "corpus.jsonl").write_text(
+        "".join(json.dumps({"_id": i, "title": t, "text": x}) + "\n" for i, t, x in docs), encoding="utf-8"
+    )
+    queries = [("q1", "what do pandas eat?"), ("q2", "capital of France"), ("q3", "unjudged query")]
+    (folder / "queries.jsonl").write_text(
+        "".join(json.dumps({"_id": i, "text": t}) + "\n" for i, t in queries), encoding="utf-8"
+    )
+    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td2\t1\n",
+                                               encoding="utf-8")
+    (tmp_path / "run.trec").write_text(
+        "q1 Q0 d4 1 3.0 bm25\nq1 Q0 d1 2 2.0 bm25\nq1 Q0 d2 3 1.0 bm25\n"
+        "q2 Q0 d3 1 3.0 bm25\nq2 Q0 d2 2 2.0 bm25\nq2 Q0 d1 3 1.0 bm25\n", encoding="utf-8")
+    return folder
+
+
+@pytest.fixture
 def model_copy(model_path: str, tmp_path: Path) -> Any:
     """``model_copy("bge-small-en-v1.5")``: the test model copied under that folder name (registry
     lookups go by folder name); nested names like "run/checkpoint-100" work too."""

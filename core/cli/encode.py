@@ -10,9 +10,19 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from ..fileio import CHECKSUM_SUFFIX, check_replaceable, write_checksum_file
 from ..inference.embedder import Side
 from ..settings import EmbedderFields
-from .options import default_model, given_settings, parser_kwargs, positive_int, quiet, read_lines, setting
+from .options import (
+    default_model,
+    given_settings,
+    overwrite_option,
+    parser_kwargs,
+    positive_int,
+    quiet,
+    read_lines,
+    setting,
+)
 from .tables import format_table, shorten
 
 SAMPLE_TEXTS = [
@@ -50,18 +60,20 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
     texts: list[str] = list(args.texts)
     if args.file:
-        texts += read_lines(args.file)
+        texts += read_lines(args.file)  # an empty file or stdin is an error, never "use the samples"
     if not texts:
-        texts = SAMPLE_TEXTS
+        texts = SAMPLE_TEXTS  # nothing given at all: a demonstration on a few sample sentences
     model_path = args.model or default_model()
+    outputs = _check_outputs(args, model_path)
     if args.sparse_output or args.colbert_output:
-        return _encode_m3(args, texts, model_path)
+        return _encode_m3(args, texts, model_path, outputs)
     start = time.perf_counter()
     model = FlagModel(model_path, show_progress_bar=not args.quiet, **embedder_settings(args))
     loaded = time.perf_counter()
     side: Side = "query" if args.queries else "passage"
     if args.output:  # streamed to disk chunk by chunk: memory stays at one chunk, whatever the number of texts
         model.encode_to_file(texts, args.output, side)
+        write_checksum_file(args.output)
         vectors = np.load(args.output, mmap_mode="r")
     else:
         vectors = np.asarray(model.encode_as(side, texts, output="numpy"))
@@ -71,7 +83,8 @@ def cmd_encode(args: argparse.Namespace) -> int:
           f"devices={','.join(model.target_devices)} dim={vectors.shape[1]}")
     print(f"timing     load {loaded - start:.2f}s, encode {len(texts)} texts {done - loaded:.2f}s")
     if args.output:
-        print(f"wrote      {args.output} ({vectors.shape[0]} x {vectors.shape[1]} float32)")
+        print(f"wrote      {args.output} ({vectors.shape[0]} x {vectors.shape[1]} float32; checksum in "
+              f"{args.output}{CHECKSUM_SUFFIX})")
     if len(texts) <= args.max_table:
         print()
         sims = vectors @ vectors.T
@@ -81,7 +94,20 @@ def cmd_encode(args: argparse.Namespace) -> int:
     return 0
 
 
-def _encode_m3(args: argparse.Namespace, texts: list[str], model_path: str) -> int:
+def _check_outputs(args: argparse.Namespace, model_path: str) -> list[str]:
+    """The output files, after checking them before any work: distinct, none of them an input (the --file, the
+    model's files), and an existing one replaced only with --overwrite (fileio.check_replaceable)."""
+    outputs = [p for p in (args.output, args.sparse_output, args.colbert_output) if p]
+    resolved = [Path(p).expanduser().resolve() for p in outputs]
+    if len(set(resolved)) < len(resolved):
+        raise ValueError("--output, --sparse-output and --colbert-output must name different files")
+    inputs = [p for p in (args.file if args.file not in (None, "-") else None, model_path) if p and Path(p).exists()]
+    for path in outputs:
+        check_replaceable(path, inputs, args.overwrite, what="encode output", folder=False)
+    return outputs
+
+
+def _encode_m3(args: argparse.Namespace, texts: list[str], model_path: str, outputs: list[str]) -> int:
     """BGE-M3's outputs: dense vectors to --output (.npy), lexical weights to --sparse-output (jsonl: one
     {"index", "lexical_weights"} object per text) and ColBERT vectors to --colbert-output (.npz: "vectors", all
     token rows, and "offsets", where each text's rows start and end)."""
@@ -116,6 +142,10 @@ def _encode_m3(args: argparse.Namespace, texts: list[str], model_path: str) -> i
         with atomic_write(args.colbert_output) as handle:
             np.savez(handle, vectors=np.concatenate(rows), offsets=offsets)
         print(f"wrote      {args.colbert_output} (ColBERT vectors, {int(offsets[-1])} token rows)")
+    for path in outputs:
+        write_checksum_file(path)
+    print(f"checksums  {', '.join(p + CHECKSUM_SUFFIX for p in outputs)} (sha256sum -c, or "
+          "flag_core.fileio.verify_file)")
     return 0
 
 
@@ -140,23 +170,24 @@ def cmd_info(args: argparse.Namespace) -> int:
     rows += [[f"cpu {name}", answers[value]] for name, value in cpu_features().items()]
     rows += [["suggested cpu mode", suggested_cpu_mode()]]
     print(format_table(["component", "version / value"], rows))
-    if args.model:
+    if args.model:  # the settings every entry point resolves alike (flag_core.inference.registry.resolve_embedder)
         from ..inference.embedder import FlagModel
-        from ..inference.kinds import ModelKind
-        from ..inference.model_files import read_sentence_transformers_config, resolve_model_path
-        from ..inference.registry import lookup_embedder, lookup_reranker
+        from ..inference.model_files import read_sentence_transformers_config
+        from ..inference.registry import lookup_reranker
 
-        path = resolve_model_path(args.model)
-        entry = lookup_embedder(args.model) or lookup_reranker(args.model)
-        st = read_sentence_transformers_config(Path(path))
         model = FlagModel(args.model)
+        resolved, path = model.resolved, Path(model.runtime.settings.path)
+        reranker = lookup_reranker(args.model) if resolved.entry is None else None
+        entry = resolved.entry or reranker
+        st = read_sentence_transformers_config(path)
         details = [
             ["folder", str(path)],
             ["registry entry", entry.name if entry else "none (generic defaults)"],
-            ["kind", (entry.kind if entry else ModelKind.EMBEDDER).value],
+            ["kind", (reranker.kind if reranker else resolved.kind).value],
             ["query instruction", json.dumps(entry.query_instruction) if entry else "none"],
             ["sentence-transformers pooling", st.pooling or "-"],
             ["pooling used", model.pooling_method],
+            ["pooling decided by", resolved.pooling_source],
             ["max length (query/passage)", f"{model.query_max_length}/{model.passage_max_length}"],
             ["dimension", str(model.dimension)],
         ]
@@ -185,6 +216,7 @@ def add_parsers(sub: Any) -> None:
     enc.add_argument("--sparse-output", help="BGE-M3: write each text's lexical weights to this .jsonl file")
     enc.add_argument("--colbert-output", help="BGE-M3: write the ColBERT vectors to this .npz file (vectors, offsets)")
     enc.add_argument("--max-table", type=int, default=12, help="print the similarity table up to this many texts")
+    overwrite_option(enc, "output file")
     quiet(enc)
     enc.set_defaults(func=cmd_encode)
 

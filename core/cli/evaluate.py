@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
 from ..retrieval.hybrid import DEFAULT_WEIGHTS, MODES
 from ..settings import EmbedderFields, RerankerFields
 from .encode import embedder_options, embedder_settings
-from .options import parser_kwargs, positive_int, quiet, setting
+from .options import overwrite_option, parser_kwargs, positive_int, quiet, setting
 from .tables import format_table
 
 
@@ -28,6 +27,18 @@ def print_metrics(result: Any) -> None:
     print(f"\n{counts}; {result.seconds:.1f}s")
 
 
+def check_outputs(args: argparse.Namespace, inputs: list[str]) -> None:
+    """Refuse --output / --plot paths that would replace an input or an earlier file without --overwrite, before
+    any work (fileio.check_replaceable)."""
+    from ..fileio import check_replaceable
+
+    paths = [p for p in (args.output, args.plot) if p]
+    if len(set(paths)) < len(paths):
+        raise ValueError("--output and --plot name the same file")
+    for path in paths:
+        check_replaceable(path, [i for i in inputs if i], args.overwrite, what="evaluation output", folder=False)
+
+
 def _write_outputs(result: Any, args: argparse.Namespace) -> None:
     """Write --output and --plot, or neither: the plot is drawn before either file is written."""
     from ..evaluation.plots import render_results
@@ -35,8 +46,7 @@ def _write_outputs(result: Any, args: argparse.Namespace) -> None:
 
     png = render_results([result.to_dict()])[0] if args.plot else None
     if args.output:
-        with atomic_write(args.output, "w") as handle:
-            json.dump(result.to_dict(), handle, indent=2, ensure_ascii=False)
+        result.save(args.output)
         print(f"wrote {args.output}")
     if png is not None:
         with atomic_write(args.plot, "wb") as handle:
@@ -45,10 +55,16 @@ def _write_outputs(result: Any, args: argparse.Namespace) -> None:
 
 
 def _model(args: argparse.Namespace) -> Any:
-    from ..inference.embedder import FlagAutoModel
+    """The embedder of ``eval retrieval`` / ``eval sts``, its settings resolved as for every entry point: sts (one
+    vector per text) a dense embedder (a BGE-M3 checkpoint's dense output), retrieval what FlagAutoModel gives
+    (BGEM3FlagModel for a BGE-M3 checkpoint, and for any model in a mode other than dense)."""
+    from ..inference.embedder import FlagAutoModel, dense_embedder
 
     settings = embedder_settings(args)
-    if getattr(args, "mode", "dense") != "dense":  # sparse / ColBERT outputs: the model is read as BGE-M3
+    mode = getattr(args, "mode", None)
+    if mode is None:
+        return dense_embedder(args.model, **settings)
+    if mode != "dense":  # sparse / ColBERT outputs: the model is read as BGE-M3
         settings["model_class"] = "encoder-only-m3"
     return FlagAutoModel.from_finetuned(args.model, **settings)
 
@@ -65,6 +81,7 @@ def _reranker(path: str | None, args: argparse.Namespace) -> Any:
 def cmd_eval_retrieval(args: argparse.Namespace) -> int:
     from ..evaluation import evaluate_retrieval
 
+    check_outputs(args, [args.data, args.model, args.reranker, args.cache_dir])
     model = _model(args)
     print(f"retrieval on {args.data} ({args.split}) with {args.model}: {model.pooling_method} pooling, "
           f"max length {model.passage_max_length}, query instruction {model.query_instruction_for_retrieval!r}")
@@ -81,6 +98,7 @@ def cmd_eval_retrieval(args: argparse.Namespace) -> int:
 def cmd_eval_rerank(args: argparse.Namespace) -> int:
     from ..evaluation import evaluate_rerank
 
+    check_outputs(args, [args.data, args.run, args.reranker])
     print(f"reranking {args.run} on {args.data} ({args.split}) with {args.reranker}")
     result = evaluate_rerank(
         _reranker(args.reranker, args), args.data, args.run, split=args.split, top_k=args.rerank_top_k,
@@ -94,6 +112,7 @@ def cmd_eval_rerank(args: argparse.Namespace) -> int:
 def cmd_eval_sts(args: argparse.Namespace) -> int:
     from ..evaluation import evaluate_sts
 
+    check_outputs(args, [args.pairs, args.model])
     model = _model(args)
     print(f"STS on {args.pairs} with {args.model}: {model.pooling_method} pooling, max length "
           f"{model.passage_max_length}")
@@ -104,15 +123,12 @@ def cmd_eval_sts(args: argparse.Namespace) -> int:
 
 
 def cmd_eval_plot(args: argparse.Namespace) -> int:
+    from ..evaluation import EvalResult
     from ..evaluation.plots import plot_results
+    from ..fileio import check_replaceable
 
-    results = []
-    for path in args.results:
-        with open(path, encoding="utf-8") as handle:
-            try:
-                results.append(json.load(handle))
-            except ValueError as exc:
-                raise ValueError(f"{path} is not a results JSON file: {exc}") from exc
+    check_replaceable(args.output, args.results, args.overwrite, what="plot", folder=False)
+    results = [EvalResult.load(path).to_dict() for path in args.results]  # each checked against its checksum
     drawn = plot_results(results, args.output, args.metrics)
     print(f"wrote {args.output} ({', '.join(drawn)})")
     return 0
@@ -126,12 +142,14 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
 
 def _rerank_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rerank-top-k", type=positive_int, default=100, help="candidates reranked per query")
-    setting(parser, RerankerFields, "max_length", "--rerank-max-length")
+    setting(parser, RerankerFields, "max_length", "--rerank-max-length", dest="rerank_max_length")
 
 
 def _outputs(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--output", help="write the results (metrics, settings, data checksums) as JSON")
+    parser.add_argument("--output", help="write the results (metrics, settings, data checksums) as JSON, with a "
+                        "checksum of its own that `eval plot` verifies")
     parser.add_argument("--plot", help="write a bar chart of the metrics (PNG)")
+    overwrite_option(parser, "--output or --plot file")
     quiet(parser)
 
 
@@ -177,4 +195,5 @@ def add_parsers(sub: Any) -> None:
     plot.add_argument("results", nargs="+", help="results JSON files")
     plot.add_argument("--output", required=True, help="PNG file")
     plot.add_argument("--metrics", nargs="*", default=None, help="metrics to draw (None: the usual ones present)")
+    overwrite_option(plot, "PNG file")
     plot.set_defaults(func=cmd_eval_plot)

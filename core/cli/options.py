@@ -53,14 +53,16 @@ def setting(
     *flags: str,
     help: str | None = None,
     default: Any = _UNSET,
+    dest: str | None = None,
 ) -> None:
     """Add the option for setting ``name`` of ``fields`` (EmbedderFields / RerankerFields): its flag (default
     ``--name-with-dashes``), type, choices, default and help come from the field. ``help`` replaces the
-    field's description where a command uses the setting differently."""
+    field's description where a command uses the setting differently; ``dest`` names the parsed attribute when
+    a command has the same setting for two models (e.g. the embedder's and the reranker's max_length)."""
     info = fields.model_fields[name]
     members = _unwrap(info.annotation)
     kwargs: dict[str, Any] = {
-        "dest": name,
+        "dest": dest or name,
         "default": info.default if default is _UNSET else default,
         "help": help or info.description,
     }
@@ -114,10 +116,20 @@ def quiet(parser: argparse.ArgumentParser) -> None:
 
 
 def read_lines(path: str) -> list[str]:
-    """The non-empty lines of a file ('-' reads stdin)."""
+    """The non-blank lines of a file ('-' reads stdin); a file (or stdin) with none is a ValueError: an empty
+    input is never taken for "use the defaults"."""
     source = sys.stdin if path == "-" else open(path, encoding="utf-8")  # noqa: SIM115
     with source:
-        return [line.rstrip("\n") for line in source if line.strip()]
+        lines = [line.rstrip("\r\n") for line in source if line.strip()]
+    if not lines:
+        raise ValueError(f"{'stdin' if path == '-' else path} holds no text (it is empty or only blank lines)")
+    return lines
+
+
+def overwrite_option(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--overwrite``: replace an earlier output (never one holding an input; see fileio.check_replaceable)."""
+    parser.add_argument("--overwrite", action="store_true",
+                        help=f"replace an existing {what} (never one that holds an input)")
 
 
 def default_model() -> str:

@@ -14,14 +14,14 @@ import os
 import platform
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..fileio import text_lines
+from ..fileio import ArtefactError, read_checked_json, text_lines, write_checked_json
 from ..inference.embedder import FlagModel
 from ..inference.m3 import BGEM3FlagModel
 from ..inference.reranker import FlagReranker
@@ -51,6 +51,19 @@ class EvalResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the result as JSON with a checksum of its content, atomically (:meth:`load` verifies it)."""
+        write_checked_json(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> EvalResult:
+        """A result written by :meth:`save`; a damaged, edited or foreign file is an ArtefactError naming it."""
+        document = read_checked_json(path)
+        names = {f.name for f in fields(cls)}
+        if not isinstance(document.get("metrics"), dict) or not isinstance(document.get("task"), str):
+            raise ArtefactError(f"{path} is not an evaluation result (no task or metrics)")
+        return cls(**{k: v for k, v in document.items() if k in names})
 
 
 def file_digest(path: str | os.PathLike[str]) -> str:

@@ -23,7 +23,8 @@ def test_encode_writes_vectors(tmp_path: Path, model_path: str, capsys: pytest.C
     assert main(["encode", "--model", model_path, "--file", str(texts), "--output", str(target), "-q"]) == 0
     vectors = np.load(target)
     assert vectors.shape == (2, 384) and vectors.dtype == np.float32
-    assert not [p for p in target.parent.iterdir() if p.name != "v.npy"]  # no temp file left
+    # no temp file left; the checksum file beside it
+    assert sorted(p.name for p in target.parent.iterdir()) == ["v.npy", "v.npy.sha256"]
 
 
 def test_info(capsys: pytest.CaptureFixture[str], model_path: str) -> None:
@@ -83,3 +84,92 @@ def test_encode_writes_bge_m3_outputs(tmp_path: Path, m3_path: str, capsys: pyte
         offsets = data["offsets"]
         np.testing.assert_allclose(data["vectors"][offsets[1]:offsets[2]], expected["colbert_vecs"][1], atol=1e-6)
     assert "BGE-M3 outputs" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("content", ["", "\n  \n\t\n"])
+def test_an_empty_input_file_is_an_error_never_the_samples(
+    tmp_path: Path, content: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+
+    texts = tmp_path / "texts.txt"
+    texts.write_text(content, encoding="utf-8")
+    target = tmp_path / "v.npy"
+    assert main(["encode", "--file", str(texts), "--output", str(target), "-q"]) == 2
+    assert f"{texts} holds no text" in capsys.readouterr().err
+    assert not target.exists()
+    monkeypatch.setattr("sys.stdin", io.StringIO(content))
+    assert main(["encode", "--file", "-", "--output", str(target), "-q"]) == 2
+    assert "stdin holds no text" in capsys.readouterr().err
+    assert not target.exists()
+
+
+def test_encode_outputs_follow_the_overwrite_rule_and_carry_checksums(
+    tmp_path: Path, model_path: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from flag_core import FlagModel
+    from flag_core.fileio import verify_file
+
+    texts = tmp_path / "texts.txt"
+    texts.write_text("first line\nsecond line\n", encoding="utf-8")
+    target = tmp_path / "v.npy"
+    assert main(["encode", "--model", model_path, "--file", str(texts), "--output", str(target), "-q"]) == 0
+    verify_file(target)
+    expected = FlagModel(model_path, devices="cpu").encode_corpus(["first line", "second line"])
+    np.testing.assert_allclose(np.load(target), expected, atol=1e-6)
+    before = target.read_bytes()
+    assert main(["encode", "other", "--model", model_path, "--output", str(target), "-q"]) == 2
+    assert "--overwrite" in capsys.readouterr().err and target.read_bytes() == before
+    assert main(["encode", "--model", model_path, "--file", str(texts), "--output", str(texts), "--overwrite"]) == 2
+    assert "holds the input" in capsys.readouterr().err and texts.read_text().startswith("first line")
+    assert main(["encode", "x", "--model", model_path, "--output", str(Path(model_path) / "model.safetensors"),
+                 "--overwrite", "-q"]) == 2
+    assert "inside the input" in capsys.readouterr().err
+    assert main(["encode", "other", "--model", model_path, "--output", str(target), "--overwrite", "-q"]) == 0
+    verify_file(target)
+    assert np.load(target).shape == (1, 384)
+
+
+def test_eval_with_a_real_reranker_folder(
+    mini_beir: Path, model_path: str, reranker_path: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Both reranker paths of `eval` run a real cross-encoder, and --rerank-max-length is the reranker's alone."""
+    from flag_core import FlagModel, FlagReranker
+    from flag_core.evaluation import EvalResult, evaluate_rerank, evaluate_retrieval
+
+    run = mini_beir.parent / "run.trec"
+    out = tmp_path / "rerank.json"
+    assert main(["eval", "rerank", "--reranker", reranker_path, "--data", str(mini_beir), "--run", str(run),
+                 "--rerank-max-length", "64", "--output", str(out), "-q"]) == 0
+    assert "nDCG" in capsys.readouterr().out
+    api = evaluate_rerank(FlagReranker(reranker_path, devices="cpu", max_length=64), mini_beir, run)
+    saved = EvalResult.load(out)
+    assert saved.metrics == pytest.approx(api.metrics) and saved.settings["max_length"] == 64
+
+    out = tmp_path / "retrieval.json"
+    assert main(["eval", "retrieval", "--model", model_path, "--data", str(mini_beir), "--max-length", "64",
+                 "--reranker", reranker_path, "--rerank-max-length", "300", "--rerank-top-k", "3",
+                 "--output", str(out), "-q"]) == 0
+    assert "max length 64" in capsys.readouterr().out
+    saved = EvalResult.load(out)
+    assert saved.settings["passage_max_length"] == 64 and saved.settings["reranker_max_length"] == 300
+    api = evaluate_retrieval(FlagModel(model_path, devices="cpu", query_max_length=64, passage_max_length=64),
+                             mini_beir, reranker=FlagReranker(reranker_path, devices="cpu", max_length=300),
+                             rerank_top_k=3)
+    assert saved.metrics == pytest.approx(api.metrics)
+
+
+def test_results_json_is_checked_when_plotted(mini_beir: Path, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    run = mini_beir.parent / "run.trec"
+    out = tmp_path / "res.json"
+    assert main(["eval", "rerank", "--reranker", "identity", "--data", str(mini_beir), "--run", str(run),
+                 "--output", str(out), "-q"]) == 0
+    document = json.loads(out.read_text())
+    document["metrics"]["ndcg@10"] = 0.99  # an edited figure
+    out.write_text(json.dumps(document))
+    plot = tmp_path / "p.png"
+    assert main(["eval", "plot", str(out), "--output", str(plot)]) == 2
+    assert f"{out} does not match its checksum" in capsys.readouterr().err and not plot.exists()
