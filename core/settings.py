@@ -6,7 +6,8 @@ them, so a setting has one name, default and description everywhere. flag_core's
 take the same names with the same defaults; ``tests/flag_core/test_settings.py`` holds them to it.
 
 A setting left as None is not passed on: flag_core decides (the registry's instruction for the model, the
-model's own pooling and length, every accelerator, the reranker class's own instructions).
+model's own pooling and length, every accelerator, the reranker class's own instructions). Embedder settings
+are decided by one function for every entry point, :func:`flag_core.inference.registry.resolve_embedder`.
 """
 
 from __future__ import annotations
@@ -74,15 +75,17 @@ class EmbedderFields(BaseModel):
     passage_instruction_format: str = Field(default="{}{}", description="how instruction and passage join")
     task: str | None = Field(default=None, description="LLM-Embedder task: qa, convsearch, chat, lrlm, icl or tool")
     pooling_method: Pooling | None = Field(
-        default=None, description="cls, mean or last_token (None: the model's sentence-transformers config, the "
-        "registry's, else cls)"
+        default=None, description="cls, mean or last_token (None: cls for BGE-M3 and LLM-Embedder, else the model's "
+        "sentence-transformers config, the registry's, else cls)"
     )
     normalize_embeddings: bool = Field(default=True, description="unit-length vectors")
     query_max_length: int | None = Field(
-        default=None, gt=0, description="longest query in tokens (None: the model's max_seq_length, else 512)"
+        default=None, gt=0, description="longest query in tokens (None: 512 for BGE-M3, else the model's "
+        "max_seq_length, else 512; at most what the model accepts)"
     )
     passage_max_length: int | None = Field(
-        default=None, gt=0, description="longest passage in tokens (None: the model's max_seq_length, else 512)"
+        default=None, gt=0, description="longest passage in tokens (None: 512 for BGE-M3, else the model's "
+        "max_seq_length, else 512; at most what the model accepts)"
     )
     batch_size: int = Field(default=256, gt=0, description="most texts in one forward pass")
     max_tokens_per_batch: int | None = Field(default=None, gt=0, description=_BUDGET)

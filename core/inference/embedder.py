@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Iterable, Iterator, Sequence, Sized
 from typing import Any, Literal, TypedDict, overload
@@ -14,22 +13,17 @@ from typing_extensions import Unpack
 from .devices import resolve_devices
 from .inputs import as_text_list, check_positive_int
 from .instructions import apply_instruction, llm_embedder_instruction
-from .kinds import ModelKind, embedder_class
+from .kinds import ModelKind
 from .m3 import BGEM3FlagModel
-from .model_files import read_sentence_transformers_config, resolve_model_path
-from .pooling import resolve_pooling
+from .model_files import resolve_model_path
 from .progress import progress_bar
-from .registry import ModelEntry, lookup_embedder
+from .registry import ModelEntry, checkpoint_kind, clamp_length, resolve_embedder
 from .runtime import EmbedderSettings, EmbeddingRuntime
 from .streaming import DEFAULT_CHUNK_SIZE, NpyStream, encode_chunks, write_npy
-
-logger = logging.getLogger(__name__)
 
 OutputFormat = Literal["numpy", "torch", "list"]
 Side = Literal["query", "passage"]
 Embeddings = np.ndarray | torch.Tensor | list[float] | list[list[float]]
-
-FALLBACK_MAX_LENGTH = 512
 
 
 class EncodeOptions(TypedDict, total=False):
@@ -46,10 +40,12 @@ class EncodeOptions(TypedDict, total=False):
 class FlagModel:
     """An embedding model with FlagEmbedding's ``FlagModel`` interface, on flagstack's runtime.
 
-    Settings left as None are filled from, in order: the model folder's sentence-transformers files
-    (pooling, max_seq_length), the registry of known models, then FlagEmbedding's defaults (cls pooling,
-    512 tokens). Instructions are used only when given, as in FlagEmbedding (``FlagAutoModel`` fills
-    them from the registry). fp16 is used on accelerators only; bf16 when asked, also on CPUs.
+    Settings left as None are decided by :func:`~.registry.resolve_embedder` (``self.resolved``), as for every
+    other entry point: a BGE-M3 checkpoint (by its head files or its name) is CLS pooled with 512-token
+    lengths; other folders take their sentence-transformers files (pooling, max_seq_length), then the
+    registry of known models, then FlagEmbedding's defaults (cls pooling, 512 tokens). Instructions are used
+    only when given, as in FlagEmbedding (``FlagAutoModel`` fills them from the registry). fp16 is used on
+    accelerators only; bf16 when asked, also on CPUs.
     """
 
     def __init__(
@@ -78,9 +74,10 @@ class FlagModel:
     ) -> None:
         path = resolve_model_path(model_name_or_path, cache_dir)
         self.model_name_or_path = str(model_name_or_path)
-        self.entry: ModelEntry | None = lookup_embedder(self.model_name_or_path)
-        st_config = read_sentence_transformers_config(path)
-        self.pooling_method = resolve_pooling(self.model_name_or_path, path, pooling_method)
+        self.resolved = resolve_embedder(self.model_name_or_path, path, pooling=pooling_method,
+                                         query_max_length=query_max_length, passage_max_length=passage_max_length)
+        self.entry: ModelEntry | None = self.resolved.entry
+        self.pooling_method = self.resolved.pooling
         self.normalize_embeddings = bool(normalize_embeddings)
         self.use_fp16 = bool(use_fp16)
         self.use_bf16 = bool(use_bf16)
@@ -107,20 +104,12 @@ class FlagModel:
             ),
             self.target_devices,
         )
-        default_length = st_config.max_seq_length or (self.entry.max_length if self.entry else None)
-        self.query_max_length = self._length(query_max_length, default_length, "query_max_length")
-        self.passage_max_length = self._length(passage_max_length, default_length, "passage_max_length")
+        self.query_max_length, self.passage_max_length = self.resolved.lengths(self.runtime.max_length)
 
-    def _length(self, explicit: int | None, default: int | None, name: str) -> int:
-        limit = self.runtime.max_length
-        if explicit is not None:
-            value = check_positive_int(explicit, name, allow_none=False) or 0
-            if limit is not None and value > limit:
-                logger.warning("%s=%d is more than the model accepts; using %d", name, value, limit)
-                return limit
-            return value
-        value = default or FALLBACK_MAX_LENGTH
-        return min(value, limit) if limit is not None else value
+    def _length(self, explicit: int, name: str) -> int:
+        """A per-call length, at most what the model accepts (with the one warning line when it is cut)."""
+        value = check_positive_int(explicit, name, allow_none=False) or 0
+        return clamp_length(value, self.runtime.max_length, name, given=True)
 
     @property
     def dimension(self) -> int:
@@ -284,7 +273,7 @@ class FlagModel:
         fmt = output or ("numpy" if to_numpy else "torch")
         if fmt not in ("numpy", "torch", "list"):
             raise ValueError(f"output must be 'numpy', 'torch' or 'list', got {output!r}")
-        length = self.passage_max_length if max_length is None else self._length(max_length, None, "max_length")
+        length = self.passage_max_length if max_length is None else self._length(max_length, "max_length")
         vectors = self.runtime.embed(
             texts,
             max_length=length,
@@ -468,57 +457,65 @@ class FlagAutoModel:
         query_instruction_format: str | None = None,
         **kwargs: Any,
     ) -> FlagModel | BGEM3FlagModel:
-        """An embedder for ``model_name_or_path``: known names (hub ids, local or fine-tuned folders named
-        after them) get their pooling and query instruction from the registry; unknown ones get the
-        folder's sentence-transformers settings or FlagEmbedding's defaults. Explicit arguments win; an
-        instruction of "" means none (None means the registry's default). BGE-M3 (or ``model_class=
-        "encoder-only-m3"``) gives a :class:`~.m3.BGEM3FlagModel`."""
-        entry = lookup_embedder(str(model_name_or_path))
-        kind = embedder_class(model_class) if model_class is not None else (entry.kind if entry else None)
-        if model_class is not None:
-            pooling_method = pooling_method or embedder_class(model_class).default_pooling
-        if kind is ModelKind.M3:
+        """An embedder for ``model_name_or_path``, its settings decided by :func:`~.registry.resolve_embedder` (the
+        precedence every entry point shares): known names (hub ids, local or fine-tuned folders named after them)
+        get their query instruction from the registry; explicit arguments win; an instruction of "" means none
+        (None means the registry's default). A BGE-M3 checkpoint (its folder holds ``colbert_linear.pt`` /
+        ``sparse_linear.pt``, or its name is bge-m3, or ``model_class="encoder-only-m3"``) gives a
+        :class:`~.m3.BGEM3FlagModel`; ``model_class="encoder-only-base"`` gives its dense output as a FlagModel."""
+        path = resolve_model_path(model_name_or_path, kwargs.get("cache_dir"))
+        resolved = resolve_embedder(
+            str(model_name_or_path), path, model_class=model_class, pooling=pooling_method,
+            query_instruction=query_instruction_for_retrieval, query_instruction_format=query_instruction_format,
+            passage_instruction=kwargs.pop("passage_instruction_for_retrieval", None), registry_instructions=True,
+        )
+        if resolved.kind is ModelKind.M3:
             return BGEM3FlagModel(
                 model_name_or_path,
                 normalize_embeddings=normalize_embeddings,
                 use_fp16=use_fp16,
-                query_instruction_for_retrieval=query_instruction_for_retrieval or None,
-                query_instruction_format=query_instruction_format or "{}{}",
+                query_instruction_for_retrieval=resolved.query_instruction,
+                query_instruction_format=resolved.query_instruction_format,
+                passage_instruction_for_retrieval=resolved.passage_instruction,
                 devices=devices,
-                pooling_method=pooling_method or "cls",
+                pooling_method=resolved.pooling,
                 trust_remote_code=bool(trust_remote_code),
                 **{key: value for key, value in kwargs.items() if value is not None},  # None: M3's own defaults
             )
-        if entry is not None and entry.kind is ModelKind.LLM_EMBEDDER:
+        if resolved.kind is ModelKind.LLM_EMBEDDER:
             return LLMEmbedder(
                 model_name_or_path,
                 normalize_embeddings=normalize_embeddings,
                 use_fp16=use_fp16,
                 devices=devices,
-                pooling_method=pooling_method or "cls",
+                pooling_method=resolved.pooling,
                 trust_remote_code=bool(trust_remote_code),
+                passage_instruction_for_retrieval=resolved.passage_instruction,
                 **kwargs,
             )
-        if entry is not None:
-            if query_instruction_for_retrieval is None:
-                query_instruction_for_retrieval = entry.query_instruction
-            if query_instruction_format is None:
-                query_instruction_format = entry.instruction_format
-            if kwargs.get("passage_instruction_for_retrieval") is None:
-                kwargs["passage_instruction_for_retrieval"] = entry.passage_instruction
-        # "" asks for no instruction at all (None means "the registry's default")
-        if query_instruction_for_retrieval == "":
-            query_instruction_for_retrieval = None
-        if kwargs.get("passage_instruction_for_retrieval") == "":
-            kwargs["passage_instruction_for_retrieval"] = None
         return FlagModel(
             model_name_or_path,
             normalize_embeddings=normalize_embeddings,
             use_fp16=use_fp16,
-            query_instruction_for_retrieval=query_instruction_for_retrieval,
-            query_instruction_format=query_instruction_format or "{}{}",
+            query_instruction_for_retrieval=resolved.query_instruction,
+            query_instruction_format=resolved.query_instruction_format,
+            passage_instruction_for_retrieval=resolved.passage_instruction,
             devices=devices,
-            pooling_method=pooling_method,
+            pooling_method=resolved.pooling,
             trust_remote_code=bool(trust_remote_code),
             **kwargs,
         )
+
+
+def dense_embedder(model_name_or_path: str | os.PathLike[str], **settings: Any) -> FlagModel:
+    """``FlagAutoModel.from_finetuned(model_name_or_path, **settings)`` where one dense vector per text is wanted
+    (the framework embeddings, STS): a BGE-M3 checkpoint gives its dense output (CLS pooled, the vectors
+    BGEM3FlagModel gives) as a :class:`FlagModel`."""
+    if "model_class" not in settings:
+        path = resolve_model_path(model_name_or_path, settings.get("cache_dir"))
+        if checkpoint_kind(os.fspath(model_name_or_path), path) is ModelKind.M3:
+            settings = {"model_class": "encoder-only-base", **settings}
+    model = FlagAutoModel.from_finetuned(model_name_or_path, **settings)
+    if not isinstance(model, FlagModel):
+        raise TypeError(f"{model_name_or_path} with {settings} is not a dense embedder")
+    return model

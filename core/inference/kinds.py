@@ -11,6 +11,20 @@ from __future__ import annotations
 from enum import Enum
 from typing import Any
 
+POOLING_METHODS = ("cls", "mean", "last_token")
+
+# FlagEmbedding's BGEM3FlagModel: the dense output is the CLS state, and both lengths default to 512 tokens,
+# whatever the checkpoint's sentence-transformers files say
+M3_POOLING = "cls"
+M3_MAX_LENGTH = 512
+
+
+def check_pooling(method: str) -> str:
+    """Return ``method`` if it is a known pooling method, else raise a ValueError listing them."""
+    if method not in POOLING_METHODS:
+        raise ValueError(f"unknown pooling_method {method!r}; use one of {', '.join(POOLING_METHODS)}")
+    return method
+
 
 class Head(str, Enum):
     """The transformers head a model is loaded with."""
@@ -61,6 +75,19 @@ class ModelKind(str, Enum):
             ModelKind.LLM_EMBEDDER: "cls",
             ModelKind.DECODER_EMBEDDER: "last_token",
         }.get(self)
+
+    @property
+    def own_pooling(self) -> str | None:
+        """The pooling this kind's FlagEmbedding class always uses, whatever a folder's sentence-transformers files
+        say (BGE-M3's dense output and LLM-Embedder's vectors are the CLS state), or None when the folder may
+        decide."""
+        return M3_POOLING if self in (ModelKind.M3, ModelKind.LLM_EMBEDDER) else None
+
+    @property
+    def own_max_length(self) -> int | None:
+        """The default length of this kind's FlagEmbedding class, ahead of a folder's ``max_seq_length`` (BGE-M3:
+        512), or None when the folder may decide."""
+        return M3_MAX_LENGTH if self is ModelKind.M3 else None
 
     @property
     def is_reranker(self) -> bool:

@@ -22,7 +22,11 @@ logger = logging.getLogger(__name__)
 HUB_TIMEOUT_ENV = "FLAGSTACK_HUB_TIMEOUT"
 DEFAULT_HUB_TIMEOUT = 60.0
 
-_WEIGHT_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "1_Pooling/*", "*.py"]
+# BGE-M3's sparse and ColBERT heads (small torch files beside the encoder's weights)
+M3_HEAD_FILES = {"colbert": "colbert_linear.pt", "sparse": "sparse_linear.pt"}
+
+_WEIGHT_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "1_Pooling/*", "*.py",
+                    *M3_HEAD_FILES.values()]
 
 
 class ModelNotFoundError(OSError):
@@ -81,6 +85,12 @@ def resolve_model_path(model_name_or_path: str | os.PathLike[str], cache_dir: st
         raise ModelNotFoundError(f"model {model_name_or_path!r} was found at {path} but has no config.json")
     read_json(path / "config.json", dict)
     return path
+
+
+def has_m3_heads(folder: Path) -> bool:
+    """Whether a model folder holds a BGE-M3 head file (``colbert_linear.pt`` or ``sparse_linear.pt``): such a
+    folder is a BGE-M3 checkpoint whatever it is named."""
+    return any((folder / name).is_file() for name in M3_HEAD_FILES.values())
 
 
 def hub_timeout() -> float:

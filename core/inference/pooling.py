@@ -7,18 +7,10 @@ from pathlib import Path
 
 import torch
 
-from .kinds import ModelKind
-from .model_files import read_sentence_transformers_config
-from .registry import lookup_embedder
+from .kinds import POOLING_METHODS, check_pooling
+from .registry import resolve_embedder
 
-POOLING_METHODS = ("cls", "mean", "last_token")
-
-
-def check_pooling(method: str) -> str:
-    """Return ``method`` if it is a known pooling method, else raise a ValueError listing them."""
-    if method not in POOLING_METHODS:
-        raise ValueError(f"unknown pooling_method {method!r}; use one of {', '.join(POOLING_METHODS)}")
-    return method
+__all__ = ["POOLING_METHODS", "check_pooling", "pool", "resolve_pooling"]
 
 
 def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, method: str) -> torch.Tensor:
@@ -37,10 +29,5 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, method: str) -> tor
 
 
 def resolve_pooling(model_name_or_path: str, path: Path, explicit: str | None = None) -> str:
-    """The pooling for a model: ``explicit``, else its sentence-transformers config, else the registry's,
-    else FlagEmbedding's default for an encoder embedder (cls)."""
-    if explicit is not None:
-        return check_pooling(explicit)
-    entry = lookup_embedder(model_name_or_path)
-    pooling = read_sentence_transformers_config(path).pooling or (entry.pooling if entry else None)
-    return check_pooling(pooling or ModelKind.EMBEDDER.default_pooling or "cls")
+    """The pooling for a model, as :func:`~.registry.resolve_embedder` decides it for every entry point."""
+    return resolve_embedder(model_name_or_path, path, pooling=explicit).pooling

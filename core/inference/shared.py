@@ -12,10 +12,8 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from .embedder import FlagAutoModel, FlagModel
-from .kinds import ModelKind
+from .embedder import FlagModel, dense_embedder
 from .m3 import BGEM3FlagModel
-from .registry import lookup_embedder
 from .reranker import FlagAutoReranker, FlagReranker
 
 _INSTANCES: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
@@ -33,16 +31,11 @@ def _shared(kind: str, factory: Callable[..., Any], model_name_or_path: str, set
 
 
 def build_embedder(model_name_or_path: str, **settings: Any) -> FlagModel:
-    """``FlagAutoModel.from_finetuned(model_name_or_path, **settings)``, shared while anyone holds it. For BGE-M3
-    it is the dense embedder (CLS pooling): framework embeddings are one vector per text; M3's sparse and ColBERT
-    outputs come from :class:`flag_core.BGEM3FlagModel`."""
-    entry = lookup_embedder(model_name_or_path)
-    if entry is not None and entry.kind is ModelKind.M3 and "model_class" not in settings:
-        settings = {"model_class": "encoder-only-base", **settings}
-    model = _shared("embedder", FlagAutoModel.from_finetuned, model_name_or_path, settings)
-    if not isinstance(model, FlagModel):
-        raise TypeError(f"{model_name_or_path} with {settings} is not a dense embedder")
-    return model
+    """:func:`~.embedder.dense_embedder` (``FlagAutoModel.from_finetuned`` with the settings every entry point
+    resolves alike), shared while anyone holds it. For a BGE-M3 checkpoint (by its head files or its name) it is
+    the dense embedder (CLS pooling): framework embeddings are one vector per text; M3's sparse and ColBERT outputs
+    come from :class:`flag_core.BGEM3FlagModel`."""
+    return _shared("embedder", dense_embedder, model_name_or_path, settings)  # type: ignore[no-any-return]
 
 
 def build_m3(model_name_or_path: str, **settings: Any) -> BGEM3FlagModel:

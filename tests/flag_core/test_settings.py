@@ -102,7 +102,8 @@ def test_cli_options_come_from_the_fields() -> None:
         assert found["use_bf16"].option_strings == ["--bf16"] and found["use_bf16"].default is False
     retrieval = options(commands["flagstack eval retrieval"])
     assert retrieval["batch_size"].default == EmbedderFields.model_fields["batch_size"].default
-    assert retrieval["max_length"].default == RerankerFields.model_fields["max_length"].default
+    rerank_length = next(a for a in retrieval.values() if "--rerank-max-length" in a.option_strings)
+    assert rerank_length.default == RerankerFields.model_fields["max_length"].default
     rerank = options(commands["flagstack eval rerank"])
     assert rerank["backend"].help == RerankerFields.model_fields["backend"].description
 
