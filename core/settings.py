@@ -153,8 +153,12 @@ class M3Fields(BaseModel):
     )
     passage_instruction_format: str = Field(default="{}{}", description="how instruction and passage join")
     normalize_embeddings: bool = Field(default=True, description="unit-length dense and ColBERT vectors")
-    query_max_length: int = Field(default=512, gt=0, description="longest query in tokens")
-    passage_max_length: int = Field(default=512, gt=0, description="longest passage in tokens")
+    query_max_length: int | None = Field(
+        default=None, gt=0, description="longest query in tokens (None: 512; at most what the model accepts)"
+    )
+    passage_max_length: int | None = Field(
+        default=None, gt=0, description="longest passage in tokens (None: 512; at most what the model accepts)"
+    )
     batch_size: int = Field(default=256, gt=0, description="most texts in one forward pass")
     max_tokens_per_batch: int | None = Field(default=None, gt=0, description=_BUDGET)
     devices: Devices = Field(default=None, description=_DEVICES)

@@ -6,13 +6,18 @@
 - ColBERT: ``colbert_linear(h)`` for every token after CLS, normalised, without padding rows.
 
 The two heads are the checkpoint's ``colbert_linear.pt`` and ``sparse_linear.pt`` (read with
-``weights_only=True``). It runs on the shared runtime: tokenised once, token-budget batches, devices and worker
+``weights_only=True`` and checked at load: a Linear layer's weight and bias of the shapes FlagEmbedding builds,
+finite; anything else is an :class:`~flag_core.fileio.ArtefactError` naming the file and the shape expected).
+Lengths above what the model accepts are cut to its limit (with one warning line when they were asked for), as
+FlagModel does. It runs on the shared runtime: tokenised once, token-budget batches, devices and worker
 processes, and the ONNX backend (which computes the hidden states; the small heads run in torch).
 """
 
 from __future__ import annotations
 
+import math
 import os
+import pickle
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,16 +27,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..fileio import ArtefactError
 from .batching import pad_batch, pad_token_id, run_batched_items, tokenize_texts, warn_truncated
 from .devices import resolve_devices
 from .inputs import as_pair_list, as_text_list, check_positive_int
 from .instructions import apply_instruction
-from .kinds import Head
-from .model_files import resolve_model_path
-from .pooling import check_pooling
+from .kinds import Head, ModelKind, check_pooling
+from .model_files import M3_HEAD_FILES, resolve_model_path
+from .registry import clamp_length, resolve_embedder
 from .runtime import EmbedderSettings, Runtime
 
-HEAD_FILES = {"colbert": "colbert_linear.pt", "sparse": "sparse_linear.pt"}
+HEAD_FILES = M3_HEAD_FILES
 SCORE_MODES = ("dense", "sparse", "colbert", "sparse+dense", "colbert+sparse+dense")
 LexicalWeights = dict[str, float]
 
@@ -58,13 +64,44 @@ class M3Vectors:
     colbert: np.ndarray | None
 
 
-def _linear(file: Path) -> torch.nn.Linear:
-    state = torch.load(file, map_location="cpu", weights_only=True)
-    if not isinstance(state, Mapping) or not isinstance(state.get("weight"), torch.Tensor):
-        raise ValueError(f"{file} is not a Linear layer's state dict (weight, bias)")
-    weight = state["weight"].float()
-    layer = torch.nn.Linear(weight.shape[1], weight.shape[0], bias="bias" in state)
-    layer.load_state_dict({k: v.float() for k, v in state.items()})
+# what torch.load raises on a file that is not a torch save (empty: EOFError, text: KeyError, truncated:
+# RuntimeError from the zip reader, a pickle it refuses: UnpicklingError)
+_UNREADABLE = (EOFError, KeyError, IndexError, RuntimeError, ValueError, TypeError, AttributeError,
+               pickle.UnpicklingError)
+
+
+def _linear(file: Path, out_features: int | None, in_features: int) -> torch.nn.Linear:
+    """The Linear layer saved in ``file`` (a state dict of ``weight`` (out, in) and ``bias`` (out,), floating point and
+    finite), with ``out_features`` outputs (None: any) and ``in_features`` inputs; else an ArtefactError naming the
+    file and the shape expected."""
+    out_text = "out" if out_features is None else str(out_features)
+    expected = f"a Linear layer's state dict: weight ({out_text}, {in_features}) and bias ({out_text},), float"
+
+    def bad(problem: str) -> ArtefactError:
+        return ArtefactError(f"{file} {problem}; expected {expected}. Restore the file from the original BGE-M3 "
+                             "checkpoint")
+
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except _UNREADABLE as exc:
+        raise bad(f"cannot be read as a torch file ({type(exc).__name__}: {str(exc)[:120] or 'empty or cut short'})"
+                  ) from exc
+    if not isinstance(state, Mapping):
+        raise bad(f"holds a {type(state).__name__}")
+    if set(state) != {"weight", "bias"} or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise bad(f"holds {sorted(map(str, state))}")
+    weight, bias = state["weight"], state["bias"]
+    out = weight.shape[0] if weight.dim() == 2 else -1
+    if weight.dim() != 2 or weight.shape[1] != in_features or (out_features is not None and out != out_features):
+        raise bad(f"has a weight of shape {tuple(weight.shape)}")
+    if tuple(bias.shape) != (out,):
+        raise bad(f"has a bias of shape {tuple(bias.shape)} for a weight of shape {tuple(weight.shape)}")
+    if not (weight.is_floating_point() and bias.is_floating_point()):
+        raise bad(f"holds {weight.dtype} / {bias.dtype} tensors")
+    if not (torch.isfinite(weight).all() and torch.isfinite(bias).all()):
+        raise bad("holds NaN or infinite values")
+    layer = torch.nn.Linear(in_features, out)
+    layer.load_state_dict({"weight": weight.float(), "bias": bias.float()})
     return layer.eval()
 
 
@@ -77,14 +114,18 @@ class M3Runtime(Runtime[str, M3Options, list[M3Vectors]]):
         check_pooling(settings.pooling)
         super().__init__(settings, devices)
         folder = Path(settings.path)
+        hidden = int(self.loaded.config.hidden_size)
         self.heads: dict[str, torch.nn.Linear] = {}
-        for name, file in HEAD_FILES.items():
-            if (folder / file).is_file():
-                self.heads[name] = _linear(folder / file).to(self.loaded.device)
-        colbert = self.heads.get("colbert")
-        if colbert is not None and colbert_dim > 0 and colbert.out_features != colbert_dim:
-            raise ValueError(f"colbert_dim={colbert_dim}, but {folder / HEAD_FILES['colbert']} gives "
-                             f"{colbert.out_features} dimensions")
+        colbert_file, sparse_file = folder / HEAD_FILES["colbert"], folder / HEAD_FILES["sparse"]
+        if colbert_file.is_file():
+            colbert = _linear(colbert_file, None, hidden)
+            if colbert_dim > 0 and colbert.out_features != colbert_dim:
+                raise ValueError(f"colbert_dim={colbert_dim}, but {colbert_file} gives {colbert.out_features} "
+                                 f"dimensions (weight {tuple(colbert.weight.shape)}); use colbert_dim=-1 for the "
+                                 "checkpoint's")
+            self.heads["colbert"] = colbert.to(self.loaded.device)
+        if sparse_file.is_file():
+            self.heads["sparse"] = _linear(sparse_file, 1, hidden).to(self.loaded.device)
         tokenizer = self.loaded.tokenizer
         # FlagEmbedding leaves these out of the lexical weights
         self.unused_ids = {
@@ -171,6 +212,28 @@ class M3Runtime(Runtime[str, M3Options, list[M3Vectors]]):
         return result
 
 
+def check_mode_weights(weights: Any, name: str = "weights") -> tuple[float, float, float]:
+    """The one rule for BGE-M3's fusion weights (compute_score, HybridIndex, the hybrid retrievers, the command
+    line): three finite, non-negative numbers (dense, sparse, colbert) with dense + sparse positive, since the
+    sparse+dense fusion divides by dense + sparse and the three-way fusion by their sum (FlagEmbedding gives NaN or
+    infinite scores there); returned as floats."""
+    if isinstance(weights, str | bytes) or not isinstance(weights, Sequence | np.ndarray):
+        raise TypeError(f"{name} must be three numbers (dense, sparse, colbert), got {type(weights).__name__} "
+                        f"({weights!r:.60})")
+    values: list[float] = []
+    for i, weight in enumerate(weights):
+        if isinstance(weight, bool) or not isinstance(weight, int | float | np.integer | np.floating):
+            raise TypeError(f"{name}[{i}] must be a number, got {type(weight).__name__} ({weight!r:.60})")
+        values.append(float(weight))
+    if len(values) != 3 or any(not math.isfinite(w) or w < 0 for w in values) or values[0] + values[1] <= 0:
+        raise ValueError(
+            f"{name} must be three finite, non-negative numbers (dense, sparse, colbert) with dense + sparse "
+            f"positive (the sparse+dense score is divided by it; rank by ColBERT alone with the colbert mode), "
+            f"got {tuple(weights)!r}"
+        )
+    return values[0], values[1], values[2]
+
+
 def lexical_matching_score(weights_1: LexicalWeights, weights_2: LexicalWeights) -> float:
     """The sparse score of two texts: the sum of weight products over the token ids they share."""
     if len(weights_2) < len(weights_1):
@@ -204,8 +267,8 @@ class BGEM3FlagModel:
         cache_dir: str | None = None,
         colbert_dim: int = -1,
         batch_size: int = 256,
-        query_max_length: int = 512,
-        passage_max_length: int = 512,
+        query_max_length: int | None = None,
+        passage_max_length: int | None = None,
         return_dense: bool = True,
         return_sparse: bool = False,
         return_colbert_vecs: bool = False,
@@ -219,15 +282,18 @@ class BGEM3FlagModel:
     ) -> None:
         path = resolve_model_path(model_name_or_path, cache_dir)
         self.model_name_or_path = str(model_name_or_path)
+        self.resolved = resolve_embedder(self.model_name_or_path, path, model_class=ModelKind.M3,
+                                         pooling=pooling_method, query_max_length=query_max_length,
+                                         passage_max_length=passage_max_length)
+        if self.resolved.pooling != "cls":
+            raise ValueError(f"BGE-M3's dense output is CLS pooled; pooling_method={pooling_method!r} is not supported")
+        self.pooling_method = self.resolved.pooling
         self.normalize_embeddings = bool(normalize_embeddings)
-        self.pooling_method = pooling_method
         self.query_instruction_for_retrieval = query_instruction_for_retrieval
         self.query_instruction_format = query_instruction_format
         self.passage_instruction_for_retrieval = passage_instruction_for_retrieval
         self.passage_instruction_format = passage_instruction_format
         self.batch_size = check_positive_int(batch_size, "batch_size", allow_none=False) or 256
-        self.query_max_length = check_positive_int(query_max_length, "query_max_length", allow_none=False) or 512
-        self.passage_max_length = check_positive_int(passage_max_length, "passage_max_length", allow_none=False) or 512
         self.truncate_dim = check_positive_int(truncate_dim, "truncate_dim")
         self.return_dense, self.return_sparse = bool(return_dense), bool(return_sparse)
         self.return_colbert_vecs = bool(return_colbert_vecs)
@@ -235,14 +301,21 @@ class BGEM3FlagModel:
         self.target_devices = resolve_devices(devices)
         check_positive_int(max_tokens_per_batch, "max_tokens_per_batch")
         self.runtime = M3Runtime(
-            EmbedderSettings(path=str(path), pooling=pooling_method, use_fp16=bool(use_fp16), use_bf16=bool(use_bf16),
-                             trust_remote_code=bool(trust_remote_code), max_tokens_per_batch=max_tokens_per_batch,
-                             backend=backend),
+            EmbedderSettings(path=str(path), pooling=self.pooling_method, use_fp16=bool(use_fp16),
+                             use_bf16=bool(use_bf16), trust_remote_code=bool(trust_remote_code),
+                             max_tokens_per_batch=max_tokens_per_batch, backend=backend),
             self.target_devices,
             colbert_dim,
         )
-        if pooling_method != "cls":
-            raise ValueError(f"BGE-M3's dense output is CLS pooled; pooling_method={pooling_method!r} is not supported")
+        self.query_max_length, self.passage_max_length = self.resolved.lengths(self.runtime.max_length)
+
+    def _length(self, value: int | None, default: int, name: str) -> int:
+        """``value`` (a length asked for in a call) within what the model accepts, with the one warning line when
+        it is cut (as FlagModel does); ``default`` when None."""
+        if value is None:
+            return default
+        given = check_positive_int(value, name, allow_none=False) or 0
+        return clamp_length(given, self.runtime.max_length, name, given=True)
 
     @property
     def tokenizer(self) -> Any:
@@ -255,7 +328,8 @@ class BGEM3FlagModel:
                        return_sparse: bool | None = None, return_colbert_vecs: bool | None = None,
                        **kwargs: Any) -> dict[str, Any]:
         """``encode`` with the query instruction (if any) and ``query_max_length``."""
-        return self.encode(queries, batch_size, max_length or self.query_max_length, return_dense, return_sparse,
+        length = self._length(max_length, self.query_max_length, "max_length")
+        return self.encode(queries, batch_size, length, return_dense, return_sparse,
                            return_colbert_vecs, instruction=self.query_instruction_for_retrieval,
                            instruction_format=self.query_instruction_format, **kwargs)
 
@@ -264,7 +338,8 @@ class BGEM3FlagModel:
                       return_sparse: bool | None = None, return_colbert_vecs: bool | None = None,
                       **kwargs: Any) -> dict[str, Any]:
         """``encode`` with the passage instruction (if any) and ``passage_max_length``."""
-        return self.encode(corpus, batch_size, max_length or self.passage_max_length, return_dense, return_sparse,
+        length = self._length(max_length, self.passage_max_length, "max_length")
+        return self.encode(corpus, batch_size, length, return_dense, return_sparse,
                            return_colbert_vecs, instruction=self.passage_instruction_for_retrieval,
                            instruction_format=self.passage_instruction_format, **kwargs)
 
@@ -285,7 +360,7 @@ class BGEM3FlagModel:
         texts, single = as_text_list(sentences, "sentences")
         texts = apply_instruction(texts, instruction, instruction_format)
         options = M3Options(
-            max_length=check_positive_int(max_length, "max_length") or self.passage_max_length,
+            max_length=self._length(max_length, self.passage_max_length, "max_length"),
             batch_size=check_positive_int(batch_size, "batch_size") or self.batch_size,
             normalize=self.normalize_embeddings,
             dense=self.return_dense if return_dense is None else bool(return_dense),
@@ -338,16 +413,15 @@ class BGEM3FlagModel:
     ) -> dict[str, Any]:
         """Scores of (query, passage) pairs in FlagEmbedding's five modes: dense, sparse, colbert, sparse+dense and
         colbert+sparse+dense (weighted by ``weights_for_different_modes`` = [dense, sparse, colbert], default
-        [1, 1, 1]). Lists of floats, or floats for one pair."""
+        [1, 1, 1], checked by :func:`check_mode_weights`). Lists of floats, or floats for one pair."""
         single = isinstance(sentence_pairs, tuple | list) and len(sentence_pairs) == 2 and isinstance(
             sentence_pairs[0], str)
         pairs = as_pair_list(sentence_pairs)
-        weights = [1.0, 1.0, 1.0] if weights_for_different_modes is None else [float(w) for w in
-                                                                                  weights_for_different_modes]
-        if len(weights) != 3:
-            raise ValueError("weights_for_different_modes must hold three weights: dense, sparse, colbert")
-        scores = pair_scores(self, pairs, batch_size, max_query_length or self.query_max_length,
-                             max_passage_length or self.passage_max_length)
+        weights = (1.0, 1.0, 1.0) if weights_for_different_modes is None else check_mode_weights(
+            weights_for_different_modes, "weights_for_different_modes")
+        scores = pair_scores(self, pairs, batch_size, self._length(max_query_length, self.query_max_length,
+                                                                   "max_query_length"),
+                             self._length(max_passage_length, self.passage_max_length, "max_passage_length"))
         dense, sparse, colbert = (np.asarray(scores[mode], dtype=np.float64) for mode in ("dense", "sparse", "colbert"))
         fused = {
             "dense": dense, "sparse": sparse, "colbert": colbert,

@@ -158,11 +158,10 @@ class HybridHit:
 
 
 def check_weights(weights: Sequence[float]) -> tuple[float, float, float]:
-    values = tuple(float(w) for w in weights)
-    if len(values) != 3 or any(w < 0 or not np.isfinite(w) for w in values) or sum(values) <= 0:
-        raise ValueError(f"weights must be three non-negative numbers (dense, sparse, colbert) with a positive sum, "
-                         f"got {tuple(weights)!r}")
-    return values  # type: ignore[return-value]
+    """BGE-M3's one rule for fusion weights (:func:`flag_core.inference.m3.check_mode_weights`)."""
+    from ..inference.m3 import check_mode_weights
+
+    return check_mode_weights(weights, "weights")
 
 
 class HybridIndex:
