@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from ..fileio import ArtefactError, folder_fingerprint
 from .backends import backend_model, check_backend, is_quantized_folder
 from .devices import check_available
 from .kinds import Head
@@ -72,6 +73,8 @@ class LoadedModel:
 
 _CACHE: weakref.WeakValueDictionary[tuple[Any, ...], LoadedModel] = weakref.WeakValueDictionary()
 _CACHE_LOCK = threading.Lock()
+# (folder, head, backend, weights' fingerprint) whose backend failed and now run in torch (under _CACHE_LOCK)
+_FELL_BACK: set[tuple[str, str, str, str]] = set()
 
 
 def load_model(
@@ -113,19 +116,23 @@ def _load_uncached(
     tokenizer = load_tokenizer(path, trust_remote_code)
     if padding_side is not None:
         tokenizer.padding_side = padding_side
-    if backend != "torch":
+    fallback_key = (str(path.resolve()), head.value, backend, folder_fingerprint(path) if backend != "torch" else "")
+    if backend != "torch" and fallback_key not in _FELL_BACK:
         config = transformers.AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
         try:
             model = backend_model(path, head, backend, dtype, trust_remote_code, config)
             return LoadedModel(model=model, tokenizer=tokenizer, path=path, device=torch.device("cpu"), dtype=dtype)
         except (ImportError, ValueError):
-            raise  # a missing package or a wrong setting: the user must act
+            raise  # a missing package, a wrong setting or a damaged flagstack file (ArtefactError): the user must act
         except Exception as exc:
-            if is_quantized_folder(path):
-                raise
-            # the conversion failed (an architecture the exporter cannot trace, ...): run the same model in torch
-            logger.warning("could not run %s with backend=%r (%s: %s); running it with backend='torch' instead",
-                           path, backend, type(exc).__name__, exc)
+            if is_quantized_folder(path):  # its int8 model is all it holds: nothing to fall back to
+                raise ArtefactError(f"{path}: its quantized model could not be loaded with backend={backend!r} "
+                                    f"({type(exc).__name__}: {exc})") from exc
+            # the conversion failed (an architecture the exporter cannot trace, ...): run the same model in torch,
+            # said once per model and backend in this process (later loads go straight to torch)
+            _FELL_BACK.add(fallback_key)
+            logger.warning("could not run %s with backend=%r (%s: %s); running it with backend='torch' instead (for "
+                           "the rest of this process)", path, backend, type(exc).__name__, exc)
     if is_quantized_folder(path):
         raise ValueError(f"{path} holds a quantized model written by flagstack quantize: load it with the backend "
                          "it was made for (its flagstack_quantization.json says which)")

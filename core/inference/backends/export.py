@@ -1,19 +1,33 @@
-"""What the exporters trace: the transformers model in eager attention with plain tensor inputs and one output."""
+"""What the exporters trace (the transformers model in eager attention with plain tensor inputs and one output),
+and the cache entries they write: checksummed folders, verified on every load, rebuilt when damaged."""
 
 from __future__ import annotations
 
 import hashlib
+import logging
+import shutil
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ...fileio import folder_fingerprint
+from ...fileio import (
+    ArtefactError,
+    file_lock,
+    folder_fingerprint,
+    new_staging_folder,
+    publish_folder,
+    verify_folder,
+    write_manifest,
+)
 from ..kinds import Head
 from ..model_files import load_tokenizer, quiet_transformers, readable_weights
 
 TWO_GB = 2 * 1024**3
+
+logger = logging.getLogger(__name__)
 
 
 def export_key(kind: str, path: Path, head: Head) -> str:
@@ -69,3 +83,40 @@ def traceable(path: Path, head: Head, trust_remote_code: bool = False, max_bytes
     sample = (torch.ones((2, 8), dtype=torch.long), mask, torch.zeros((2, 8), dtype=torch.long))[: len(names)]
     output = "last_hidden_state" if head is Head.BASE else "logits"
     return Traced(Traceable(model, output), names, sample, output, model.config)
+
+
+def _check_entry(target: Path, kind: str, required: Collection[str]) -> None:
+    """Verify a cache entry against its manifest (every file's size and SHA-256) and that it holds ``required``."""
+    manifest = verify_folder(target, kinds=(kind,))
+    for name in required:
+        if name not in manifest["files"]:
+            raise ArtefactError(f"{target / name} is missing (not in {target}'s manifest)")
+
+
+def cached_folder(target: Path, kind: str, build: Callable[[Path], None], required: Collection[str] = ()) -> Path:
+    """The cache entry ``target`` (a folder with a manifest of ``kind`` holding the files ``required``), built by
+    ``build(staging folder)`` when it is absent, and rebuilt (with a warning naming the entry and the damage)
+    when it fails verification. Writers of one entry take turns (a lock between processes and threads): a
+    second one waits and then uses the first one's entry; an entry that a writer without the lock put in place
+    meanwhile is verified and used."""
+    with file_lock(target.with_name(f".{target.name}.lock")):
+        replace = False
+        if target.exists() or target.is_symlink():
+            try:
+                _check_entry(target, kind, required)
+                return target
+            except ArtefactError as exc:
+                logger.warning("the cached %s %s is damaged (%s); rebuilding it", kind, target, exc)
+                replace = True
+        staging = new_staging_folder(target)
+        try:
+            build(staging)
+            write_manifest(staging, kind)
+            publish_folder(staging, target, replace)
+        except FileExistsError:
+            if not target.exists():
+                raise
+            _check_entry(target, kind, required)  # another writer's entry arrived first: use it when whole
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return target

@@ -2,18 +2,17 @@
 
 The model is exported once per model folder and head (transformers' eager attention, traced by torch's
 ONNX exporter), BERT-family graphs get ONNX Runtime's transformer fusions (attention, skip-layer-norm,
-bias-GELU), and the file is kept under ``$FLAGSTACK_CACHE/onnx`` (default ~/.cache/flagstack/onnx), written
-atomically. It runs in fp32 on the CPU, so outputs stay within float rounding of the torch backend (the
-tests and ``benchmarks/embed_throughput.py`` check the agreement). Tokenisation, batching, pooling and
-normalisation stay in flag_core's runtime: only the forward pass changes.
+bias-GELU), and the file is kept under ``$FLAGSTACK_CACHE/onnx`` (default ~/.cache/flagstack/onnx) in a folder
+written atomically with a checksummed manifest, verified on every load (a damaged entry is rebuilt). It runs
+in fp32 on the CPU, so outputs stay within float rounding of the torch backend (the tests and
+``benchmarks/embed_throughput.py`` check the agreement). Tokenisation, batching, pooling and normalisation stay in
+flag_core's runtime: only the forward pass changes.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
-import threading
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
@@ -24,14 +23,13 @@ import torch
 
 from ...fileio import cache_folder
 from ..kinds import Head
-from .export import TWO_GB, export_key, traceable
+from .export import TWO_GB, cached_folder, export_key, traceable
 
 logger = logging.getLogger(__name__)
 
-_FORMAT = "flagstack-onnx-2"
+_FORMAT = "flagstack-onnx-3"  # 3: a folder with a manifest, verified on load
 # model types whose graphs ONNX Runtime's BERT optimizer knows how to fuse
 _BERT_LIKE = {"bert", "roberta", "xlm-roberta", "camembert", "electra", "ernie"}
-_EXPORT_LOCK = threading.Lock()
 
 
 def cache_root() -> Path:
@@ -40,20 +38,20 @@ def cache_root() -> Path:
 
 
 def export_onnx(path: Path, head: Head, trust_remote_code: bool = False) -> Path:
-    """The ONNX file for the model in ``path`` with ``head``, exported (and fused) on first use."""
-    target = cache_root() / export_key(_FORMAT, path, head) / "model.onnx"
-    with _EXPORT_LOCK:
-        if target.is_file():
-            return target
+    """The ONNX file for the model in ``path`` with ``head``, exported (and fused) on first use into a cache folder
+    with a manifest; a damaged entry is rebuilt (see :func:`~flag_core.inference.backends.export.cached_folder`)."""
+    target = cache_root() / export_key(_FORMAT, path, head)
 
+    def build(staging: Path) -> None:
         traced = traceable(path, head, trust_remote_code, TWO_GB)
         names, output = traced.names, traced.output
         axes = {name: {0: "batch", 1: "sequence"} for name in names}
         axes[output] = {0: "batch", 1: "sequence"} if head is Head.BASE else {0: "batch"}
-        target.parent.mkdir(parents=True, exist_ok=True)
-        logger.info("exporting %s to ONNX (once; kept in %s)", path, target.parent)
-        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-            raw = Path(tmp) / "raw.onnx"
+        logger.info("exporting %s to ONNX (once; kept in %s)", path, target)
+        final = staging / "model.onnx"
+        fuse = _fusable(traced.config)
+        with tempfile.TemporaryDirectory(dir=staging) as tmp:
+            raw = Path(tmp) / "raw.onnx" if fuse else final  # external data files, if any, land beside it
             # the tracer warns about Python control flow in transformers' code; the tests check the graph
             with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -61,23 +59,25 @@ def export_onnx(path: Path, head: Head, trust_remote_code: bool = False) -> Path
                     traced.module, traced.sample, str(raw), input_names=names, output_names=[output],
                     dynamic_axes=axes, opset_version=17, dynamo=False,
                 )
-            final = Path(tmp) / "model.onnx"
-            _fuse(raw, final, traced.config)
-            os.replace(final, target)
-        return target
+            if fuse:
+                _fuse(raw, final, traced.config)
+
+    return cached_folder(target, _FORMAT, build, required=["model.onnx"]) / "model.onnx"
+
+
+def _fusable(config: Any) -> bool:
+    """Whether ONNX Runtime's BERT optimizer fuses this model's graph."""
+    return (getattr(config, "model_type", "") in _BERT_LIKE and bool(getattr(config, "num_attention_heads", 0))
+            and bool(getattr(config, "hidden_size", 0)))
 
 
 def _fuse(raw: Path, final: Path, config: Any) -> None:
-    """ONNX Runtime's transformer fusions for BERT-like graphs; other graphs are kept as exported."""
-    model_type = getattr(config, "model_type", "")
-    heads, hidden = getattr(config, "num_attention_heads", 0), getattr(config, "hidden_size", 0)
-    if model_type in _BERT_LIKE and heads and hidden:
-        from onnxruntime.transformers.optimizer import optimize_model
+    """ONNX Runtime's transformer fusions for a BERT-like graph (see :func:`_fusable`)."""
+    from onnxruntime.transformers.optimizer import optimize_model
 
-        optimized = optimize_model(str(raw), model_type="bert", num_heads=heads, hidden_size=hidden)
-        optimized.save_model_to_file(str(final))
-    else:
-        os.replace(raw, final)
+    optimized = optimize_model(str(raw), model_type="bert", num_heads=config.num_attention_heads,
+                               hidden_size=config.hidden_size)
+    optimized.save_model_to_file(str(final))
 
 
 class OnnxModel:

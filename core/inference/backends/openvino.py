@@ -2,7 +2,8 @@
 
 The model is converted once per folder and head straight from PyTorch (``openvino.convert_model`` on the traced
 eager-attention model; no optimum, so it works with transformers 5), saved as OpenVINO IR under
-``$FLAGSTACK_CACHE/openvino`` (written atomically), and compiled for the CPU with fp32 inference precision
+``$FLAGSTACK_CACHE/openvino`` (a folder written atomically with a checksummed manifest, verified on every load; a
+damaged entry is rebuilt), and compiled for the CPU with fp32 inference precision
 (``use_bf16=True`` asks for bf16, fast on CPUs with AVX512-BF16/AMX). A folder written by ``flagstack quantize
 --backend openvino`` runs its int8 IR instead. Tokenisation, batching and pooling stay flagstack's.
 """
@@ -10,9 +11,6 @@ eager-attention model; no optimum, so it works with transformers 5), saved as Op
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import tempfile
 import threading
 import warnings
 from pathlib import Path
@@ -24,12 +22,11 @@ import torch
 
 from ...fileio import cache_folder
 from ..kinds import Head
-from .export import export_key, traceable
+from .export import cached_folder, export_key, traceable
 
 logger = logging.getLogger(__name__)
 
-_FORMAT = "flagstack-openvino-1"
-_EXPORT_LOCK = threading.Lock()
+_FORMAT = "flagstack-openvino-2"  # 2: a folder with a manifest, verified on load
 
 
 def _openvino() -> Any:
@@ -53,22 +50,17 @@ def convert(path: Path, head: Head, trust_remote_code: bool = False) -> Any:
 
 
 def export_openvino(path: Path, head: Head, trust_remote_code: bool = False) -> Path:
-    """The OpenVINO IR (``model.xml`` + ``model.bin``) for ``path`` with ``head``, converted on first use."""
+    """The OpenVINO IR (``model.xml`` + ``model.bin``) for ``path`` with ``head``, converted on first use into a
+    cache folder with a manifest; a damaged entry is rebuilt (see
+    :func:`~flag_core.inference.backends.export.cached_folder`)."""
     target = cache_folder("openvino") / export_key(_FORMAT, path, head)
-    with _EXPORT_LOCK:
-        if (target / "model.xml").is_file():
-            return target / "model.xml"
+
+    def build(staging: Path) -> None:
         model = convert(path, head, trust_remote_code)
-        target.parent.mkdir(parents=True, exist_ok=True)
         logger.info("converting %s to OpenVINO (once; kept in %s)", path, target)
-        staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
-        try:
-            _openvino().save_model(model, str(staging / "model.xml"), compress_to_fp16=False)
-            os.replace(staging, target)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        return target / "model.xml"
+        _openvino().save_model(model, str(staging / "model.xml"), compress_to_fp16=False)
+
+    return cached_folder(target, _FORMAT, build, required=["model.xml", "model.bin"]) / "model.xml"
 
 
 class OpenVinoModel:

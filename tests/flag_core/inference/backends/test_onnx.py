@@ -3,6 +3,8 @@ export made once and reused, and clear errors for what it does not run."""
 
 from __future__ import annotations
 
+import gc
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +14,9 @@ import numpy as np
 import pytest
 
 from flag_core import FlagLLMReranker, FlagModel, FlagReranker
-from flag_core.inference.backends.onnx import cache_root
+from flag_core.fileio import MANIFEST_FILE, verify_folder
+from flag_core.inference.backends.onnx import cache_root, export_onnx
+from flag_core.inference.kinds import Head
 
 pytest.importorskip("onnxruntime", reason="needs the onnx extra")
 pytest.importorskip("onnx", reason="needs the onnx extra")
@@ -80,7 +84,28 @@ def test_export_is_made_once_and_reused(model_path: str, onnx_cache: Path) -> No
     again = FlagModel(model_path, devices="cpu", pooling_method="mean", backend="onnx")  # another runtime, same file
     assert again.encode("x").shape == (384,)
     assert {f: f.stat().st_mtime_ns for f in sorted(cache_root().glob("*/model.onnx"))} == stamps
-    assert not [p for p in cache_root().rglob("*") if p.is_file() and p.name != "model.onnx"]  # no temp files left
+    # no temporary files left: only the models, their manifests, and the lock files of their writers
+    assert not [p for p in cache_root().rglob("*")
+                if p.is_file() and p.name not in ("model.onnx", MANIFEST_FILE) and not p.name.endswith(".lock")]
+
+
+@pytest.mark.slow
+def test_a_damaged_export_is_rebuilt_never_used(model_path: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 24 item 4: flipped bytes in the cached model.onnx loaded silently (min cosine -0.035 to torch)."""
+    file = export_onnx(Path(model_path), Head.BASE)
+    verify_folder(file.parent, kinds=["flagstack-onnx-3"])
+    data = bytearray(file.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # inside the weights
+    file.write_bytes(bytes(data))
+    with caplog.at_level(logging.WARNING, logger="flag_core"):
+        assert export_onnx(Path(model_path), Head.BASE) == file
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and str(file.parent) in warnings[0] and "does not match its checksum" in warnings[0]
+    verify_folder(file.parent)
+    gc.collect()  # no runtime of an earlier test still holds a session on the old file
+    texts = ["proteins fold into shapes", "Paris is the capital of France"]
+    np.testing.assert_allclose(FlagModel(model_path, devices="cpu", backend="onnx").encode(texts),
+                               FlagModel(model_path, devices="cpu").encode(texts), atol=TOL, rtol=0)
 
 
 def test_what_it_does_not_run_is_refused(model_path: str, tiny_decoder_path: str) -> None:

@@ -4,14 +4,20 @@ once, and a failed conversion falls back to torch with a message (never other ve
 from __future__ import annotations
 
 import logging
+import shutil
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from flag_core import FlagModel, FlagReranker
+from flag_core.fileio import verify_folder
+from flag_core.inference.kinds import Head
+from flag_core.inference.loading import load_model
 
 pytest.importorskip("openvino", reason="needs the openvino extra")
 
@@ -53,6 +59,31 @@ def test_bf16_is_close(model_path: str) -> None:
     assert float((exact * fast).sum(axis=1).min()) > 0.999
 
 
+@pytest.mark.slow
+def test_a_damaged_conversion_is_rebuilt_never_used(model_path: str, tmp_path: Path,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 24 items 4 and 10: a truncated cached model.bin made every later run fall back to torch (flipped
+    bytes gave NaN vectors); cache folders were made 0700."""
+    from flag_core.inference.backends.openvino import export_openvino
+
+    file = export_openvino(Path(model_path), Head.BASE)
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    assert stat.S_IMODE(file.parent.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode)
+    weights = file.parent / "model.bin"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with caplog.at_level(logging.WARNING, logger="flag_core"):
+        assert export_openvino(Path(model_path), Head.BASE) == file
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and str(weights) in warnings[0] and "rebuilding" in warnings[0], warnings
+    verify_folder(file.parent)
+    texts = ["proteins fold into shapes", "Paris is the capital of France"]
+    model = load_model(Path(model_path), Head.BASE, "cpu", torch.float32, padding_side="right", backend="openvino")
+    assert type(model.model).__name__ == "OpenVinoModel"  # the rebuilt entry runs, not torch
+    np.testing.assert_allclose(FlagModel(model_path, devices="cpu", backend="openvino").encode(texts),
+                               FlagModel(model_path, devices="cpu").encode(texts), atol=TOL, rtol=0)
+
+
 def test_a_failed_conversion_falls_back_to_torch(model_path: str, monkeypatch: pytest.MonkeyPatch,
                                                  caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
     import shutil
@@ -70,3 +101,29 @@ def test_a_failed_conversion_falls_back_to_torch(model_path: str, monkeypatch: p
     assert "running it with backend='torch' instead" in caplog.text and "cannot convert" in caplog.text
     np.testing.assert_allclose(model.encode(["x", "y"]), FlagModel(str(folder), devices="cpu").encode(["x", "y"]),
                                atol=1e-6)
+
+
+def test_a_fallback_is_said_once_per_model_and_backend(model_path: str, monkeypatch: pytest.MonkeyPatch,
+                                                       caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
+    """Issue 24 item 4: every load retried the conversion and logged again; now one warning naming the cause, and
+    later loads of that model in this process go straight to torch."""
+    import flag_core.inference.backends.openvino as ov_backend
+
+    calls: list[Path] = []
+
+    def broken(path: Path, *args: Any, **kwargs: Any) -> Any:
+        calls.append(path)
+        raise RuntimeError("the tracer met an operation it cannot convert")
+
+    monkeypatch.setattr(ov_backend, "export_openvino", broken)
+    folder = tmp_path / "copy"
+    shutil.copytree(model_path, folder)
+    with caplog.at_level(logging.WARNING, logger="flag_core"):
+        for padding_side in ("right", "left"):  # two loads (two cache keys) of the same model and backend
+            loaded = load_model(folder, Head.BASE, "cpu", torch.float32, padding_side=padding_side,
+                                backend="openvino")
+            assert isinstance(loaded.model, torch.nn.Module)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "RuntimeError: the tracer met an operation it cannot convert" in warnings[0]
+    assert str(folder) in warnings[0] and "backend='openvino'" in warnings[0]
+    assert len(calls) == 1
