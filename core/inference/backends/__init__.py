@@ -2,8 +2,9 @@
 by ``flagstack quantize``. Tokenisation, batching and pooling stay flagstack's; only the forward pass changes.
 
 A backend model is exported once per model folder and head (transformers' eager attention, traced) and kept in
-flagstack's cache; a folder written by ``flagstack quantize`` carries its quantized model instead
-(``flagstack_quantization.json`` says which backend runs it).
+flagstack's cache, in a checksummed folder verified on every load; a folder written by ``flagstack quantize``
+carries its quantized model instead (``flagstack_quantization.json`` says which backend runs it; the folder's
+manifest is verified before it is loaded).
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ from typing import Any
 
 import torch
 
+from ...fileio import MANIFEST_FILE, ArtefactError, verify_folder
 from ..kinds import Head
 from ..model_files import read_json
 
 BACKENDS = ("torch", "onnx", "openvino")
 EXPORT_HEADS = (Head.BASE, Head.SEQUENCE_CLASSIFICATION)
 QUANTIZATION_FILE = "flagstack_quantization.json"
+QUANTIZE_KIND = "quantize"  # the manifest kind of a flagstack quantize output
 
 
 def check_backend(backend: str, device: str, dtype: torch.dtype, head: Head) -> None:
@@ -50,18 +53,29 @@ class Quantized:
 
     @classmethod
     def of(cls, folder: Path) -> Quantized | None:
+        """What ``folder`` holds (None: not a quantize output), after verifying the whole folder against its
+        manifest: a damaged, incomplete or manifest-less quantize output is an :class:`ArtefactError` naming the
+        file."""
         meta = folder / QUANTIZATION_FILE
         if not meta.is_file():
             return None
+        if not (folder / MANIFEST_FILE).is_file():
+            raise ArtefactError(f"{folder} holds {QUANTIZATION_FILE} but no {MANIFEST_FILE}: it was written by an "
+                                "older flagstack or copied in part, so its int8 model cannot be checked; run "
+                                "flagstack quantize on the source model again")
+        manifest = verify_folder(folder, kinds=(QUANTIZE_KIND,))
         data = read_json(meta, dict)
-        return cls(backend=str(data.get("backend")), file=folder / str(data.get("file")), mode=str(data.get("mode")),
-                   source=str(data.get("source")))
+        backend, name = data.get("backend"), data.get("file")
+        if backend not in BACKENDS[1:] or not isinstance(name, str) or name not in manifest["files"]:
+            raise ArtefactError(f"{meta} names backend {backend!r} and model file {name!r}: expected onnx or "
+                                f"openvino and a file listed in {folder / MANIFEST_FILE}; quantize the source again")
+        return cls(backend=backend, file=folder / name, mode=str(data.get("mode")), source=str(data.get("source")))
 
 
 def backend_model(path: Path, head: Head, backend: str, dtype: torch.dtype, trust_remote_code: bool, config: Any
                   ) -> Any:
     """The model object that runs ``path``'s forward pass on ``backend`` (exported on first use, or the
-    quantized model of a ``flagstack quantize`` folder)."""
+    quantized model of a ``flagstack quantize`` folder, verified against its manifest first)."""
     quantized = Quantized.of(path)
     if quantized is not None and quantized.backend != backend:
         raise ValueError(f"{path} holds a {quantized.mode} {quantized.backend} model (from {quantized.source}); load "

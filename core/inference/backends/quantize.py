@@ -7,9 +7,11 @@
 - ``backend="onnx", mode="dynamic"``: ONNX Runtime's dynamic int8 (no calibration; weights int8, activations
   quantized on the fly). Its vectors can drift further from fp32: judge it by task metrics.
 
-The folder holds the source's config, tokenizer and sentence-transformers files, the int8 model, and
-``flagstack_quantization.json`` (backend, mode, source and its fingerprint, calibration digest); it is built in
-a temporary folder and renamed into place. ``FlagModel(folder, backend=...)`` (or ``FlagReranker``) runs it.
+The folder holds the source's config, tokenizer and sentence-transformers files, the int8 model,
+``flagstack_quantization.json`` (backend, mode, source and its fingerprint, calibration digest) and a checksummed
+``flagstack_manifest.json`` covering all of them; it is built in a staging folder beside the target and renamed
+into place (a killed run's staging folder is removed by the next one). ``FlagModel(folder, backend=...)`` (or
+``FlagReranker``) verifies it and runs it.
 """
 
 from __future__ import annotations
@@ -17,8 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,15 +26,16 @@ from typing import Any
 
 import numpy as np
 
-from ...fileio import cache_folder, folder_fingerprint, texts_digest
+from ...fileio import cache_folder, check_replaceable, folder_fingerprint, staged_folder, texts_digest
 from ..kinds import Head
 from ..model_files import copy_support_files, load_tokenizer, resolve_model_path
-from . import QUANTIZATION_FILE, Quantized
-from .export import export_key
+from . import QUANTIZATION_FILE, QUANTIZE_KIND, is_quantized_folder
+from .export import cached_folder, export_key
 
 MODES = {"onnx": ("static", "dynamic"), "openvino": ("static",)}
 FILES = {"onnx": "model.onnx", "openvino": "openvino_model.xml"}
 CALIBRATION_BATCH = 8
+_FORMAT = "quantized-2"  # 2: a folder with a manifest, verified on load
 
 Calibration = Sequence[str] | Sequence[tuple[str, str]]
 
@@ -67,9 +68,13 @@ def quantize_model(
     max_length: int = 512,
     trust_remote_code: bool = False,
     overwrite: bool = False,
+    inputs: Sequence[str | os.PathLike[str]] = (),
 ) -> Path:
     """Write an int8 model of ``model_name_or_path`` for ``backend`` (see the module docstring) and return its
-    folder: ``output``, or one under flagstack's cache keyed by the source, backend, mode and calibration."""
+    folder: ``output``, or one under flagstack's cache keyed by the source, backend, mode and calibration (reused
+    when it verifies, rebuilt with a warning when damaged). An existing ``output`` is replaced only with
+    ``overwrite``, and only when it is an earlier quantize output (or empty) holding neither the source model nor
+    any of ``inputs`` (the files this run reads, e.g. calibration and check data): checked before any work."""
     if backend not in MODES:
         raise ValueError(f"backend must be one of {', '.join(MODES)}, got {backend!r}")
     if mode not in MODES[backend]:
@@ -79,23 +84,11 @@ def quantize_model(
         raise ValueError("static quantization calibrates on texts: give a few hundred texts like the ones you will "
                          "encode (or pairs, for a cross-encoder)")
     path = resolve_model_path(model_name_or_path)
-    if Quantized.of(path) is not None:
+    if is_quantized_folder(path):
         raise ValueError(f"{path} is already a quantized folder; quantize its source model")
     head = Head.SEQUENCE_CLASSIFICATION if cross_encoder else Head.BASE
-    key = hashlib.sha256(f"{export_key(f'quantized-{backend}-{mode}', path, head)}\n{_digest(samples)}\n"
-                         f"{max_length}".encode()).hexdigest()[:32]
-    target = Path(output) if output is not None else cache_folder("quantized") / key
-    if target.exists():
-        if output is None and Quantized.of(target) is not None:
-            return target  # the same source, backend, mode and calibration: made before
-        if not overwrite:
-            raise FileExistsError(f"{target} already exists; pass overwrite=True (--overwrite) to replace it")
-        if Quantized.of(target) is None and any(target.iterdir()):
-            raise ValueError(f"{target} is not an empty folder or an earlier flagstack quantize output; choose "
-                             "another folder")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+
+    def build(staging: Path) -> None:
         copy_support_files(path, staging)
         batches = calibration_batches(load_tokenizer(path, trust_remote_code), samples, max_length) if samples else []
         if backend == "onnx":
@@ -107,12 +100,17 @@ def quantize_model(
             "source": str(model_name_or_path), "source_fingerprint": folder_fingerprint(path),
             "calibration": {"samples": len(samples), "sha256": _digest(samples), "max_length": max_length},
         }, indent=2), encoding="utf-8")
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+
+    if output is None:
+        key = hashlib.sha256(f"{export_key(f'{_FORMAT}-{backend}-{mode}', path, head)}\n{_digest(samples)}\n"
+                             f"{max_length}".encode()).hexdigest()[:32]
+        return cached_folder(cache_folder("quantized") / key, QUANTIZE_KIND, build,
+                             required=[FILES[backend], QUANTIZATION_FILE])
+    target = Path(output).expanduser()
+    exists = check_replaceable(target, [path, *inputs], overwrite, markers=(QUANTIZATION_FILE,),
+                               what="quantize output")
+    with staged_folder(target, QUANTIZE_KIND, replace=exists) as staging:
+        build(staging)
     return target
 
 
