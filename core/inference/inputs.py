@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import numbers
+import os
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any, Literal, overload
+
+import numpy as np
+from pydantic import BeforeValidator
 
 
 def as_text_list(texts: Any, what: str = "texts") -> tuple[list[str], bool]:
@@ -45,15 +50,24 @@ def check_unicode(text: str, where: str) -> None:
         ) from None
 
 
+@overload
+def check_positive_int(value: Any, name: str, allow_none: Literal[False]) -> int: ...
+
+
+@overload
+def check_positive_int(value: Any, name: str, allow_none: bool = True) -> int | None: ...
+
+
 def check_positive_int(value: Any, name: str, allow_none: bool = True) -> int | None:
-    """Return ``value`` if it is a positive int (or None when allowed), else raise a clear error."""
+    """Return ``value`` as a plain int if it is a positive integer (a Python or numpy integer, never a bool), or
+    None when allowed; else raise a TypeError or ValueError naming ``name``."""
     if value is None and allow_none:
         return None
-    if isinstance(value, bool) or not isinstance(value, int):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be a positive int, got {type(value).__name__} ({value!r})")
     if value <= 0:
         raise ValueError(f"{name} must be a positive int, got {value}")
-    return value
+    return int(value)
 
 
 def as_pair_list(pairs: Any, what: str = "sentence_pairs") -> list[tuple[str, str]]:
@@ -81,3 +95,13 @@ def as_pair_list(pairs: Any, what: str = "sentence_pairs") -> list[tuple[str, st
         check_unicode(pair[1], f"{what}[{i}][1]")
         checked.append((pair[0], pair[1]))
     return checked
+
+
+def as_model_name(value: Any) -> Any:
+    """A model name or folder given as an ``os.PathLike`` (e.g. a ``pathlib.Path``) as its str; anything else as
+    it is, for the str check that follows."""
+    return os.fspath(value) if isinstance(value, os.PathLike) else value
+
+
+ModelName = Annotated[str, BeforeValidator(as_model_name)]
+"""A pydantic field type for a hub id or a local model folder: a str, or any ``os.PathLike`` (stored as a str)."""

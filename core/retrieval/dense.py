@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..inference.inputs import check_positive_int
+from .archive import payload_bytes
 from .index import IndexFileError, VectorIndex
 
 EmbedDocuments = Callable[[list[str]], Any]
@@ -21,11 +22,14 @@ EmbedQuery = Callable[[str], Any]
 
 @dataclass(frozen=True)
 class PayloadFormat:
-    """What every payload of an index holds: ``name`` (saved with the file, e.g. the class that writes it)
-    and the ``keys`` each payload has. Loading a file written in another format is a clear error."""
+    """What every payload of an index holds: ``name`` (saved with the file, e.g. the class that writes it), the
+    ``keys`` each payload has, and ``check``, a function that raises a TypeError or ValueError for a payload the
+    reader could not use. Loading a file written in another format, or holding such a payload, is a clear error
+    at load (never at search)."""
 
     name: str
     keys: tuple[str, ...] = ()
+    check: Callable[[dict[str, Any]], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -69,13 +73,14 @@ class DenseIndex:
         if not texts:
             return []
         rows = [{"text": t, "payload": dict(payloads[i]) if payloads else {}} for i, t in enumerate(texts)]
+        payload_bytes(rows)  # a payload that could never be saved is refused before anything is embedded
         return self.index.add(self.embed_documents(texts), rows)
 
     def search(self, query: str, k: int) -> list[Hit]:
         """The ``k`` best texts for ``query``, best first."""
         if not isinstance(query, str):
             raise TypeError(f"query must be a str, got {type(query).__name__}")
-        check_positive_int(k, "k", allow_none=False)
+        k = check_positive_int(k, "k", allow_none=False)
         if not len(self.index):
             return []
         hits = []
@@ -102,23 +107,34 @@ class DenseIndex:
         ``payload_format`` is given, payloads of that format."""
         dense = cls(embed_documents, embed_query, settings, use_faiss, payload_format)
         dense.index = VectorIndex.load(path, dense.settings, use_faiss=use_faiss)
-        if payload_format is not None:
-            _check_payloads(path, dense.index, payload_format)
+        check_rows(path, dense.index.payload_format, dense.index._payloads, payload_format)
         return dense
 
 
-def _check_payloads(path: str | os.PathLike[str], index: VectorIndex, expected: PayloadFormat) -> None:
-    saved = index.payload_format
-    if saved is not None and saved != expected.name:
+def check_rows(
+    path: str | os.PathLike[str], saved: str | None, rows: Sequence[Any], expected: PayloadFormat | None
+) -> None:
+    """Check the rows a text index read from ``path``: each a {"text": str, "payload": dict}, written in the
+    ``expected`` format (when given): its name, keys and check. Any problem is an IndexFileError naming the entry."""
+    if expected is not None and saved is not None and saved != expected.name:
         raise IndexFileError(f"{path} was written by {saved}; load it with {saved}.load, not {expected.name}.load")
-    for position, row in enumerate(index.payloads):
-        payload = row.get("payload")
-        missing = [key for key in expected.keys if not isinstance(payload, dict) or key not in payload]
+    for position, row in enumerate(rows):
+        if not isinstance(row.get("text"), str) or not isinstance(row.get("payload"), dict):
+            raise IndexFileError(f"{path}: entry {position} is not a text with a payload (corrupted?)")
+        if expected is None:
+            continue
+        payload = row["payload"]
+        missing = [key for key in expected.keys if key not in payload]
         if missing:
             raise IndexFileError(
                 f"{path} was not written by {expected.name} (entry {position} lacks {', '.join(missing)}); "
                 "load it with the class that wrote it"
             )
+        if expected.check is not None:
+            try:
+                expected.check(payload)
+            except (TypeError, ValueError) as exc:
+                raise IndexFileError(f"{path}: entry {position} is not a {expected.name} payload ({exc})") from exc
 
 
 def embedding_settings(embeddings: Any) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import itertools
 import os
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,8 +22,18 @@ import numpy as np
 
 from ..inference.inputs import check_positive_int
 from ..inference.m3 import BGEM3FlagModel
-from .archive import IndexFileError, array_bytes, payload_bytes, read_archive, read_array, read_payloads, write_archive
-from .dense import PayloadFormat
+from .archive import (
+    IndexFileError,
+    array_bytes,
+    check_offsets,
+    manifest_count,
+    payload_bytes,
+    read_archive,
+    read_array,
+    read_payloads,
+    write_archive,
+)
+from .dense import PayloadFormat, check_rows
 from .index import VectorIndex
 
 FORMAT = "flagstack-hybrid-index"
@@ -30,6 +41,8 @@ VERSION = 1
 MODES = ("dense", "sparse", "colbert", "sparse+dense", "hybrid")
 DEFAULT_WEIGHTS = (0.4, 0.2, 0.4)  # dense, sparse, colbert: the weights FlagEmbedding suggests for bge-m3
 DEFAULT_CANDIDATES = 100
+PARTS = ("dense.npy", "payloads.jsonl", "sparse_ids.npy", "sparse_weights.npy", "sparse_offsets.npy", "colbert.npy",
+         "colbert_offsets.npy")
 
 
 class SparseIndex:
@@ -45,15 +58,28 @@ class SparseIndex:
 
     @staticmethod
     def arrays(weights: Mapping[str, float]) -> tuple[np.ndarray, np.ndarray]:
-        """Token ids (sorted int64) and weights (float32) of lexical weights keyed by the id as a str."""
-        ids = np.fromiter((int(token) for token in weights), dtype=np.int64, count=len(weights))
-        values = np.fromiter(weights.values(), dtype=np.float32, count=len(weights))
+        """Token ids (sorted int64) and weights (float32) of lexical weights keyed by the id as a str; a ValueError
+        for an id that is not a non-negative integer, an id given twice, or a weight that is NaN or infinite."""
+        try:
+            ids = np.fromiter((int(token) for token in weights), dtype=np.int64, count=len(weights))
+            values = np.fromiter(weights.values(), dtype=np.float32, count=len(weights))
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise ValueError(f"lexical weights must map token ids to numbers ({exc})") from exc
         order = np.argsort(ids, kind="stable")
-        return ids[order], values[order]
+        ids, values = ids[order], values[order]
+        if (ids < 0).any() or (np.diff(ids) == 0).any():
+            raise ValueError("lexical weights hold a negative or repeated token id")
+        if not np.isfinite(values).all():
+            raise ValueError("lexical weights hold NaN or infinity")
+        return ids, values
 
     def add(self, documents: Sequence[Mapping[str, float]]) -> None:
-        for weights in documents:
-            ids, values = self.arrays(weights)
+        """Append documents' lexical weights (all checked before any is stored)."""
+        self.append([self.arrays(weights) for weights in documents])
+
+    def append(self, documents: Sequence[tuple[np.ndarray, np.ndarray]]) -> None:
+        """Append documents' (ids, weights) as :meth:`arrays` gives them."""
+        for ids, values in documents:
             self._ids.append(ids)
             self._weights.append(values)
         self._postings = None
@@ -91,16 +117,29 @@ class SparseIndex:
         return {
             "sparse_ids.npy": array_bytes(np.concatenate(self._ids) if len(self) else np.zeros(0, np.int64)),
             "sparse_weights.npy": array_bytes(np.concatenate(self._weights) if len(self) else np.zeros(0, np.float32)),
-            "sparse_offsets.npy": array_bytes(np.concatenate([[0], np.cumsum(sizes)])),
+            "sparse_offsets.npy": array_bytes(np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)),
         }
 
     @classmethod
-    def from_parts(cls, parts: Mapping[str, bytes]) -> SparseIndex:
+    def from_parts(cls, parts: Mapping[str, bytes], path: str | os.PathLike[str], count: int) -> SparseIndex:
+        """The ``count`` documents of :meth:`parts` read from ``path``, checked (an IndexFileError naming the part):
+        int64 ids, finite float32 weights of the same length, offsets from 0 to their end, ids ascending and
+        unique within each document."""
         index = cls()
-        ids, weights = read_array(parts["sparse_ids.npy"]), read_array(parts["sparse_weights.npy"])
-        offsets = read_array(parts["sparse_offsets.npy"])
-        index._ids = [ids[a:b] for a, b in itertools.pairwise(offsets)]
-        index._weights = [weights[a:b] for a, b in itertools.pairwise(offsets)]
+        ids = read_array(parts["sparse_ids.npy"], f"{path}: sparse_ids.npy", "<i8", 1)
+        weights = read_array(parts["sparse_weights.npy"], f"{path}: sparse_weights.npy", "<f4", 1, finite=True)
+        offsets = read_array(parts["sparse_offsets.npy"], f"{path}: sparse_offsets.npy", "<i8", 1)
+        if len(weights) != len(ids):
+            raise IndexFileError(f"{path}: sparse_weights.npy holds {len(weights)} weights for {len(ids)} token ids")
+        check_offsets(offsets, count, len(ids), f"{path}: sparse_offsets.npy")
+        within = np.ones(max(len(ids) - 1, 0), dtype=bool)  # pairs of neighbours in the same document
+        starts = offsets[1:-1]
+        within[starts[(starts > 0) & (starts < len(ids))] - 1] = False
+        if (ids < 0).any() or (np.diff(ids)[within] <= 0).any():
+            raise IndexFileError(f"{path}: sparse_ids.npy holds negative token ids, or ids out of order within a "
+                                 "document (corrupted)")
+        index._ids = [ids[a:b] for a, b in itertools.pairwise(offsets.tolist())]
+        index._weights = [weights[a:b] for a, b in itertools.pairwise(offsets.tolist())]
         return index
 
 
@@ -113,8 +152,34 @@ class MultiVectors:
     def __len__(self) -> int:
         return len(self._rows)
 
-    def add(self, documents: Sequence[np.ndarray]) -> None:
-        self._rows.extend(np.ascontiguousarray(rows, dtype=np.float32) for rows in documents)
+    @property
+    def dim(self) -> int | None:
+        """The size of the stored vectors (None while none is stored)."""
+        return next((int(rows.shape[1]) for rows in self._rows), None)
+
+    @staticmethod
+    def rows(vectors: Any, dim: int | None = None) -> np.ndarray:
+        """One document's ColBERT vectors as a (tokens, dim) float32 array, or a ValueError: not 2-D, another
+        ``dim`` than given, NaN or infinity."""
+        rows = np.ascontiguousarray(vectors, dtype=np.float32)
+        if rows.ndim != 2 or (dim is not None and rows.shape[1] != dim):
+            raise ValueError(f"ColBERT vectors must be a (tokens, {dim or 'dim'}) array, got shape {rows.shape}")
+        if not np.isfinite(rows).all():
+            raise ValueError("ColBERT vectors hold NaN or infinity")
+        return rows
+
+    def add(self, documents: Sequence[Any]) -> None:
+        """Append documents' ColBERT vectors (all checked before any is stored)."""
+        self.append([self.rows(rows) for rows in documents])
+
+    def append(self, documents: Sequence[np.ndarray]) -> None:
+        """Append documents' vectors as :meth:`rows` gives them; all must have the stored size."""
+        dim = self.dim
+        for i, rows in enumerate(documents):
+            if dim is not None and rows.shape[1] != dim:
+                raise ValueError(f"ColBERT vectors of document {i} have size {rows.shape[1]}, the index holds {dim}")
+            dim = int(rows.shape[1])
+        self._rows.extend(documents)
 
     def document(self, position: int) -> np.ndarray:
         return self._rows[position]
@@ -133,16 +198,25 @@ class MultiVectors:
 
     def parts(self) -> dict[str, bytes]:
         sizes = np.array([len(rows) for rows in self._rows], dtype=np.int64)
-        dim = self._rows[0].shape[1] if self._rows else 0
+        dim = self.dim or 0
         data = np.concatenate(self._rows) if self._rows else np.zeros((0, dim), np.float32)
-        offsets = np.concatenate([[0], np.cumsum(sizes)])
+        offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         return {"colbert.npy": array_bytes(data), "colbert_offsets.npy": array_bytes(offsets)}
 
     @classmethod
-    def from_parts(cls, parts: Mapping[str, bytes]) -> MultiVectors:
+    def from_parts(
+        cls, parts: Mapping[str, bytes], path: str | os.PathLike[str], count: int, dim: int | None
+    ) -> MultiVectors:
+        """The ``count`` documents of :meth:`parts` read from ``path`` (0 for an index without ColBERT vectors),
+        checked (an IndexFileError naming the part): finite float32 rows of size ``dim`` (when known), offsets
+        from 0 to their end."""
         store = cls()
-        data, offsets = read_array(parts["colbert.npy"]), read_array(parts["colbert_offsets.npy"])
-        store._rows = [data[a:b] for a, b in itertools.pairwise(offsets)]
+        data = read_array(parts["colbert.npy"], f"{path}: colbert.npy", "<f4", 2, finite=True)
+        offsets = read_array(parts["colbert_offsets.npy"], f"{path}: colbert_offsets.npy", "<i8", 1)
+        check_offsets(offsets, count, len(data), f"{path}: colbert_offsets.npy")
+        if dim is not None and len(data) and data.shape[1] != dim:
+            raise IndexFileError(f"{path}: colbert.npy holds vectors of size {data.shape[1]}; the model gives {dim}")
+        store._rows = [data[a:b] for a, b in itertools.pairwise(offsets.tolist())]
         return store
 
 
@@ -165,7 +239,12 @@ def check_weights(weights: Sequence[float]) -> tuple[float, float, float]:
 
 
 class HybridIndex:
-    """Texts with payloads, searchable by BGE-M3's dense, sparse and ColBERT outputs (see the module docstring)."""
+    """Texts with payloads, searchable by BGE-M3's dense, sparse and ColBERT outputs (see the module docstring).
+
+    ``add``, ``search`` and ``save`` may run from several threads: texts are encoded outside the index's lock and
+    a document's three outputs are stored together under it. ``copy.deepcopy`` copies the documents and shares the
+    model; :meth:`detached` / :meth:`attached` carry the documents without the model (for pickling a holder that
+    builds its model again)."""
 
     def __init__(
         self,
@@ -177,16 +256,55 @@ class HybridIndex:
         self.model = model
         self.settings = dict(settings if settings is not None else model.signature())
         self.payload_format = payload_format
-        self.multi_vectors = multi_vectors  # False: no ColBERT vectors kept (they are the bulk of the index)
+        self.multi_vectors = bool(multi_vectors)  # False: no ColBERT vectors kept (they are the bulk of the index)
         self.dense = VectorIndex()
         self.sparse = SparseIndex()
         self.colbert = MultiVectors()
+        self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self.dense)
 
+    # copies -------------------------------------------------------------------------------------
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> HybridIndex:
+        memo[id(self.model)] = self.model  # the model (its weights and locks) is shared, never copied
+        with self._lock:
+            state = copy.deepcopy(self.__getstate__(), memo)
+        clone = type(self).__new__(type(self))
+        clone.__setstate__(state)
+        return clone
+
+    def detached(self) -> dict[str, Any]:
+        """The documents, settings and options without the model: picklable, for :meth:`attached`."""
+        with self._lock:
+            state = self.__getstate__()
+        del state["model"]
+        return state
+
+    @classmethod
+    def attached(cls, model: BGEM3FlagModel, detached: Mapping[str, Any]) -> HybridIndex:
+        """The index :meth:`detached` gave, searched with ``model`` (which must have the index's settings)."""
+        if dict(model.signature()) != detached.get("settings"):
+            raise ValueError("the model's settings differ from the index's; attach the model it was built with")
+        index = cls.__new__(cls)
+        index.__setstate__({**detached, "model": model})
+        return index
+
+    # building and searching ---------------------------------------------------------------------
+
     def add(self, texts: Sequence[str], payloads: Sequence[Mapping[str, Any]] | None = None) -> list[int]:
-        """Encode ``texts`` (all three outputs, one pass) and store them with their payloads."""
+        """Encode ``texts`` (all three outputs, one pass) and store them with their payloads; a payload that
+        cannot be saved as JSON is refused (a TypeError naming it) before anything is encoded or stored."""
         texts = list(texts)
         for i, text in enumerate(texts):
             if not isinstance(text, str):
@@ -195,13 +313,19 @@ class HybridIndex:
             raise ValueError(f"{len(texts)} texts but {len(payloads)} payloads: give one per text")
         if not texts:
             return []
+        rows = [{"text": t, "payload": dict(payloads[i]) if payloads else {}} for i, t in enumerate(texts)]
+        payload_bytes(rows)
         out = self.model.encode_corpus(texts, return_dense=True, return_sparse=True,
                                        return_colbert_vecs=self.multi_vectors)
-        rows = [{"text": t, "payload": dict(payloads[i]) if payloads else {}} for i, t in enumerate(texts)]
-        positions = self.dense.add(out["dense_vecs"], rows)
-        self.sparse.add(out["lexical_weights"])
-        if self.multi_vectors:
-            self.colbert.add(out["colbert_vecs"])
+        lexical = [SparseIndex.arrays(weights) for weights in out["lexical_weights"]]
+        colbert = [MultiVectors.rows(rows) for rows in out["colbert_vecs"]] if self.multi_vectors else []
+        with self._lock:  # one document's three outputs are stored together, or none of them
+            dim = self.colbert.dim or (colbert[0].shape[1] if colbert else None)
+            if any(rows.shape[1] != dim for rows in colbert):
+                raise ValueError(f"the model's ColBERT vectors have another size than the index's ({dim})")
+            positions = self.dense.add(out["dense_vecs"], rows)  # checks shapes and values before storing
+            self.sparse.append(lexical)
+            self.colbert.append(colbert)
         return positions
 
     def search(
@@ -218,8 +342,8 @@ class HybridIndex:
         the others their union, which ColBERT rescores."""
         if not isinstance(query, str):
             raise TypeError(f"query must be a str, got {type(query).__name__}")
-        check_positive_int(k, "k", allow_none=False)
-        check_positive_int(candidates, "candidates", allow_none=False)
+        k = check_positive_int(k, "k", allow_none=False)
+        candidates = check_positive_int(candidates, "candidates", allow_none=False)
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         if mode in ("colbert", "hybrid") and not self.multi_vectors:
@@ -229,62 +353,72 @@ class HybridIndex:
             return []
         q = self.model.encode_queries(query, return_dense=True, return_sparse=True,
                                       return_colbert_vecs=mode in ("colbert", "hybrid"))
-        depth = min(max(candidates, k), len(self))
-        dense_all = self.dense.vectors @ q["dense_vecs"]
-        sparse_all = self.sparse.scores(q["lexical_weights"])
-        lexical_hits = _top(sparse_all, depth, positive=True) if mode != "dense" else []
-        pool = lexical_hits if mode == "sparse" else _union(_top(dense_all, depth), lexical_hits)
-        if not pool:
-            return []
-        dense = dense_all[pool].astype(np.float64)
-        sparse = sparse_all[pool]
-        scores = {"dense": dense, "sparse": sparse,
-                  "sparse+dense": (w_dense * dense + w_sparse * sparse) / max(w_dense + w_sparse, 1e-12)}
-        if mode in ("colbert", "hybrid"):
-            colbert = self.colbert.maxsim(q["colbert_vecs"], pool)
-            scores["colbert"] = colbert
-            scores["hybrid"] = (w_dense * dense + w_sparse * sparse + w_colbert * colbert) / (
-                w_dense + w_sparse + w_colbert)
-        ranking = scores[mode]
-        order = sorted(range(len(pool)), key=lambda i: (-ranking[i], pool[i]))[:k]
-        hits = []
-        for i in order:
-            row = self.dense.payload(pool[i])  # a copy: a hit's payload is the caller's
-            hits.append(HybridHit(position=pool[i], text=row["text"], payload=row["payload"], score=float(ranking[i]),
-                                  scores={name: float(values[i]) for name, values in scores.items()}))
-        return hits
+        with self._lock:  # the stores as one state, never half of a concurrent add
+            depth = min(max(candidates, k), len(self))
+            dense_all = self.dense.vectors @ q["dense_vecs"]
+            sparse_all = self.sparse.scores(q["lexical_weights"])
+            lexical_hits = _top(sparse_all, depth, positive=True) if mode != "dense" else []
+            pool = lexical_hits if mode == "sparse" else _union(_top(dense_all, depth), lexical_hits)
+            if not pool:
+                return []
+            dense = dense_all[pool].astype(np.float64)
+            sparse = sparse_all[pool]
+            scores = {"dense": dense, "sparse": sparse,
+                      "sparse+dense": (w_dense * dense + w_sparse * sparse) / max(w_dense + w_sparse, 1e-12)}
+            if mode in ("colbert", "hybrid"):
+                colbert = self.colbert.maxsim(q["colbert_vecs"], pool)
+                scores["colbert"] = colbert
+                scores["hybrid"] = (w_dense * dense + w_sparse * sparse + w_colbert * colbert) / (
+                    w_dense + w_sparse + w_colbert)
+            ranking = scores[mode]
+            order = sorted(range(len(pool)), key=lambda i: (-ranking[i], pool[i]))[:k]
+            rows = [self.dense.payload(pool[i]) for i in order]  # copies: a hit's payload is the caller's
+        return [HybridHit(position=pool[i], text=row["text"], payload=row["payload"], score=float(ranking[i]),
+                          scores={name: float(values[i]) for name, values in scores.items()})
+                for i, row in zip(order, rows, strict=True)]
 
     # persistence ------------------------------------------------------------------------------
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write every output, the texts and payloads to one file, atomically (checksummed)."""
-        parts = {"dense.npy": array_bytes(np.asarray(self.dense.vectors)),
-                 "payloads.jsonl": payload_bytes(self.dense.payloads), **self.sparse.parts(), **self.colbert.parts()}
-        manifest = {"format": FORMAT, "version": VERSION, "count": len(self), "settings": self.settings,
-                    "payload_format": self.payload_format.name if self.payload_format else None}
+        with self._lock:
+            parts = {"dense.npy": array_bytes(np.asarray(self.dense.vectors)),
+                     "payloads.jsonl": payload_bytes(self.dense.payloads), **self.sparse.parts(),
+                     **self.colbert.parts()}
+            manifest = {"format": FORMAT, "version": VERSION, "count": len(self), "settings": self.settings,
+                        "multi_vectors": self.multi_vectors,
+                        "payload_format": self.payload_format.name if self.payload_format else None}
         write_archive(path, manifest, parts)
 
     @classmethod
     def load(
         cls, path: str | os.PathLike[str], model: BGEM3FlagModel, payload_format: PayloadFormat | None = None
     ) -> HybridIndex:
-        """Read a file written by :meth:`save`; it must have been built with ``model``'s settings."""
-        names = ("dense.npy", "payloads.jsonl", "sparse_ids.npy", "sparse_weights.npy", "sparse_offsets.npy",
-                 "colbert.npy", "colbert_offsets.npy")
+        """Read a file written by :meth:`save`; it must have been built with ``model``'s settings. Every part is
+        checked here (sizes, checksums, dtypes, shapes, offsets, values, payloads), so a damaged or crafted file
+        is an :class:`IndexFileError` naming it and the part, never an error or a wrong score at search time."""
         index = cls(model, payload_format=payload_format)
-        manifest, parts = read_archive(path, FORMAT, VERSION, names, index.settings)
-        saved = manifest.get("payload_format")
-        if payload_format is not None and saved is not None and saved != payload_format.name:
-            raise IndexFileError(f"{path} was written by {saved}; load it with {saved}.load, not "
-                                 f"{payload_format.name}.load")
-        vectors, payloads = read_array(parts["dense.npy"]), read_payloads(parts["payloads.jsonl"])
-        sparse, colbert = SparseIndex.from_parts(parts), MultiVectors.from_parts(parts)
-        count = manifest.get("count")
-        if not (len(vectors) == len(payloads) == len(sparse) == len(colbert) == count):
-            raise IndexFileError(f"{path}: sizes disagree with its manifest")
+        manifest, parts = read_archive(path, FORMAT, VERSION, PARTS, index.settings)
+        count = manifest_count(manifest, "count", path)
+        dim, colbert_dim = (value if isinstance(value := index.settings.get(key), int) else None
+                            for key in ("dimension", "colbert_dimension"))
+        vectors = read_array(parts["dense.npy"], f"{path}: dense.npy", "<f4", 2, finite=True)
+        if len(vectors) != count or (count and dim is not None and vectors.shape[1] != dim):
+            raise IndexFileError(f"{path}: dense.npy holds shape {vectors.shape}; {count} vectors of size {dim} "
+                                 "are expected")
+        payloads = read_payloads(parts["payloads.jsonl"], f"{path}: payloads.jsonl", count)
+        check_rows(path, manifest.get("payload_format"), payloads, payload_format)
+        sparse = SparseIndex.from_parts(parts, path, count)
+        multi_vectors = manifest.get("multi_vectors")
+        if multi_vectors is None:  # written before the manifest said: an index without them has one offset
+            multi_vectors = count == 0 or len(read_array(parts["colbert_offsets.npy"], f"{path}: colbert_offsets.npy",
+                                                         "<i8", 1)) != 1
+        if not isinstance(multi_vectors, bool):
+            raise IndexFileError(f"{path}: its manifest's multi_vectors is {multi_vectors!r}, not true or false")
+        colbert = MultiVectors.from_parts(parts, path, count if multi_vectors else 0, colbert_dim)
         if len(vectors):
-            index.dense.add(vectors, copy.deepcopy(payloads))
-        index.sparse, index.colbert = sparse, colbert
+            index.dense = VectorIndex.restored(vectors, payloads)
+        index.sparse, index.colbert, index.multi_vectors = sparse, colbert, multi_vectors
         return index
 
 

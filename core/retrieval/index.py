@@ -17,7 +17,16 @@ from typing import Any
 import numpy as np
 
 from ..inference.inputs import check_positive_int
-from .archive import IndexFileError, array_bytes, payload_bytes, read_archive, read_array, read_payloads, write_archive
+from .archive import (
+    IndexFileError,
+    array_bytes,
+    manifest_count,
+    payload_bytes,
+    read_archive,
+    read_array,
+    read_payloads,
+    write_archive,
+)
 
 FORMAT = "flagstack-index"
 VERSION = 1
@@ -37,6 +46,14 @@ class VectorIndex:
     def __len__(self) -> int:
         return len(self._payloads)
 
+    @classmethod
+    def restored(cls, vectors: np.ndarray, payloads: list[dict[str, Any]], use_faiss: bool = False) -> VectorIndex:
+        """An index holding ``vectors`` ((n, dim) float32, finite) and ``payloads`` (JSON objects) as they are: for
+        readers that checked both (no copies, no second check)."""
+        index = cls(dim=int(vectors.shape[1]), use_faiss=use_faiss)
+        index._vectors, index._payloads = vectors, payloads
+        return index
+
     @property
     def vectors(self) -> np.ndarray:
         """The stored vectors, (n, dim) float32 (read-only view)."""
@@ -54,7 +71,9 @@ class VectorIndex:
         return copy.deepcopy(self._payloads[position])
 
     def add(self, vectors: Any, payloads: Sequence[Mapping[str, Any]]) -> list[int]:
-        """Append vectors with their payloads; returns their positions in the index."""
+        """Append vectors with their payloads; returns their positions in the index. Payloads that cannot be saved
+        as JSON are refused here (a TypeError naming the first), so that every index can be saved."""
+        payload_bytes(payloads)
         array = np.asarray(vectors, dtype=np.float32)
         if array.ndim != 2:
             raise ValueError(f"vectors must be a 2-D array (n, dim), got shape {array.shape}")
@@ -79,7 +98,7 @@ class VectorIndex:
         q = np.asarray(queries, dtype=np.float32)
         if q.ndim == 1:
             q = q[None, :]
-        check_positive_int(k, "k", allow_none=False)
+        k = check_positive_int(k, "k", allow_none=False)
         if len(self) == 0:
             return [[] for _ in range(len(q))]
         if q.shape[1] != self.dim:
@@ -126,15 +145,19 @@ class VectorIndex:
     def load(
         cls, path: str | os.PathLike[str], settings: Mapping[str, Any] | None = None, use_faiss: bool = False
     ) -> VectorIndex:
-        """Read an index written by :meth:`save`, checking format, version, checksums, sizes and (when
+        """Read an index written by :meth:`save`, checking format, version, checksums, sizes, values and (when
         given) that it was built with the same ``settings``."""
         manifest, parts = read_archive(path, FORMAT, VERSION, ("vectors.npy", "payloads.jsonl"), settings)
-        vectors = read_array(parts["vectors.npy"])
-        payloads = read_payloads(parts["payloads.jsonl"])
-        if vectors.shape != (manifest["count"], manifest["dim"]) or len(payloads) != manifest["count"]:
-            raise IndexFileError(f"{path}: sizes disagree with its manifest")
-        index = cls(dim=manifest["dim"], use_faiss=use_faiss)
-        index._vectors = vectors.astype(np.float32, copy=False)
+        count = manifest_count(manifest, "count", path)
+        empty = count == 0 and manifest.get("dim") is None  # an index saved before its first vector has no dim
+        dim = None if empty else manifest_count(manifest, "dim", path)
+        vectors = read_array(parts["vectors.npy"], f"{path}: vectors.npy", "<f4", 2, finite=True)
+        if vectors.shape != (count, dim or 0):
+            raise IndexFileError(f"{path}: vectors.npy holds shape {vectors.shape}; its manifest says "
+                                 f"({count}, {dim})")
+        payloads = read_payloads(parts["payloads.jsonl"], f"{path}: payloads.jsonl", count)
+        index = cls(dim=dim, use_faiss=use_faiss)
+        index._vectors = vectors
         index._payloads = payloads
         index.payload_format = manifest.get("payload_format")
         return index

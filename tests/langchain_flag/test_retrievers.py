@@ -124,11 +124,13 @@ def test_load_rejects_truncated_corrupted_and_mismatched(
         FlagRetriever.load(tmp_path / "missing.flag", embeddings)
 
 
-def test_metadata_that_is_not_json_is_refused_on_save(embeddings: FlagEmbeddings, tmp_path: Path) -> None:
-    retriever = FlagRetriever.from_texts(["a"], embeddings, metadatas=[{"when": object()}])
-    with pytest.raises(TypeError, match="payload 0"):
-        retriever.save(tmp_path / "x.flag")
-    assert not (tmp_path / "x.flag").exists()
+def test_metadata_that_is_not_json_is_refused_when_added(embeddings: FlagEmbeddings, tmp_path: Path) -> None:
+    retriever = FlagRetriever.from_texts(["a"], embeddings)
+    with pytest.raises(TypeError, match="payload 0"):  # at add (it could never be saved), not at save
+        retriever.add_documents([Document(page_content="b", metadata={"when": object()})])
+    assert len(retriever) == 1
+    retriever.save(tmp_path / "x.flag")  # what was added can still be saved
+    assert len(FlagRetriever.load(tmp_path / "x.flag", embeddings)) == 1
 
 
 async def test_ainvoke_does_not_block_the_loop(embeddings: FlagEmbeddings, reranker_path: str,

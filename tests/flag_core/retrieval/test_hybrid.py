@@ -105,3 +105,32 @@ def test_save_load_and_bad_input(index: HybridIndex, m3: BGEM3FlagModel, m3_path
     with pytest.raises(ValueError, match="weights"):
         index.search("x", k=1, weights=(1, -1, 0))
     assert HybridIndex(m3).search("anything", k=3) == []
+
+
+def test_an_index_without_colbert_vectors_loads(m3: BGEM3FlagModel, tmp_path: Path) -> None:
+    """multi_vectors=False is saved in the manifest and loaded back; files written before it was (no such key,
+    one ColBERT offset) load as well. The ColBERT modes then give the same clear error as before saving."""
+    import json
+    import zipfile
+
+    from flag_core.retrieval.archive import write_archive
+
+    index = HybridIndex(m3, multi_vectors=False)
+    index.add(TEXTS[:2], [{"n": 0}, {"n": 1}])
+    path = tmp_path / "dense-sparse.flag"
+    index.save(path)
+    loaded = HybridIndex.load(path, m3)
+    assert loaded.multi_vectors is False and len(loaded) == 2
+    for mode in ("dense", "sparse", "sparse+dense"):
+        assert loaded.search("what do pandas eat?", k=2, mode=mode) == index.search("what do pandas eat?", k=2,
+                                                                                     mode=mode)
+    with pytest.raises(ValueError, match="multi_vectors=False"):
+        loaded.search("pandas", k=1, mode="hybrid")
+    with zipfile.ZipFile(path) as archive:  # as 967415d wrote it: no multi_vectors in the manifest
+        manifest = json.loads(archive.read("manifest.json"))
+        parts = {name: archive.read(name) for name in archive.namelist() if name != "manifest.json"}
+    del manifest["multi_vectors"], manifest["sha256"]
+    write_archive(tmp_path / "older.flag", manifest, parts)
+    older = HybridIndex.load(tmp_path / "older.flag", m3)
+    assert older.multi_vectors is False and older.search("Paris", k=1, mode="dense") == loaded.search(
+        "Paris", k=1, mode="dense")

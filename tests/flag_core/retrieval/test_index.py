@@ -84,3 +84,19 @@ def test_save_load_round_trip_and_damage(vectors: np.ndarray, tmp_path: Path) ->
         unsaveable.add(vectors[:1], [{"x": object()}])
         unsaveable.save(tmp_path / "bad.flagindex")
     assert not (tmp_path / "bad.flagindex").exists()
+
+
+def test_numpy_integers_are_counts(vectors: np.ndarray) -> None:
+    from flag_core.inference.inputs import check_positive_int
+
+    index = VectorIndex()
+    index.add(vectors[:10], [{} for _ in range(10)])
+    assert len(index.search(vectors[0], np.int64(3))[0]) == 3
+    assert len(index.search(vectors[0], np.uint8(2))[0]) == 2
+    value = check_positive_int(np.int32(7), "k", allow_none=False)
+    assert value == 7 and type(value) is int
+    for bad in (True, np.bool_(True), 2.0, np.float64(2), "2"):
+        with pytest.raises(TypeError, match="k must be a positive int"):
+            check_positive_int(bad, "k")
+    with pytest.raises(ValueError, match="k must be a positive int, got 0"):
+        check_positive_int(np.int64(0), "k")
