@@ -10,6 +10,7 @@ from langchain_core.load.serializable import Serializable
 from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
 from flag_core import FlagModel, build_embedder
+from flag_core.inference.inputs import ModelName, as_model_name
 from flag_core.merge import FromMerge
 from flag_core.migration import langchain_embeddings_arguments
 from flag_core.settings import EmbedderFields, RebuildsModel
@@ -39,7 +40,7 @@ class FlagEmbeddings(RebuildsModel, FromMerge, EmbedderFields, Embeddings, Seria
             query = embeddings.embed_query("what do pandas eat?")
     """
 
-    model_name: str = Field(description="hub id or local folder of the embedding model")
+    model_name: ModelName = Field(description="hub id or local folder of the embedding model (str or os.PathLike)")
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
@@ -48,7 +49,10 @@ class FlagEmbeddings(RebuildsModel, FromMerge, EmbedderFields, Embeddings, Seria
     @model_validator(mode="before")
     @classmethod
     def _huggingface_arguments(cls, values: Any) -> Any:
-        return langchain_embeddings_arguments(values) if isinstance(values, dict) else values
+        if not isinstance(values, dict):
+            return values
+        return langchain_embeddings_arguments({**values, "model_name": as_model_name(values.get("model_name"))}
+                                              if "model_name" in values else values)
 
     @classmethod
     def is_lc_serializable(cls) -> bool:

@@ -10,26 +10,29 @@ from typing import Any, Literal
 from langchain_core.callbacks import AsyncCallbackManagerForRetrieverRun, CallbackManagerForRetrieverRun
 from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
-from pydantic import ConfigDict, Field, PrivateAttr
+from pydantic import ConfigDict, Field, PrivateAttr, field_validator
 
 from flag_core import build_m3
-from flag_core.inference.inputs import check_positive_int
+from flag_core.inference.inputs import ModelName, check_positive_int
 from flag_core.retrieval import HybridIndex, PayloadFormat
 from flag_core.retrieval.hybrid import DEFAULT_CANDIDATES, DEFAULT_WEIGHTS, check_weights
-from flag_core.settings import M3Fields
+from flag_core.settings import M3Fields, RebuildsModel
 
-from .retrievers import RETRIEVAL_SCORE
+from .retrievers import RETRIEVAL_SCORE, absolute_path, check_document_payload
 
 RELEVANCE_SCORE = "relevance_score"
-PAYLOADS = PayloadFormat("langchain_flag.FlagHybridRetriever", keys=("metadata", "id"))
+PAYLOADS = PayloadFormat("langchain_flag.FlagHybridRetriever", keys=("metadata", "id"), check=check_document_payload)
 Mode = Literal["dense", "sparse", "colbert", "sparse+dense", "hybrid"]
 
 
-class FlagHybridRetriever(M3Fields, BaseRetriever):
+class FlagHybridRetriever(RebuildsModel, M3Fields, BaseRetriever):
     """Retrieval with all three BGE-M3 outputs: the ``candidates`` best documents by dense and by sparse score,
     rescored with ColBERT (candidates only) and ranked by ``mode`` with ``weights`` (dense, sparse, colbert).
     ``metadata["relevance_score"]`` holds the ranking score, ``dense_score`` / ``sparse_score`` /
     ``colbert_score`` / ``hybrid_score`` each mode's. Model settings: :class:`flag_core.settings.M3Fields`.
+
+    ``dumpd`` / ``loads`` round-trip a retriever whose index is in a file (``index_path``, kept absolute);
+    ``copy.deepcopy`` and ``pickle`` copy the documents and share the loaded model.
 
     Example:
         .. code-block:: python
@@ -40,7 +43,7 @@ class FlagHybridRetriever(M3Fields, BaseRetriever):
             docs = retriever.invoke("what do pandas eat?")
     """
 
-    model_name: str = Field(description="hub id or local folder of the BGE-M3 model")
+    model_name: ModelName = Field(description="hub id or local folder of the BGE-M3 model")
     k: int = Field(default=4, gt=0, description="documents returned")
     mode: Mode = Field(default="hybrid", description="what ranks: dense, sparse, colbert, sparse+dense or hybrid")
     weights: tuple[float, float, float] = Field(default=DEFAULT_WEIGHTS, description="dense, sparse, colbert")
@@ -57,9 +60,26 @@ class FlagHybridRetriever(M3Fields, BaseRetriever):
         if self.index_path is not None:  # read after validation, so a bad file is an IndexFileError
             self._read_index(self.index_path)
 
+    @field_validator("index_path", mode="before")
+    @classmethod
+    def _absolute(cls, value: Any) -> Any:
+        return absolute_path(value)
+
     def model_post_init(self, context: Any, /) -> None:
         check_weights(self.weights)
         self._index = HybridIndex(build_m3(self.model_name, **self.m3_settings()), payload_format=PAYLOADS)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Settings (the model is built again, shared: :class:`flag_core.settings.RebuildsModel`) and the index's
+        documents without the model."""
+        return {**super().__getstate__(), "flagstack_index": self._index.detached(), "saved_size": self._saved_size}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        documents, saved_size = state.pop("flagstack_index"), state.pop("saved_size")
+        super().__setstate__(state)
+        self._index = HybridIndex.attached(self._index.model, documents)
+        self._saved_size = saved_size
 
     @classmethod
     def is_lc_serializable(cls) -> bool:
@@ -115,12 +135,12 @@ class FlagHybridRetriever(M3Fields, BaseRetriever):
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the index (all three outputs, texts, metadata, model settings) to one file, atomically."""
         self._index.save(path)
-        self.index_path = os.fspath(path)
+        self.index_path = absolute_path(path)
         self._saved_size = len(self._index)
 
     def _read_index(self, path: str | os.PathLike[str]) -> None:
         self._index = HybridIndex.load(path, self._index.model, PAYLOADS)
-        self.index_path = os.fspath(path)
+        self.index_path = absolute_path(path)
         self._saved_size = len(self._index)
 
     @classmethod
@@ -134,7 +154,7 @@ class FlagHybridRetriever(M3Fields, BaseRetriever):
 
     def _retrieve(self, query: str, k: int | None, mode: str | None) -> list[Document]:
         k = self.k if k is None else check_positive_int(k, "k", allow_none=False)
-        hits = self._index.search(query, k or self.k, mode or self.mode, self.weights, self.candidates)
+        hits = self._index.search(query, k, mode or self.mode, self.weights, self.candidates)
         return [
             Document(
                 page_content=hit.text,

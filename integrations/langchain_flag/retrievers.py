@@ -13,7 +13,7 @@ from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.vectorstores import VectorStore
-from pydantic import ConfigDict, Field, PrivateAttr
+from pydantic import ConfigDict, Field, PrivateAttr, field_validator
 
 from flag_core.inference.inputs import check_positive_int
 from flag_core.retrieval import DenseIndex, PayloadFormat, embedding_settings
@@ -21,7 +21,21 @@ from flag_core.retrieval import DenseIndex, PayloadFormat, embedding_settings
 from .rerankers import FlagReranker
 
 RETRIEVAL_SCORE = "retrieval_score"
-PAYLOADS = PayloadFormat("langchain_flag.FlagRetriever", keys=("metadata", "id"))
+
+
+def check_document_payload(payload: dict[str, Any]) -> None:
+    """A Document's payload in an index: a metadata dict and an id (str or None); else a TypeError."""
+    if not isinstance(payload["metadata"], dict) or not isinstance(payload["id"], str | None):
+        raise TypeError("metadata must be a JSON object and id a str or null")
+
+
+def absolute_path(path: Any) -> Any:
+    """An index path (str or os.PathLike) as an absolute str, so that a serialized retriever finds its file from
+    any working directory; anything else as it is, for pydantic to refuse."""
+    return os.path.abspath(os.fspath(path)) if isinstance(path, str | os.PathLike) else path
+
+
+PAYLOADS = PayloadFormat("langchain_flag.FlagRetriever", keys=("metadata", "id"), check=check_document_payload)
 
 
 class FlagRetriever(BaseRetriever):
@@ -33,8 +47,8 @@ class FlagRetriever(BaseRetriever):
     FAISS), or pass ``vectorstore=`` to search an existing LangChain vector store instead.
 
     ``dumpd`` / ``loads`` round-trip a retriever whose index is in a file (``index_path``, set by :meth:`save`
-    and :meth:`load`); the index itself is never inlined, and a retriever holding documents that are not saved
-    serializes as "not implemented" rather than losing them.
+    and :meth:`load`, kept absolute); the index itself is never inlined, and a retriever holding documents that are
+    not saved serializes as "not implemented" rather than losing them.
 
     Example:
         .. code-block:: python
@@ -70,6 +84,11 @@ class FlagRetriever(BaseRetriever):
         if self.index_path is not None:  # read here, after validation, so a bad file is an IndexFileError
             self._read_index(self.index_path)
 
+    @field_validator("index_path", mode="before")
+    @classmethod
+    def _absolute(cls, value: Any) -> Any:
+        return absolute_path(value)
+
     def model_post_init(self, context: Any, /) -> None:
         self._index = self._dense_index()
 
@@ -77,7 +96,7 @@ class FlagRetriever(BaseRetriever):
         fresh = self._index
         self._index = DenseIndex.load(path, fresh.embed_documents, fresh.embed_query, fresh.settings, self.use_faiss,
                                       PAYLOADS)
-        self.index_path = os.fspath(path)
+        self.index_path = absolute_path(path)
         self._saved_size = len(self._index)
 
     def to_json(self) -> Any:
@@ -148,7 +167,7 @@ class FlagRetriever(BaseRetriever):
         """Write the index (vectors, texts, metadata, embedding settings) to one file, atomically; the
         retriever then refers to that file (``index_path``)."""
         self._index.save(path)
-        self.index_path = os.fspath(path)
+        self.index_path = absolute_path(path)
         self._saved_size = len(self._index)
 
     @classmethod
@@ -162,9 +181,9 @@ class FlagRetriever(BaseRetriever):
     # retrieval ----------------------------------------------------------------------------------
 
     def _retrieve(self, query: str, k: int | None, top_n: int | None) -> list[Document]:
-        k = self.k if k is None else k
+        k = self.k if k is None else check_positive_int(k, "k", allow_none=False)
+        top_n = self.top_n if top_n is None else check_positive_int(top_n, "top_n", allow_none=False)
         if self.vectorstore is not None:
-            check_positive_int(k, "k", allow_none=False)
             docs = [  # copies: the store's documents stay the store's
                 doc.model_copy(update={"metadata": {**copy.deepcopy(doc.metadata), RETRIEVAL_SCORE: float(score)}})
                 for doc, score in self.vectorstore.similarity_search_with_score(query, k=k)
@@ -178,7 +197,6 @@ class FlagRetriever(BaseRetriever):
                 )
                 for hit in self._index.search(query, k)
             ]
-        top_n = self.top_n if top_n is None else top_n
         if self.reranker is not None:
             return self.reranker.rerank_documents(docs, query, top_n)
         return docs if top_n is None else docs[:top_n]

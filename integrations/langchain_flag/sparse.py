@@ -9,6 +9,7 @@ from langchain_qdrant import SparseEmbeddings, SparseVector
 from pydantic import ConfigDict, Field, PrivateAttr
 
 from flag_core import BGEM3FlagModel, build_m3
+from flag_core.inference.inputs import ModelName
 from flag_core.settings import M3Fields, RebuildsModel
 
 
@@ -35,7 +36,7 @@ class FlagSparseEmbeddings(RebuildsModel, M3Fields, SparseEmbeddings):
             )
     """
 
-    model_name: str = Field(description="hub id or local folder of the BGE-M3 model")
+    model_name: ModelName = Field(description="hub id or local folder of the BGE-M3 model (str or os.PathLike)")
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 

@@ -9,6 +9,7 @@ from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
 from flag_core import FlagModel, build_embedder
+from flag_core.inference.inputs import ModelName, as_model_name
 from flag_core.merge import FromMerge
 from flag_core.migration import MigrationError, llamaindex_embedding_arguments
 from flag_core.settings import EmbedderFields, RebuildsModel
@@ -37,7 +38,7 @@ class FlagEmbedding(RebuildsModel, FromMerge, BaseEmbedding, EmbedderFields):
     ``embed_batch_size`` is the one batch size: texts per call and per forward pass.
     """
 
-    model_name: str = Field(description="hub id or local folder of the embedding model")
+    model_name: ModelName = Field(description="hub id or local folder of the embedding model (str or os.PathLike)")
     embed_batch_size: int = Field(default=256, gt=0, description="texts per call and per forward pass")
     batch_size: int = Field(default=256, exclude=True, description="same as embed_batch_size (kept in step)")
 
@@ -50,6 +51,8 @@ class FlagEmbedding(RebuildsModel, FromMerge, BaseEmbedding, EmbedderFields):
     def _huggingface_arguments(cls, values: Any) -> Any:
         if not isinstance(values, dict):
             return values
+        if "model_name" in values:
+            values = {**values, "model_name": as_model_name(values["model_name"])}
         values = llamaindex_embedding_arguments(values)
         if "batch_size" in values:  # flag_core's name for it: one setting, not two
             batch = values.pop("batch_size")

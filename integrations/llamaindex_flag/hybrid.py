@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from llama_index.core.base.base_retriever import BaseRetriever
@@ -13,11 +13,20 @@ from llama_index.core.schema import BaseNode, MetadataMode, NodeWithScore, Query
 from llama_index.core.storage.docstore.utils import doc_to_json, json_to_doc
 
 from flag_core import build_m3
-from flag_core.inference.inputs import check_positive_int
+from flag_core.inference.inputs import as_model_name, check_positive_int
 from flag_core.retrieval import HybridIndex, PayloadFormat
 from flag_core.retrieval.hybrid import DEFAULT_CANDIDATES, DEFAULT_WEIGHTS, MODES, check_weights
 
-PAYLOADS = PayloadFormat("llamaindex_flag.FlagHybridRetriever", keys=("node",))
+
+def check_node_payload(payload: dict[str, Any]) -> None:
+    """A node's payload in an index: what ``doc_to_json`` wrote, which ``json_to_doc`` reads; else a ValueError."""
+    try:
+        json_to_doc(payload["node"])
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ValueError(f"not a LlamaIndex node ({type(exc).__name__}: {exc})") from exc
+
+
+PAYLOADS = PayloadFormat("llamaindex_flag.FlagHybridRetriever", keys=("node",), check=check_node_payload)
 
 
 class FlagHybridRetriever(BaseRetriever):
@@ -25,6 +34,8 @@ class FlagHybridRetriever(BaseRetriever):
     score, rescored with ColBERT (candidates only) and ranked by ``mode`` with ``weights`` (dense, sparse,
     colbert). The node's score is the ranking score; ``metadata["flagstack_scores"]`` of the returned copy holds
     every mode's. ``m3_settings`` go to :func:`flag_core.build_m3` (e.g. ``devices``, ``passage_max_length``).
+    ``model_name`` is a hub id or a folder (str or os.PathLike). ``copy.deepcopy`` and ``pickle`` copy the nodes
+    and share the loaded model (built again through :func:`flag_core.build_m3`, never copied).
 
     Example:
         .. code-block:: python
@@ -38,7 +49,7 @@ class FlagHybridRetriever(BaseRetriever):
     def __init__(
         self,
         nodes: Sequence[BaseNode] | None = None,
-        model_name: str | None = None,
+        model_name: str | os.PathLike[str] | None = None,
         similarity_top_k: int = 2,
         mode: str = "hybrid",
         weights: Sequence[float] = DEFAULT_WEIGHTS,
@@ -47,24 +58,36 @@ class FlagHybridRetriever(BaseRetriever):
         callback_manager: CallbackManager | None = None,
         verbose: bool = False,
     ) -> None:
+        model_name = as_model_name(model_name)
         if not isinstance(model_name, str):
-            raise ValueError("model_name is required: a BGE-M3 hub id or folder")
-        check_positive_int(similarity_top_k, "similarity_top_k", allow_none=False)
-        check_positive_int(candidates, "candidates", allow_none=False)
+            raise ValueError("model_name is required: a BGE-M3 hub id or folder (str or os.PathLike)")
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         self.model_name = model_name
-        self.similarity_top_k = similarity_top_k
+        self.similarity_top_k = check_positive_int(similarity_top_k, "similarity_top_k", allow_none=False)
         self.mode = mode
         self.weights = check_weights(weights)
-        self.candidates = candidates
-        self._index = HybridIndex(build_m3(model_name, **dict(m3_settings or {})), payload_format=PAYLOADS)
+        self.candidates = check_positive_int(candidates, "candidates", allow_none=False)
+        self.m3_settings = dict(m3_settings or {})
+        self._index = HybridIndex(build_m3(model_name, **self.m3_settings), payload_format=PAYLOADS)
         super().__init__(callback_manager=callback_manager, verbose=verbose)
         if nodes:
             self.add_nodes(nodes)
 
     def __len__(self) -> int:
         return len(self._index)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Everything but the model: the index's documents travel without it (see the class docstring)."""
+        state = dict(self.__dict__)
+        state["_index"] = self._index.detached()
+        return state
+
+    def __setstate__(self, state: Mapping[str, Any]) -> None:
+        state = dict(state)
+        documents = state.pop("_index")
+        self.__dict__.update(state)
+        self._index = HybridIndex.attached(build_m3(self.model_name, **self.m3_settings), documents)
 
     def add_nodes(self, nodes: Sequence[BaseNode]) -> None:
         """Encode (with ``MetadataMode.EMBED``, all three outputs) and index more nodes."""
@@ -80,7 +103,9 @@ class FlagHybridRetriever(BaseRetriever):
         self._index.save(path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], model_name: str, **kwargs: Any) -> FlagHybridRetriever:
+    def load(
+        cls, path: str | os.PathLike[str], model_name: str | os.PathLike[str], **kwargs: Any
+    ) -> FlagHybridRetriever:
         """Read a file written by :meth:`save` (same model settings, or :class:`flag_core.IndexFileError`)."""
         retriever = cls(model_name=model_name, **kwargs)
         retriever._index = HybridIndex.load(path, retriever._index.model, PAYLOADS)

@@ -14,6 +14,7 @@ from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 
 from flag_core import FlagReranker as CoreReranker
 from flag_core import build_reranker
+from flag_core.inference.inputs import ModelName, as_model_name
 from flag_core.merge import FromMerge
 from flag_core.settings import RebuildsModel, RerankerFields
 
@@ -39,7 +40,8 @@ class FlagReranker(RebuildsModel, FromMerge, BaseNodePostprocessor, RerankerFiel
             )
     """
 
-    model: str = Field(default="BAAI/bge-reranker-large", description="hub id or local folder of the reranker")
+    model: ModelName = Field(default="BAAI/bge-reranker-large",
+                             description="hub id or local folder of the reranker (str or os.PathLike)")
     top_n: int = Field(default=2, gt=0, description="nodes kept after reranking")
     keep_retrieval_score: bool = Field(default=False, description='copy the old score to metadata["retrieval_score"]')
     device: str | None = Field(default=None, description="one device (compatibility name; see devices)")
@@ -57,8 +59,8 @@ class FlagReranker(RebuildsModel, FromMerge, BaseNodePostprocessor, RerankerFiel
         """``model_name`` (the name most rerankers use) is the same as ``model``."""
         if isinstance(values, dict) and "model_name" in values:
             values = dict(values)
-            name = values.pop("model_name")
-            if values.setdefault("model", name) != name:
+            name = as_model_name(values.pop("model_name"))
+            if as_model_name(values.setdefault("model", name)) != name:
                 raise ValueError(f"model_name={name!r} and model={values['model']!r}: give one")
         return values
 

@@ -49,9 +49,8 @@ class FlagRetriever(BaseRetriever):
     ) -> None:
         if embed_model is None:
             raise ValueError("embed_model is required, e.g. FlagEmbedding(model_name=...)")
-        check_positive_int(similarity_top_k, "similarity_top_k", allow_none=False)
         self.embed_model = embed_model
-        self.similarity_top_k = similarity_top_k
+        self.similarity_top_k = check_positive_int(similarity_top_k, "similarity_top_k", allow_none=False)
         self.reranker = reranker
         self.use_faiss = use_faiss
         self._dense = self._new_index()

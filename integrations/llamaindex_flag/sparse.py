@@ -9,6 +9,7 @@ from llama_index.core.base.embeddings.base_sparse import BaseSparseEmbedding, Sp
 from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr
 
 from flag_core import BGEM3FlagModel, build_m3
+from flag_core.inference.inputs import ModelName
 from flag_core.settings import M3Fields, RebuildsModel
 
 
@@ -31,7 +32,7 @@ class FlagSparseEmbedding(RebuildsModel, BaseSparseEmbedding, M3Fields):
                                       sparse_query_fn=sparse.qdrant_queries)
     """
 
-    model_name: str = Field(description="hub id or local folder of the BGE-M3 model")
+    model_name: ModelName = Field(description="hub id or local folder of the BGE-M3 model (str or os.PathLike)")
     embed_batch_size: int = Field(default=256, gt=0, description="texts handed to the model at once")
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=("pydantic_model_",))

@@ -4,7 +4,9 @@ save/load, serialization, LangChain's retriever suite) and sparse embeddings for
 from __future__ import annotations
 
 import asyncio
+import copy
 import functools
+import pickle
 import tempfile
 import warnings
 from pathlib import Path
@@ -105,3 +107,58 @@ def test_documents_keep_their_ids(m3_path: str) -> None:
     retriever = FlagHybridRetriever.from_documents(
         [Document(page_content=t, id=f"d{i}") for i, t in enumerate(TEXTS)], model_name=m3_path, devices="cpu", k=1)
     assert retriever.invoke("Paris")[0].id == "d1"
+
+
+@pytest.mark.parametrize(
+    "clone", [copy.deepcopy, lambda obj: pickle.loads(pickle.dumps(obj))], ids=["deepcopy", "pickle"]
+)
+def test_copies_keep_the_documents_and_share_the_model(m3_path: str, clone: Any) -> None:
+    retriever = FlagHybridRetriever.from_texts(TEXTS, model_name=m3_path, devices="cpu", k=2, mode="sparse+dense")
+    copied = clone(retriever)
+    assert copied._index.model is retriever._index.model  # rebuilt through build_m3: the same loaded model
+    assert copied.invoke("what do pandas eat?") == retriever.invoke("what do pandas eat?")
+    assert copied.mode == "sparse+dense" and copied.k == 2
+    copied.add_documents([Document(page_content="Pandas sleep a lot.")])
+    assert (len(copied), len(retriever)) == (len(TEXTS) + 1, len(TEXTS))  # a copy, not a view
+
+
+def test_index_path_is_absolute_so_loads_works_from_anywhere(
+    m3_path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    retriever = FlagHybridRetriever.from_texts(TEXTS, model_name=m3_path, devices="cpu", k=2)
+    retriever.save("h.flag")  # relative to the working directory
+    assert Path(retriever.index_path or "").is_absolute()
+    assert Path(retriever.index_path or "").resolve() == (tmp_path / "h.flag").resolve()
+    text = dumps(retriever)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        back = loads(text, valid_namespaces=["langchain_flag"], allowed_objects=[FlagHybridRetriever])
+    assert back.invoke("Paris") == retriever.invoke("Paris")
+    monkeypatch.chdir(tmp_path)
+    given = FlagHybridRetriever(model_name=m3_path, devices="cpu", index_path="h.flag")  # relative at construction
+    assert Path(given.index_path or "").is_absolute() and len(given) == len(TEXTS)
+
+
+def test_crafted_payloads_fail_at_load_not_at_search(m3_path: str, tmp_path: Path) -> None:
+    import json
+    import zipfile
+
+    from flag_core.retrieval.archive import write_archive
+
+    retriever = FlagHybridRetriever.from_texts(TEXTS[:2], model_name=m3_path, devices="cpu", k=2)
+    retriever.save(tmp_path / "h.flag")
+    with zipfile.ZipFile(tmp_path / "h.flag") as archive:
+        manifest = json.loads(archive.read("manifest.json"))
+        parts = {name: archive.read(name) for name in archive.namelist() if name != "manifest.json"}
+    del manifest["sha256"]
+    rows = [json.loads(line) for line in parts["payloads.jsonl"].decode().split("\n") if line]
+    for bad in ({"metadata": ["not", "a", "dict"], "id": None}, {"metadata": {}, "id": 5}):
+        rows[1]["payload"] = bad
+        parts["payloads.jsonl"] = "".join(json.dumps(row) + "\n" for row in rows).encode()
+        write_archive(tmp_path / "crafted.flag", manifest, parts)
+        with pytest.raises(IndexFileError, match=r"crafted\.flag: entry 1"):
+            FlagHybridRetriever.load(tmp_path / "crafted.flag", model_name=m3_path, devices="cpu")

@@ -67,3 +67,44 @@ def test_copies_share_the_model(model_path: str, reranker_path: str, clone: Any)
     other = clone(reranker)
     assert other == reranker and other.client is reranker.client
     assert other.score([("q", "p")]) == reranker.score([("q", "p")])
+
+
+def test_path_model_names_and_numpy_integers(
+    model_path: str, reranker_path: str, m3_path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model name may be any os.PathLike (kept as a str: the same shared model, the same dumps); counts may be
+    numpy integers, per call too; a relative index_path is kept absolute."""
+    import numpy as np
+    from langchain_core.documents import Document
+
+    from langchain_flag import FlagHybridRetriever, FlagSparseEmbeddings
+
+    embeddings = FlagEmbeddings(model_name=Path(model_path), devices="cpu", batch_size=np.int64(8))
+    assert embeddings.model_name == model_path and embeddings == FlagEmbeddings(model_name=model_path, devices="cpu",
+                                                                                batch_size=8)
+    assert embeddings.client is FlagEmbeddings(model_name=model_path, devices="cpu", batch_size=8).client
+    assert dumpd(embeddings)["kwargs"]["model_name"] == model_path
+    reranker = FlagReranker(model_name=Path(reranker_path), devices="cpu", top_n=np.int64(2))
+    assert reranker.model_name == reranker_path
+    docs = [Document(page_content=t) for t in TEXTS]
+    assert len(reranker.compress_documents(docs, "pandas")) == 2
+    assert len(reranker.rerank_documents(docs, "pandas", top_n=np.int64(1))) == 1
+    assert FlagSparseEmbeddings(model_name=Path(m3_path), devices="cpu").model_name == m3_path
+    hybrid = FlagHybridRetriever.from_texts(TEXTS, model_name=Path(m3_path), devices="cpu", k=np.int64(2),
+                                            candidates=np.int64(3))
+    assert hybrid.model_name == m3_path and len(hybrid.invoke("pandas")) == 2
+    assert len(hybrid.invoke("pandas", k=np.int64(1))) == 1
+    retriever = FlagRetriever.from_texts(TEXTS, embeddings, k=np.int64(3), reranker=reranker, top_n=np.int64(2))
+    assert len(retriever.invoke("pandas")) == 2
+    assert len(retriever.invoke("pandas", k=np.int64(2), top_n=np.int64(1))) == 1
+    plain = FlagRetriever.from_texts(TEXTS, embeddings)
+    assert len(plain.invoke("pandas", k=np.int64(2))) == 2
+    monkeypatch.chdir(tmp_path)
+    plain.save("dense.flag")
+    assert Path(plain.index_path or "").is_absolute()
+    text = dumps(plain)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert [d.page_content for d in roundtrip(plain).invoke("pandas")] == [d.page_content for d in
+                                                                           plain.invoke("pandas")]
+    assert text == dumps(plain)

@@ -4,6 +4,8 @@ retriever (flag_core's HybridIndex results, retrieval events, async, save/load, 
 from __future__ import annotations
 
 import asyncio
+import copy
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -79,3 +81,48 @@ def test_hybrid_retriever(m3_path: str, recorder: Any, tmp_path: Path) -> None:
         FlagHybridRetriever.load(tmp_path / "h.flag", m3_path, m3_settings={"passage_max_length": 64})
     with pytest.raises(ValueError, match="mode"):
         FlagHybridRetriever(model_name=m3_path, mode="bm25")
+
+
+@pytest.mark.parametrize(
+    "clone", [copy.deepcopy, lambda obj: pickle.loads(pickle.dumps(obj))], ids=["deepcopy", "pickle"]
+)
+def test_copies_keep_the_nodes_and_share_the_model(m3_path: str, clone: Any) -> None:
+    nodes = [TextNode(text=t, id_=f"n{i}") for i, t in enumerate(TEXTS)]
+    retriever = FlagHybridRetriever(nodes=nodes, model_name=m3_path, similarity_top_k=2, mode="sparse+dense",
+                                    m3_settings={"devices": "cpu"})
+    copied = clone(retriever)
+    assert copied._index.model is retriever._index.model  # rebuilt through build_m3: the same loaded model
+    assert [(r.node.node_id, r.score) for r in copied.retrieve("Paris")] == [
+        (r.node.node_id, r.score) for r in retriever.retrieve("Paris")]
+    copied.add_nodes([TextNode(text="Pandas sleep a lot.", id_="extra")])
+    assert (len(copied), len(retriever)) == (len(TEXTS) + 1, len(TEXTS))  # a copy, not a view
+
+
+def test_path_model_names_numpy_integers_and_crafted_nodes(m3_path: str, tmp_path: Path) -> None:
+    import json
+    import zipfile
+
+    import numpy as np
+
+    from flag_core.retrieval.archive import write_archive
+
+    sparse = FlagSparseEmbedding(model_name=Path(m3_path), devices="cpu", embed_batch_size=np.int64(2))
+    assert sparse.model_name == m3_path and sparse.embed_batch_size == 2
+    nodes = [TextNode(text=t, id_=f"n{i}") for i, t in enumerate(TEXTS)]
+    retriever = FlagHybridRetriever(nodes=nodes, model_name=Path(m3_path), similarity_top_k=np.int64(2),
+                                    candidates=np.int64(3), m3_settings={"devices": "cpu"})
+    assert retriever.model_name == m3_path and type(retriever.similarity_top_k) is int
+    assert len(retriever.retrieve("pandas")) == 2
+    retriever.save(tmp_path / "h.flag")
+    loaded = FlagHybridRetriever.load(tmp_path / "h.flag", Path(m3_path), m3_settings={"devices": "cpu"})
+    assert len(loaded) == len(TEXTS)
+    with zipfile.ZipFile(tmp_path / "h.flag") as archive:
+        manifest = json.loads(archive.read("manifest.json"))
+        parts = {name: archive.read(name) for name in archive.namelist() if name != "manifest.json"}
+    del manifest["sha256"]
+    rows = [json.loads(line) for line in parts["payloads.jsonl"].decode().split("\n") if line]
+    rows[2]["payload"]["node"] = {"__type__": "no such node", "__data__": {}}
+    parts["payloads.jsonl"] = "".join(json.dumps(row) + "\n" for row in rows).encode()
+    write_archive(tmp_path / "crafted.flag", manifest, parts)
+    with pytest.raises(IndexFileError, match=r"crafted\.flag: entry 2 is not a llamaindex_flag"):
+        FlagHybridRetriever.load(tmp_path / "crafted.flag", m3_path, m3_settings={"devices": "cpu"})

@@ -96,3 +96,26 @@ def test_the_retriever_rejects_unknown_keywords(model_path: str) -> None:
 
     with pytest.raises(TypeError, match="top_k"):
         FlagRetriever(embed_model=FlagEmbedding(model_name=model_path, devices="cpu"), top_k=3)  # type: ignore[call-arg]
+
+
+def test_path_model_names_and_numpy_integers(model_path: str, reranker_path: str) -> None:
+    """Model names may be any os.PathLike (kept as a str: the same shared model and to_dict); counts may be numpy
+    integers."""
+    from pathlib import Path
+
+    from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
+
+    from llamaindex_flag import FlagRetriever
+
+    embedding = FlagEmbedding(model_name=Path(model_path), devices="cpu", embed_batch_size=np.int64(2))
+    assert embedding.model_name == model_path and embedding.embed_batch_size == 2
+    assert embedding.client is FlagEmbedding(model_name=model_path, devices="cpu", embed_batch_size=2).client
+    assert embedding.to_dict()["model_name"] == model_path
+    nodes = [NodeWithScore(node=TextNode(text=t), score=0.0) for t in TEXTS]
+    for reranker in (FlagReranker(model=Path(reranker_path), top_n=np.int64(2), devices="cpu"),
+                     FlagReranker(model_name=Path(reranker_path), top_n=np.int64(2), devices="cpu")):
+        assert reranker.model == reranker_path
+        assert len(reranker.postprocess_nodes(nodes, QueryBundle(QUERY))) == 2
+    assert FlagReranker(model=Path(reranker_path), model_name=reranker_path, devices="cpu").model == reranker_path
+    retriever = FlagRetriever(nodes=[n.node for n in nodes], embed_model=embedding, similarity_top_k=np.int64(3))
+    assert type(retriever.similarity_top_k) is int and len(retriever.retrieve(QUERY)) == 3
