@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import os
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -33,7 +34,9 @@ VERSION = 1
 
 
 class VectorIndex:
-    """Float32 vectors with one JSON-serialisable payload each; exact top-k by inner product."""
+    """Float32 vectors with one JSON-serialisable payload each; exact top-k by inner product. ``add`` and
+    ``search`` may run from several threads (each add is stored whole, a search sees whole adds only); copies and
+    pickles leave the lock and the FAISS index behind (the FAISS index is built again when needed)."""
 
     def __init__(self, dim: int | None = None, use_faiss: bool = False) -> None:
         self.dim = dim
@@ -41,10 +44,22 @@ class VectorIndex:
         self._vectors = np.zeros((0, dim or 0), dtype=np.float32)
         self._payloads: list[dict[str, Any]] = []
         self._faiss: Any = None
+        self._lock = threading.Lock()
         self.payload_format: str | None = None  # what a loaded file says its payloads hold
 
     def __len__(self) -> int:
         return len(self._payloads)
+
+    def __getstate__(self) -> dict[str, Any]:
+        with self._lock:
+            state = dict(self.__dict__)
+        del state["_lock"]
+        state["_faiss"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
     @classmethod
     def restored(cls, vectors: np.ndarray, payloads: list[dict[str, Any]], use_faiss: bool = False) -> VectorIndex:
@@ -79,18 +94,19 @@ class VectorIndex:
             raise ValueError(f"vectors must be a 2-D array (n, dim), got shape {array.shape}")
         if len(array) != len(payloads):
             raise ValueError(f"{len(array)} vectors but {len(payloads)} payloads: give one payload per vector")
-        if self.dim is None:
-            self.dim = int(array.shape[1])
-            self._vectors = self._vectors.reshape(0, self.dim)
-        if array.shape[1] != self.dim:
-            raise ValueError(f"vectors have dimension {array.shape[1]}, the index holds dimension {self.dim}")
-        if not np.isfinite(array).all():
-            bad = int(np.where(~np.isfinite(array).all(axis=1))[0][0])
-            raise ValueError(f"vector {bad} holds NaN or infinity")
-        start = len(self._payloads)
-        self._vectors = np.concatenate([self._vectors, array]) if start else array.copy()
-        self._payloads.extend(copy.deepcopy(dict(p)) for p in payloads)  # the caller's objects stay theirs
-        self._faiss = None
+        copies = [copy.deepcopy(dict(p)) for p in payloads]  # the caller's objects stay theirs
+        with self._lock:
+            dim = int(array.shape[1]) if self.dim is None else self.dim
+            if array.shape[1] != dim:
+                raise ValueError(f"vectors have dimension {array.shape[1]}, the index holds dimension {dim}")
+            if not np.isfinite(array).all():
+                bad = int(np.where(~np.isfinite(array).all(axis=1))[0][0])
+                raise ValueError(f"vector {bad} holds NaN or infinity")
+            start = len(self._payloads)
+            stored = np.concatenate([self._vectors, array]) if start else array.copy()
+            self._payloads.extend(copies)
+            self._vectors, self.dim = stored, dim
+            self._faiss = None
         return list(range(start, start + len(array)))
 
     def search(self, queries: Any, k: int) -> list[list[tuple[int, float]]]:
@@ -99,14 +115,20 @@ class VectorIndex:
         if q.ndim == 1:
             q = q[None, :]
         k = check_positive_int(k, "k", allow_none=False)
-        if len(self) == 0:
+        with self._lock:  # the vectors of whole adds only, and a FAISS index built from them
+            vectors = self._vectors
+            if self.use_faiss and len(vectors):
+                faiss_index = self._faiss = self._faiss or _faiss_index(vectors)
+        if len(vectors) == 0:
             return [[] for _ in range(len(q))]
-        if q.shape[1] != self.dim:
+        if q.shape[1] != vectors.shape[1]:
             raise ValueError(f"query vectors have dimension {q.shape[1]}, the index holds dimension {self.dim}")
-        k = min(k, len(self))
+        k = min(k, len(vectors))
         if self.use_faiss:
-            return self._search_faiss(q, k)
-        scores = q @ self._vectors.T
+            scores, ids = faiss_index.search(np.ascontiguousarray(q), k)
+            return [[(int(i), float(s)) for i, s in zip(row_ids, row_scores, strict=True) if i >= 0]
+                    for row_ids, row_scores in zip(ids, scores, strict=True)]
+        scores = q @ vectors.T
         results = []
         for row in scores:
             top = np.argpartition(-row, k - 1)[:k] if k < len(row) else np.arange(len(row))
@@ -117,18 +139,6 @@ class VectorIndex:
             results.append([(int(i), float(row[i])) for i in order])
         return results
 
-    def _search_faiss(self, q: np.ndarray, k: int) -> list[list[tuple[int, float]]]:
-        try:
-            import faiss
-        except ImportError as exc:
-            raise ImportError("use_faiss=True needs FAISS: pip install 'flagstack[faiss]'") from exc
-        if self._faiss is None:
-            self._faiss = faiss.IndexFlatIP(int(self._vectors.shape[1]))
-            self._faiss.add(self._vectors)
-        scores, ids = self._faiss.search(np.ascontiguousarray(q), k)
-        return [[(int(i), float(s)) for i, s in zip(row_ids, row_scores, strict=True) if i >= 0]
-                for row_ids, row_scores in zip(ids, scores, strict=True)]
-
     # persistence ------------------------------------------------------------------------------
 
     def save(
@@ -136,8 +146,10 @@ class VectorIndex:
     ) -> None:
         """Write the index to one file, atomically (a temporary file renamed into place); ``payload_format``
         names what the payloads hold (e.g. the class that wrote them), for :meth:`load` to tell."""
-        parts = {"vectors.npy": array_bytes(self._vectors), "payloads.jsonl": payload_bytes(self._payloads)}
-        manifest = {"format": FORMAT, "version": VERSION, "count": len(self), "dim": self.dim,
+        with self._lock:  # whole adds only
+            vectors, payloads, dim = self._vectors, list(self._payloads), self.dim
+        parts = {"vectors.npy": array_bytes(vectors), "payloads.jsonl": payload_bytes(payloads)}
+        manifest = {"format": FORMAT, "version": VERSION, "count": len(payloads), "dim": dim,
                     "settings": dict(settings or {}), "payload_format": payload_format}
         write_archive(path, manifest, parts)
 
@@ -161,3 +173,14 @@ class VectorIndex:
         index._payloads = payloads
         index.payload_format = manifest.get("payload_format")
         return index
+
+
+def _faiss_index(vectors: np.ndarray) -> Any:
+    """A FAISS ``IndexFlatIP`` holding ``vectors``."""
+    try:
+        import faiss
+    except ImportError as exc:
+        raise ImportError("use_faiss=True needs FAISS: pip install 'flagstack[faiss]'") from exc
+    index = faiss.IndexFlatIP(int(vectors.shape[1]))
+    index.add(vectors)
+    return index

@@ -5,6 +5,7 @@ outputs stay together when threads add at once. A stub model (outputs follow fro
 
 from __future__ import annotations
 
+import contextlib
 import json
 import struct
 import threading
@@ -337,3 +338,33 @@ def test_threads_keep_each_documents_outputs_together(monkeypatch: pytest.Monkey
         np.testing.assert_array_equal(index.colbert.document(position), colbert(n))
     for n in range(1, threads + 1):
         assert index.search(f"doc {n}", k=1, mode="sparse")[0].payload == {"n": n}
+
+
+def test_threads_adding_to_a_vector_index_lose_nothing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Two threads add at once, each holding in np.concatenate until the other gets there too (up to a second).
+    Without a lock both extend the same old vectors and one add's vectors are lost beside its payloads."""
+    index = VectorIndex()
+    index.add(np.zeros((1, 3)), [{"n": 0}])
+    meeting = threading.Barrier(2)
+    original = np.concatenate
+
+    def concatenate_and_meet(arrays: Any, *args: Any, **kwargs: Any) -> Any:
+        result = original(arrays, *args, **kwargs)
+        if threading.current_thread() is not threading.main_thread():
+            with contextlib.suppress(threading.BrokenBarrierError):  # the other thread waits for the lock: go on
+                meeting.wait(timeout=1.0)
+        return result
+
+    monkeypatch.setattr(np, "concatenate", concatenate_and_meet)
+    workers = [threading.Thread(target=index.add, args=(np.full((1, 3), n, dtype=np.float32), [{"n": n}]))
+               for n in (1, 2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    monkeypatch.undo()
+    assert len(index.vectors) == len(index) == 3
+    for position, payload in enumerate(index.payloads):
+        assert (index.vectors[position] == payload["n"]).all()
+    index.save(tmp_path / "v.flag")
+    assert len(VectorIndex.load(tmp_path / "v.flag")) == 3

@@ -34,6 +34,11 @@ def test_top_k_equals_brute_force(vectors: np.ndarray, use_faiss: bool) -> None:
         assert [i for i, _ in hits] == brute_force(vectors, query, 10)
         np.testing.assert_allclose([s for _, s in hits], (vectors @ query)[[i for i, _ in hits]], atol=1e-5)
     assert len(index.search(vectors[0], 1000)[0]) == 300  # k larger than the index: everything, ranked
+    import copy
+    import pickle
+
+    for clone in (copy.deepcopy(index), pickle.loads(pickle.dumps(index))):  # after a search built the FAISS index
+        assert clone.search(queries, 10) == index.search(queries, 10)
 
 
 def test_ties_are_settled_by_position() -> None:
