@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ..fileio import check_replaceable
 from ..settings import EmbedderFields
 from ..training.pretrain import PretrainArgs
 from ..training.trainer import EmbedderTrainingArgs, RerankerTrainingArgs, RunArgs, TrainingArgs, TrainResult
@@ -26,6 +27,8 @@ def cmd_mine(args: argparse.Namespace) -> int:
     from ..inference.shared import build_embedder
     from ..training import add_teacher_scores, mine_hard_negatives, read_examples, write_examples
 
+    inputs = [args.input, *([args.candidate_pool] if args.candidate_pool and args.candidate_pool != "-" else [])]
+    check_replaceable(args.output, inputs, args.overwrite, what="mined examples file", folder=False)
     examples = read_examples(args.input)
     pool = read_lines(args.candidate_pool) if args.candidate_pool else None
     model = build_embedder(args.model, query_instruction_for_retrieval=args.query_instruction_for_retrieval,
@@ -58,6 +61,9 @@ _RUN: dict[str, tuple[str, tuple[str, ...]]] = {
     "logging_steps": ("log the loss every this many steps", ()),
     "optim": ("optimizer (transformers' names: adamw_torch, sgd, adafactor, ...)", ()),
     "max_grad_norm": ("clip gradients to this norm (0: no clipping)", ()),
+    "ddp_timeout": ("seconds a process waits for the others (several-process training) before the run fails", ()),
+    "overwrite": ("replace an earlier flagstack training output at --output (never a folder holding the model or "
+                  "the data; the earlier one stays until the new run succeeds)", ()),
 }
 _FINETUNE: dict[str, tuple[str, tuple[str, ...]]] = {
     "train_group_size": ("passages per query: 1 positive + n-1 negatives", ("--group-size",)),
@@ -124,7 +130,8 @@ def _run_options(parser: argparse.ArgumentParser, owner: type[RunArgs], *groups:
     for group in (_RUN, *groups):
         for name, (help_text, flags) in group.items():
             field_option(parser, owner, name, help_text, *flags)
-    parser.add_argument("--resume", default=None, help="checkpoint folder to resume from")
+    parser.add_argument("--resume", default=None, help="checkpoint-N folder to resume from (checked against its "
+                        "manifest); one inside --output goes on training in that folder")
     quiet(parser)
 
 
@@ -132,7 +139,9 @@ def add_parsers(sub: Any) -> None:
     mine = sub.add_parser("mine", **parser_kwargs("mine hard negatives for FlagEmbedding-format training data"))
     mine.add_argument("--model", required=True, help="embedding model folder or hub id")
     mine.add_argument("--input", required=True, help="jsonl with query, pos, (neg)")
-    mine.add_argument("--output", required=True, help="jsonl to write the mined examples to")
+    mine.add_argument("--output", required=True, help="jsonl to write the mined examples to (not --input or "
+                      "--candidate-pool)")
+    mine.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     mine.add_argument("--candidate-pool", default=None, help="one passage per line (None: all pos and neg)")
     mine.add_argument("--range-for-sampling", type=_band, default=(10, 210), help="rank band, e.g. 10-210")
     mine.add_argument("--negative-number", type=positive_int, default=15, help="negatives per query")
@@ -149,7 +158,8 @@ def add_parsers(sub: Any) -> None:
         parser = kinds.add_parser(kind, **parser_kwargs(f"fine-tune a{'n' if kind == 'embedder' else ''} {kind}"))
         parser.add_argument("--model", required=True, help=f"{kind} folder or hub id to start from")
         parser.add_argument("--data", required=True, help="FlagEmbedding jsonl")
-        parser.add_argument("--output", required=True, help="output folder (checkpoints inside)")
+        parser.add_argument("--output", required=True, help="output folder (checkpoints inside); an existing "
+                                "non-empty one needs --overwrite or a --resume inside it")
         _run_options(parser, owner, _FINETUNE, _EMBEDDER if owner is EmbedderTrainingArgs else {})
         parser.add_argument("--distill", action="store_true", help="add KL to the teacher scores")
         if owner is EmbedderTrainingArgs:
@@ -167,6 +177,7 @@ def add_parsers(sub: Any) -> None:
     pretrain = sub.add_parser("pretrain", **parser_kwargs("RetroMAE-pretrain an encoder on your texts"))
     pretrain.add_argument("--model", required=True, help="encoder folder or hub id to start from")
     pretrain.add_argument("--data", required=True, help='jsonl with {"text": ...} a line')
-    pretrain.add_argument("--output", required=True, help="output folder (checkpoints inside)")
+    pretrain.add_argument("--output", required=True, help="output folder (checkpoints inside); an existing "
+                                "non-empty one needs --overwrite or a --resume inside it")
     _run_options(pretrain, PretrainArgs, _PRETRAIN)
     pretrain.set_defaults(func=cmd_pretrain)

@@ -103,20 +103,26 @@ def write_examples(path: str | os.PathLike[str], examples: Iterable[TrainExample
             handle.write(json.dumps(example.to_json(), ensure_ascii=False) + "\n")
 
 
-def read_texts(path: str | os.PathLike[str]) -> list[str]:
-    """The texts of FlagEmbedding's pretraining jsonl (``{"text": ...}`` a line), or a ValueError naming the
-    file and line of the first bad row."""
+def text_rows(path: str | os.PathLike[str]) -> list[tuple[str, str]]:
+    """("file, line N", text) of each row of FlagEmbedding's pretraining jsonl (``{"text": ...}`` a line), or a
+    ValueError naming the file and line of the first bad row."""
     file = Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"no pretraining data at {file}")
-    texts = []
+    rows = []
     for where, row in jsonl_rows(file):
         if not isinstance(row, dict):
             raise ValueError(f"{where}: expected a JSON object with a 'text' field, got {type(row).__name__}")
         text = row.get("text")
         if not isinstance(text, str) or not text.strip():
             raise ValueError(f"{where}: field 'text' must be a non-empty string")
-        texts.append(text)
-    if not texts:
+        rows.append((where, text))
+    if not rows:
         raise ValueError(f"{file} holds no texts")
-    return texts
+    return rows
+
+
+def read_texts(path: str | os.PathLike[str]) -> list[str]:
+    """The texts of FlagEmbedding's pretraining jsonl (``{"text": ...}`` a line), or a ValueError naming the
+    file and line of the first bad row."""
+    return [text for _, text in text_rows(path)]

@@ -31,6 +31,24 @@ def barrier() -> None:
         dist.barrier()
 
 
+def broadcast_object(value: Any) -> Any:
+    """Rank 0's ``value`` on every process (``value`` itself outside distributed training)."""
+    if world_size() == 1:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def any_process(flag: bool, device: torch.device) -> bool:
+    """Whether ``flag`` is true on any process (``flag`` itself outside distributed training)."""
+    if world_size() == 1:
+        return flag
+    value = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
 class _GatherWithGrad(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, tensor: torch.Tensor) -> torch.Tensor:  # type: ignore[override]

@@ -18,15 +18,16 @@ import logging
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..inference.inputs import check_positive_int
 from ..inference.model_files import (
     load_tokenizer,
     quiet_transformers,
@@ -35,9 +36,18 @@ from ..inference.model_files import (
     write_sentence_transformers_config,
 )
 from ..inference.pooling import resolve_pooling
-from .data import read_texts
+from .data import text_rows
 from .distributed import world_size
-from .trainer import Objective, RunArgs, TrainResult, run_training
+from .trainer import (
+    Objective,
+    RunArgs,
+    TrainResult,
+    check_number,
+    clamp_length,
+    length_limit,
+    plan_output,
+    run_training,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -55,12 +65,13 @@ class PretrainArgs(RunArgs):
     decoder_layers: int = 1
 
     def check(self) -> None:
+        super().check()
         for name in ("encoder_mlm_probability", "decoder_mlm_probability"):
-            value = getattr(self, name)
+            value = check_number(getattr(self, name), name)
             if not 0.0 < value < 1.0:
                 raise ValueError(f"{name} must be between 0 and 1 (exclusive), got {value}")
-        if self.decoder_layers < 1:
-            raise ValueError(f"decoder_layers must be at least 1, got {self.decoder_layers}")
+        check_positive_int(self.decoder_layers, "decoder_layers", allow_none=False)
+        check_positive_int(self.max_length, "max_length", allow_none=False)
         if self.max_length < 4:
             raise ValueError(f"max_length must be at least 4 tokens, got {self.max_length}")
 
@@ -245,6 +256,8 @@ class RetroMAEModel(nn.Module):
 class PretrainObjective(Objective):
     """Encoder MLM + decoder MLM; the encoder folder on every save, the decoder beside it in checkpoints."""
 
+    kind: ClassVar[str] = "retromae-pretraining"
+
     def __init__(self, source: Path, pooling: str, normalize: bool, max_length: int) -> None:
         self.source = source
         self.pooling = pooling
@@ -332,33 +345,59 @@ def _masked_lm(path: Path) -> Any:
     return lm
 
 
+def _located_texts(data: str | os.PathLike[str] | Sequence[str]) -> list[tuple[str, str]]:
+    """("where", text) of every pretraining text: "file, line N" for a file, "text i" for a list."""
+    if isinstance(data, (str, os.PathLike)):
+        return text_rows(data)
+    if isinstance(data, (bytes, dict)) or not isinstance(data, Sequence):
+        raise TypeError(f"pretraining data must be a jsonl path or a list of strings, got {type(data).__name__}")
+    located = []
+    for i, text in enumerate(data):
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"text {i} is {text!r}: pretraining texts must be non-empty strings")
+        located.append((f"text {i}", text))
+    if not located:
+        raise ValueError("no texts to pretrain on")
+    return located
+
+
+def check_tokenizes(located: Sequence[tuple[str, str]], tokenizer: Any, chunk: int = 1024) -> None:
+    """Refuse a text that the tokenizer turns into no tokens (e.g. only zero-width or control characters): it has
+    nothing to mask, and its loss would be NaN. The error names its place ("file, line N")."""
+    for start in range(0, len(located), chunk):
+        part = located[start : start + chunk]
+        encoded = tokenizer([text for _, text in part], add_special_tokens=False)["input_ids"]
+        for (where, text), ids in zip(part, encoded, strict=True):
+            if not ids:
+                raise ValueError(f"{where}: the text {text[:40]!r} tokenizes to no tokens; remove it or fix its "
+                                 "characters")
+
+
 def pretrain(model_name_or_path: str, data: str | os.PathLike[str] | Sequence[str], args: PretrainArgs
              ) -> TrainResult:
     """RetroMAE-pretrain an encoder on texts (FlagEmbedding's ``{"text": ...}`` jsonl, or a list of strings);
-    the encoder folder is written to ``output_dir``. ``history`` holds both MLM losses at every log."""
+    the encoder folder is written to ``output_dir`` (see :class:`RunArgs` for when an existing one is replaced).
+    ``history`` holds both MLM losses at every log. A ``max_length`` beyond the model's limit is cut to it."""
     from transformers import set_seed
 
     args.check()
-    texts = read_texts(data) if isinstance(data, (str, os.PathLike)) else list(data)
-    for i, text in enumerate(texts):
-        if not isinstance(text, str) or not text.strip():
-            raise ValueError(f"text {i} is {text!r}: pretraining texts must be non-empty strings")
-    if not texts:
-        raise ValueError("no texts to pretrain on")
+    located = _located_texts(data)
     path = resolve_model_path(model_name_or_path)
+    inputs = [path, Path(data)] if isinstance(data, (str, os.PathLike)) else [path]
+    plan = plan_output(args, inputs, PretrainObjective.kind)
     tokenizer = load_tokenizer(path)
-    limit = getattr(tokenizer, "model_max_length", None)
-    if isinstance(limit, int) and args.max_length > limit:
-        logger.warning("max_length %d is beyond the tokenizer's %d: using %d", args.max_length, limit, limit)
-        args = PretrainArgs(**{**args.__dict__, "max_length": limit})
+    check_tokenizes(located, tokenizer)
     set_seed(args.seed)  # the MLM head (when created) and the decoder are initialised here
     lm = _masked_lm(path)
+    args = replace(args, max_length=clamp_length("max_length", args.max_length, length_limit(lm, tokenizer)))
     model = RetroMAEModel(lm, args.decoder_layers)
     source = read_sentence_transformers_config(path)
     objective = PretrainObjective(path, resolve_pooling(model_name_or_path, path),
                                   True if source.normalize is None else source.normalize,
                                   min(args.max_length, source.max_seq_length or args.max_length))
-    return run_training(objective, model, tokenizer, TextDataset(texts), RetroMAECollator(tokenizer, args), args)
+    texts = [text for _, text in located]
+    return run_training(objective, model, tokenizer, TextDataset(texts), RetroMAECollator(tokenizer, args), args,
+                        plan)
 
 
 def mlm_losses(result: TrainResult) -> tuple[tuple[float, float], tuple[float, float]]:

@@ -20,12 +20,22 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 
+from ..fileio import (
+    MANIFEST_FILE,
+    ArtefactError,
+    check_replaceable,
+    new_staging_folder,
+    publish_folder,
+    verify_folder,
+    write_manifest,
+)
 from ..inference.batching import PairLayout, cut_second, pad_batch, pad_token_id, tokenize_plain
+from ..inference.inputs import check_positive_int
 from ..inference.instructions import apply_instruction
 from ..inference.model_files import (
     load_tokenizer,
@@ -33,17 +43,39 @@ from ..inference.model_files import (
     resolve_model_path,
     write_sentence_transformers_config,
 )
-from ..inference.pooling import pool, resolve_pooling
+from ..inference.pooling import check_pooling, pool, resolve_pooling
 from .data import TrainExample, read_examples
-from .distributed import barrier, gather_with_grad
+from .distributed import any_process, barrier, broadcast_object, gather_with_grad, rank
 
 logger = logging.getLogger(__name__)
+
+
+def check_number(value: Any, name: str, minimum: float | None = None, above: bool = False,
+                 below: float | None = None) -> float:
+    """``value`` if it is a finite number (not a bool) of at least ``minimum`` (above it with ``above``) and
+    under ``below``; else a TypeError or ValueError naming the setting ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} ({value!r})")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value}")
+    if minimum is not None and (value <= minimum if above else value < minimum):
+        raise ValueError(f"{name} must be {'above' if above else 'at least'} {minimum}, got {value}")
+    if below is not None and value >= below:
+        raise ValueError(f"{name} must be below {below}, got {value}")
+    return float(value)
 
 
 @dataclass
 class RunArgs:
     """What every training run takes (fine-tuning and pretraining): the Trainer's settings. ``batch_size`` is
-    per process: the global batch is ``batch_size`` x the number of processes."""
+    per process: the global batch is ``batch_size`` x the number of processes. Every setting is checked when
+    the arguments are made (and again when a run starts): a nonsensical one is a ValueError naming it.
+
+    ``output_dir`` gets the final model (with a checksummed manifest) and the ``checkpoint-N`` folders (each
+    with its own). An existing non-empty ``output_dir`` is replaced only with ``overwrite`` (an earlier
+    flagstack training output, never a folder holding the model or the data), or trained in when
+    ``resume_from_checkpoint`` is a checkpoint inside it. ``ddp_timeout``: seconds a process waits for the
+    others (several-process training) before the run fails."""
 
     output_dir: str
     epochs: float = 1.0
@@ -63,6 +95,37 @@ class RunArgs:
     logging_steps: int = 10
     resume_from_checkpoint: str | bool | None = None
     show_progress: bool = True
+    overwrite: bool = False
+    ddp_timeout: int = 1800
+
+    def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        """Raise a TypeError or ValueError naming the first nonsensical setting."""
+        if isinstance(self.output_dir, os.PathLike):
+            self.output_dir = os.fspath(self.output_dir)
+        if not isinstance(self.output_dir, str) or not self.output_dir.strip():
+            raise TypeError(f"output_dir must be a non-empty path, got {self.output_dir!r}")
+        check_number(self.epochs, "epochs", 0, above=True)
+        if isinstance(self.max_steps, bool) or not isinstance(self.max_steps, int):
+            raise TypeError(f"max_steps must be an int, got {type(self.max_steps).__name__} ({self.max_steps!r})")
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise ValueError(f"max_steps must be positive, or -1 to run the epochs; got {self.max_steps}")
+        check_number(self.learning_rate, "learning_rate", 0, above=True)
+        for name in ("batch_size", "save_steps", "logging_steps", "ddp_timeout"):
+            check_positive_int(getattr(self, name), name, allow_none=False)
+        check_positive_int(self.save_total_limit, "save_total_limit")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
+            raise ValueError(f"seed must be an int from 0 to 2**32 - 1, got {self.seed!r}")
+        check_number(self.warmup_ratio, "warmup_ratio", 0, below=1)
+        check_number(self.weight_decay, "weight_decay", 0)
+        check_number(self.max_grad_norm, "max_grad_norm", 0)
+        if not isinstance(self.optim, str) or not self.optim:
+            raise TypeError(f"optim must be an optimizer name (a str), got {self.optim!r}")
+        resume = self.resume_from_checkpoint
+        if resume is not None and not isinstance(resume, (str, bool, os.PathLike)):
+            raise TypeError(f"resume_from_checkpoint must be a checkpoint folder, True or None, got {resume!r}")
 
 
 @dataclass
@@ -72,11 +135,16 @@ class TrainingArgs(RunArgs):
     train_group_size: int = 8
     distill: bool | None = None
 
+    def check(self) -> None:
+        super().check()
+        check_positive_int(self.train_group_size, "train_group_size", allow_none=False)
+
 
 @dataclass
 class EmbedderTrainingArgs(TrainingArgs):
     """Embedder training: the BGE defaults. ``negatives_cross_device`` scores each query against the passages
-    of every process (FlagEmbedding's name), not only its own process's."""
+    of every process (FlagEmbedding's name), not only its own process's. Lengths beyond what the model
+    accepts are cut to its limit (with one warning line each)."""
 
     temperature: float = 0.02
     in_batch_negatives: bool = True
@@ -88,14 +156,37 @@ class EmbedderTrainingArgs(TrainingArgs):
     pooling: str | None = None
     normalize: bool = True
 
+    def check(self) -> None:
+        super().check()
+        check_number(self.temperature, "temperature", 0, above=True)
+        for name in ("query_max_length", "passage_max_length"):
+            check_positive_int(getattr(self, name), name, allow_none=False)
+        if self.pooling is not None:
+            check_pooling(self.pooling)
+        if self.negatives_cross_device and not self.in_batch_negatives:
+            raise ValueError("negatives_cross_device shares in-batch negatives across processes: it needs "
+                             "in_batch_negatives=True")
+
 
 @dataclass
 class RerankerTrainingArgs(TrainingArgs):
-    """Reranker training: listwise over groups."""
+    """Reranker training: listwise over groups. ``max_length`` beyond what the model accepts is cut to its
+    limit (with one warning line)."""
 
     learning_rate: float = 2e-5
     max_length: int = 512
     query_max_length: int | None = None
+
+    def check(self) -> None:
+        super().check()
+        check_positive_int(self.max_length, "max_length", allow_none=False)
+        if self.max_length < 8:
+            raise ValueError(f"max_length must be at least 8 tokens (a query, a passage and the special tokens), "
+                             f"got {self.max_length}")
+        check_positive_int(self.query_max_length, "query_max_length")
+        if self.query_max_length is not None and self.query_max_length >= self.max_length:
+            raise ValueError(f"query_max_length ({self.query_max_length}) must be below max_length "
+                             f"({self.max_length}): the passage needs room too")
 
 
 @dataclass
@@ -270,7 +361,14 @@ def reranker_loss(logits: torch.Tensor, group: int, teacher: torch.Tensor | None
 
 class Objective:
     """What a training run computes. The hooks' defaults suit a transformers model that the Trainer saves
-    itself; pretraining overrides them (its model is an encoder plus a decoder that is not kept)."""
+    itself; pretraining overrides them (its model is an encoder plus a decoder that is not kept). ``kind`` names
+    the manifest of the final folder; checkpoints' manifests are ``kind + "-checkpoint"``."""
+
+    kind: ClassVar[str] = "training"
+
+    @property
+    def checkpoint_kind(self) -> str:
+        return f"{self.kind}-checkpoint"
 
     def loss(self, model: Any, inputs: dict[str, Any]) -> torch.Tensor:
         raise NotImplementedError
@@ -296,6 +394,8 @@ class EmbedderObjective(Objective):
     """InfoNCE over query/passage vectors pooled and normalised as at inference; every save also writes the
     sentence-transformers files, so checkpoints load with the pooling they trained with."""
 
+    kind: ClassVar[str] = "embedder-training"
+
     def __init__(self, args: EmbedderTrainingArgs, pooling: str) -> None:
         self.args = args
         self.pooling = pooling
@@ -318,6 +418,8 @@ class EmbedderObjective(Objective):
 class RerankerObjective(Objective):
     """Listwise cross-entropy over each group's logits (positive first)."""
 
+    kind: ClassVar[str] = "reranker-training"
+
     def loss(self, model: Any, inputs: dict[str, Any]) -> torch.Tensor:
         logits = model(**inputs["pairs"], return_dict=True).logits.float().view(-1)
         return reranker_loss(logits, inputs["group_size"], inputs.get("teacher"))
@@ -325,7 +427,42 @@ class RerankerObjective(Objective):
 
 # the trainer -------------------------------------------------------------------------------------
 
-STAGING = ".staging"  # inside output_dir: folders are written here, then renamed into place
+STAGING = ".staging"  # inside the run folder: folders are written here, then renamed into place
+_NOT_FINAL = ("runs", STAGING)  # with the checkpoint-N folders: what the final folder's manifest leaves out
+
+
+def length_limit(model: Any, tokenizer: Any) -> int | None:
+    """The longest input ``model`` accepts: the smaller of its tokenizer's ``model_max_length`` and its position
+    embeddings (RoBERTa-style models keep two positions for padding); None when neither says."""
+    limits = []
+    told = getattr(tokenizer, "model_max_length", None)
+    if isinstance(told, int) and 0 < told < 1_000_000:
+        limits.append(told)
+    config = getattr(model, "config", None)
+    positions = getattr(config, "max_position_embeddings", None)
+    if isinstance(positions, int) and positions > 0:
+        offset = 2 if getattr(config, "model_type", "") in {"roberta", "xlm-roberta", "camembert"} else 0
+        limits.append(positions - offset)
+    return min(limits) if limits else None
+
+
+def clamp_length(name: str, value: int, limit: int | None) -> int:
+    """``value``, or ``limit`` when the model accepts fewer tokens (with one warning line naming the setting):
+    the one rule for every length setting of training, pretraining and merging by examples."""
+    if limit is not None and value > limit:
+        logger.warning("%s=%d is more than the model accepts; using %d", name, value, limit)
+        return limit
+    return value
+
+
+def _stop_if_not_finite(loss: torch.Tensor, step: int) -> None:
+    """Raise when the loss (on any process) is NaN or infinite: a run that goes on writes a broken model."""
+    value = float(loss.detach().float().sum())
+    if any_process(not math.isfinite(value), loss.device):
+        shown = value if not math.isfinite(value) else "not finite on another process"
+        raise ValueError(f"training stopped at step {step}: the loss is {shown}, so the weights would be garbage; "
+                         "no model was written. Try a lower learning_rate, fp32 instead of fp16, or check the "
+                         "settings (e.g. the temperature) and the data")
 
 
 def _move_into(source: Path, target: Path) -> None:
@@ -338,14 +475,86 @@ def _move_into(source: Path, target: Path) -> None:
         os.replace(entry, destination)
 
 
+def _checkpoint_names(folder: Path) -> list[str]:
+    """The ``checkpoint-N`` folders directly in ``folder`` that carry a flagstack manifest."""
+    if not folder.is_dir():
+        return []
+    return sorted(entry.name for entry in folder.iterdir()
+                  if entry.name.startswith("checkpoint-") and (entry / MANIFEST_FILE).is_file())
+
+
+def write_final_manifest(folder: Path, kind: str) -> None:
+    """The manifest of a run folder's final model: every file but the checkpoints (which carry their own),
+    ``runs/`` and the staging folder."""
+    excluded = [entry.name for entry in folder.iterdir() if entry.name.startswith("checkpoint-")]
+    write_manifest(folder, kind, exclude=[*excluded, *_NOT_FINAL])
+
+
+@dataclass
+class OutputPlan:
+    """Where a run writes: ``work`` is the run folder (``output`` itself, or, when an earlier output is to be
+    replaced, a staging folder beside it, renamed over ``output`` once the run succeeds); ``resume`` is the
+    verified checkpoint to resume from."""
+
+    output: Path
+    inputs: list[Path]
+    replace: bool
+    created: bool
+    resume: Path | None
+    kind: str
+
+
+def plan_output(args: RunArgs, inputs: Sequence[str | os.PathLike[str]], kind: str) -> OutputPlan:
+    """Check, before any work, that the run may write to ``args.output_dir`` (fileio.check_replaceable: a
+    new or empty folder; an earlier flagstack output with ``overwrite``; or the folder of the checkpoint it
+    resumes from), never a folder that is or holds an input; and verify the checkpoint to resume from
+    against its manifest (an ArtefactError naming a damaged file)."""
+    output = Path(args.output_dir).expanduser()
+    sources = [Path(item).expanduser() for item in inputs]
+    resume = _resume_checkpoint(args.resume_from_checkpoint, output, f"{kind}-checkpoint")
+    created = not output.exists()
+    if resume is not None and resume.resolve().is_relative_to(output.resolve()):
+        # resuming in the run's own folder: train on in it (it must still not hold an input)
+        top = resume.resolve().relative_to(output.resolve()).parts[0]
+        check_replaceable(output, sources, overwrite=True, markers=(top,), what="training output")
+        return OutputPlan(output, sources, False, False, resume, kind)
+    if output.is_dir() and not output.is_symlink() and not any(output.iterdir()):
+        return OutputPlan(output, sources, False, False, resume, kind)
+    exists = check_replaceable(output, sources, args.overwrite, markers=_checkpoint_names(output),
+                               what="training output")
+    return OutputPlan(output, sources, exists, created, resume, kind)
+
+
+def _resume_checkpoint(asked: str | bool | os.PathLike[str] | None, output: Path, kind: str) -> Path | None:
+    """The checkpoint folder to resume from (True: the last one in ``output``), verified whole."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if asked is None or asked is False:
+        return None
+    if asked is True:
+        last = get_last_checkpoint(str(output)) if output.is_dir() else None
+        if last is None:
+            raise ValueError(f"resume_from_checkpoint=True but {output} holds no checkpoint-N folder")
+        folder = Path(last)
+    else:
+        folder = Path(asked).expanduser()
+    if not folder.is_dir():
+        raise ValueError(f"no checkpoint to resume from at {folder}: give a checkpoint-N folder of an earlier run")
+    try:
+        verify_folder(folder, kinds=[kind])
+    except ArtefactError as exc:
+        raise ArtefactError(f"cannot resume from {folder}: {exc}") from None
+    return folder
+
+
 def _trainer_class() -> Any:
     from transformers import Trainer
     from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
     class BGETrainer(Trainer):  # type: ignore[misc]
         """transformers' Trainer with an objective's loss and files. Checkpoints are written by rank 0 (and each
-        rank's RNG state) into a staging folder and renamed into place once complete, so ``checkpoint-N`` is
-        either whole or absent."""
+        rank's RNG state) into a staging folder, given a manifest and renamed into place once complete, so
+        ``checkpoint-N`` is either whole or absent. A loss that is NaN or infinite stops the run."""
 
         objective: Objective
 
@@ -358,6 +567,7 @@ def _trainer_class() -> Any:
             self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
         ) -> Any:
             loss = self.objective.loss(model, inputs)
+            _stop_if_not_finite(loss, self.state.global_step + 1)
             return (loss, None) if return_outputs else loss
 
         def _save(self, output_dir: str | None = None, state_dict: Any = None) -> None:
@@ -388,6 +598,7 @@ def _trainer_class() -> Any:
                 self.args.output_dir = str(root)
             barrier()
             if self.args.should_save:
+                write_manifest(staged, self.objective.checkpoint_kind)
                 if (root / name).exists():
                     shutil.rmtree(root / name)
                 os.replace(staged, root / name)
@@ -410,20 +621,16 @@ def _device_precision(args: RunArgs) -> dict[str, Any]:
     return {"fp16": args.fp16 and accelerated, "bf16": args.bf16 and accelerated, "use_cpu": not accelerated}
 
 
-def run_training(objective: Objective, model: Any, tokenizer: Any, dataset: Any, collator: Any, args: RunArgs
-                 ) -> TrainResult:
-    """Train ``model`` on ``dataset`` with ``objective`` under transformers' Trainer (one process, or each
-    process of a ``torchrun`` launch), then write the final folder into ``output_dir`` (rank 0, each file by
-    one rename)."""
-    from transformers import TrainingArguments, set_seed
+def training_arguments(args: RunArgs, output_dir: str | os.PathLike[str] | None = None) -> Any:
+    """transformers' ``TrainingArguments`` for ``args`` (writing to ``output_dir``, default ``args.output_dir``);
+    under ``torchrun`` making them starts the process group, with ``args.ddp_timeout``."""
+    from transformers import TrainingArguments
 
-    set_seed(args.seed)
     known = inspect.signature(TrainingArguments.__init__).parameters
     checkpointing = "activation_checkpointing" if "activation_checkpointing" in known else "gradient_checkpointing"
     extra_args: dict[str, Any] = {checkpointing: args.gradient_checkpointing, **_device_precision(args)}
-    Path(args.output_dir).mkdir(parents=True, exist_ok=True)
-    training_args = TrainingArguments(
-        output_dir=args.output_dir,
+    return TrainingArguments(
+        output_dir=str(output_dir or args.output_dir),
         num_train_epochs=args.epochs,
         max_steps=args.max_steps,
         learning_rate=args.learning_rate,
@@ -436,33 +643,76 @@ def run_training(objective: Objective, model: Any, tokenizer: Any, dataset: Any,
         save_steps=args.save_steps,
         save_total_limit=args.save_total_limit,
         seed=args.seed,
+        ddp_timeout=args.ddp_timeout,
         remove_unused_columns=False,
         report_to="none",
         disable_tqdm=not args.show_progress,
         dataloader_num_workers=0,
         **extra_args,
     )
-    trainer = _trainer_class()(
-        model=model, args=training_args, train_dataset=dataset, data_collator=collator, processing_class=tokenizer,
-        objective=objective,
-    )
-    started = time.perf_counter()
-    output = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
-    root = Path(args.output_dir)
-    final = root / STAGING / "final"
-    if training_args.should_save and final.exists():
-        shutil.rmtree(final)
-    barrier()
-    trainer.final_save = True
-    trainer.save_model(str(final))
-    barrier()
-    if training_args.should_save:
-        _move_into(final, root)
-        shutil.rmtree(root / STAGING, ignore_errors=True)
-    barrier()
+
+
+def run_training(objective: Objective, model: Any, tokenizer: Any, dataset: Any, collator: Any, args: RunArgs,
+                 plan: OutputPlan | None = None) -> TrainResult:
+    """Train ``model`` on ``dataset`` with ``objective`` under transformers' Trainer (one process, or each
+    process of a ``torchrun`` launch), then write the final folder with its manifest (rank 0). ``plan`` (from
+    :func:`plan_output`, made here when not given) says where: in ``output_dir``, or, replacing an earlier
+    output, in a staging folder renamed over it at the end. A failed run leaves an earlier output as it was and
+    removes what it wrote but its checkpoints (a new folder holding nothing else is removed too)."""
+    from transformers import set_seed
+
+    args.check()
+    plan = plan or plan_output(args, (), objective.kind)
+    set_seed(args.seed)
+    training_args = training_arguments(args)
+    _ = training_args.world_size  # under torchrun: starts the process group (rank 0 names the staging folder)
+    work = plan.output
+    if plan.replace:
+        work = Path(broadcast_object(str(new_staging_folder(plan.output)) if rank() == 0 else None))
+        training_args.output_dir = str(work)
+    try:
+        trainer = _trainer_class()(
+            model=model, args=training_args, train_dataset=dataset, data_collator=collator,
+            processing_class=tokenizer, objective=objective,
+        )
+        started = time.perf_counter()
+        output = trainer.train(resume_from_checkpoint=str(plan.resume) if plan.resume else None)
+        final = work / STAGING / "final"
+        if training_args.should_save and final.exists():
+            shutil.rmtree(final)
+        barrier()
+        trainer.final_save = True
+        trainer.save_model(str(final))
+        barrier()
+        if training_args.should_save:
+            _move_into(final, work)
+            shutil.rmtree(work / STAGING, ignore_errors=True)
+            write_final_manifest(work, plan.kind)
+            if plan.replace:  # the earlier output goes only now, and only if it may still be replaced
+                check_replaceable(plan.output, plan.inputs, overwrite=True, markers=_checkpoint_names(plan.output),
+                                  what="training output")
+                publish_folder(work, plan.output, replace=True)
+        barrier()
+    except BaseException:
+        if rank() == 0:
+            _clean_failed_run(plan, work)
+        raise
     history = [dict(entry) for entry in trainer.state.log_history]
     losses = [entry["loss"] for entry in history if "loss" in entry]
-    return TrainResult(args.output_dir, int(output.global_step), losses, time.perf_counter() - started, history)
+    return TrainResult(str(plan.output), int(output.global_step), losses, time.perf_counter() - started, history)
+
+
+def _clean_failed_run(plan: OutputPlan, work: Path) -> None:
+    """After a failed run: a staging run folder goes; in ``output_dir`` the staging area goes, and a folder the
+    run created is removed when it holds nothing (checkpoints written before the failure are kept)."""
+    if plan.replace:
+        shutil.rmtree(work, ignore_errors=True)
+        return
+    shutil.rmtree(work / STAGING, ignore_errors=True)
+    if plan.created and work.is_dir() and not any(work.iterdir()):
+        work.rmdir()
+    elif _checkpoint_names(work):
+        logger.warning("the run failed; the checkpoints it wrote before are kept in %s", work)
 
 
 def _examples(data: str | os.PathLike[str] | Sequence[TrainExample]) -> list[TrainExample]:
@@ -474,41 +724,56 @@ def _distill(examples: Sequence[TrainExample], asked: bool | None) -> bool:
     return scored if asked is None else asked
 
 
+def _inputs(path: Path, data: str | os.PathLike[str] | Sequence[Any]) -> list[Path]:
+    """What a run reads and its output must never replace: the model folder and the data file."""
+    return [path, Path(data)] if isinstance(data, (str, os.PathLike)) else [path]
+
+
 def train_embedder(
     model_name_or_path: str, data: str | os.PathLike[str] | Sequence[TrainExample], args: EmbedderTrainingArgs
 ) -> TrainResult:
-    """Fine-tune an embedding model on FlagEmbedding-format data; the result is written to ``output_dir``."""
+    """Fine-tune an embedding model on FlagEmbedding-format data; the result is written to ``output_dir``
+    (see :class:`RunArgs` for when an existing one is replaced). Query and passage lengths beyond the model's
+    limit are cut to it, with one warning line each."""
     from transformers import AutoModel
 
-    if args.negatives_cross_device and not args.in_batch_negatives:
-        raise ValueError("negatives_cross_device shares in-batch negatives across processes: it needs "
-                         "in_batch_negatives=True")
+    args.check()
     path = resolve_model_path(model_name_or_path)
     examples = _examples(data)
+    plan = plan_output(args, _inputs(path, data), EmbedderObjective.kind)
     pooling = resolve_pooling(model_name_or_path, path, args.pooling)
-    args = replace(args, pooling=pooling)  # the caller's args stay as given
     tokenizer = load_tokenizer(path)
     with quiet_transformers():
         model = AutoModel.from_pretrained(path)
+    limit = length_limit(model, tokenizer)
+    args = replace(args, pooling=pooling,  # the caller's args stay as given
+                   query_max_length=clamp_length("query_max_length", args.query_max_length, limit),
+                   passage_max_length=clamp_length("passage_max_length", args.passage_max_length, limit))
     dataset = GroupDataset(examples, args.train_group_size, args.seed, _distill(examples, args.distill))
     return run_training(EmbedderObjective(args, pooling), model, tokenizer, dataset, EmbedderCollator(tokenizer, args),
-                  args)
+                        args, plan)
 
 
 def train_reranker(
     model_name_or_path: str, data: str | os.PathLike[str] | Sequence[TrainExample], args: RerankerTrainingArgs
 ) -> TrainResult:
-    """Fine-tune (or start from an encoder) a cross-encoder reranker with listwise loss."""
+    """Fine-tune (or start from an encoder) a cross-encoder reranker with listwise loss; the result is written
+    to ``output_dir`` (see :class:`RunArgs`). A ``max_length`` beyond the model's limit is cut to it, with one
+    warning line."""
     from transformers import AutoModelForSequenceClassification, set_seed
 
+    args.check()
     path = resolve_model_path(model_name_or_path)
     examples = _examples(data)
+    plan = plan_output(args, _inputs(path, data), RerankerObjective.kind)
     tokenizer = load_tokenizer(path)
     set_seed(args.seed)  # a new classifier head is initialised here: seed it
     with quiet_transformers(errors_only=True):  # a fresh classifier head is expected when starting from an encoder
         model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
-    limit = getattr(tokenizer, "model_max_length", None)
-    if isinstance(limit, int) and args.max_length > limit:
-        args = replace(args, max_length=limit)  # the caller's args stay as given
+    max_length = clamp_length("max_length", args.max_length, length_limit(model, tokenizer))
+    query_max_length = args.query_max_length
+    if query_max_length is not None and query_max_length >= max_length:
+        query_max_length = clamp_length("query_max_length", query_max_length, max_length - 1)
+    args = replace(args, max_length=max_length, query_max_length=query_max_length)  # the caller's args stay
     dataset = GroupDataset(examples, args.train_group_size, args.seed, _distill(examples, args.distill))
-    return run_training(RerankerObjective(), model, tokenizer, dataset, RerankerCollator(tokenizer, args), args)
+    return run_training(RerankerObjective(), model, tokenizer, dataset, RerankerCollator(tokenizer, args), args, plan)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -63,3 +64,29 @@ def test_teacher_scores(reranker_path: str) -> None:
     scored = add_teacher_scores(reranker, [TrainExample("q", ["p1", "p2"], ["n1"])])
     assert scored[0].pos_scores == pytest.approx(reranker.compute_score([("q", "p1"), ("q", "p2")]), abs=1e-6)
     assert scored[0].neg_scores == pytest.approx(reranker.compute_score([("q", "n1")]), abs=1e-6)
+
+
+def test_mine_never_writes_over_its_input_and_needs_overwrite(model_path: str, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """`mine --output` is checked by the one rule (fileio.check_replaceable) before any work: never the --input
+    file or the candidate pool; an existing file only with --overwrite."""
+    from flag_core.cli import main
+    from flag_core.training.data import read_examples, write_examples
+
+    data = tmp_path / "train.jsonl"
+    write_examples(data, [TrainExample("what is topic 3?", ["passage about topic 3 number 3"])])
+    pool = tmp_path / "pool.txt"
+    pool.write_text("\n".join(POOL) + "\n", encoding="utf-8")
+    before, pool_before = data.read_bytes(), pool.read_bytes()
+    base = ["mine", "--model", model_path, "--input", str(data), "--candidate-pool", str(pool),
+            "--range-for-sampling", "0-20", "--negative-number", "3", "-q"]
+    assert main([*base, "--output", str(data), "--overwrite"]) == 2
+    assert main([*base, "--output", str(pool), "--overwrite"]) == 2
+    assert "holds the input" in capsys.readouterr().err
+    assert data.read_bytes() == before and pool.read_bytes() == pool_before
+    out = tmp_path / "mined.jsonl"
+    out.write_text("earlier\n", encoding="utf-8")
+    assert main([*base, "--output", str(out)]) == 2 and "--overwrite" in capsys.readouterr().err
+    assert out.read_text(encoding="utf-8") == "earlier\n"
+    assert main([*base, "--output", str(out), "--overwrite"]) == 0
+    assert len(read_examples(out)[0].neg) == 3

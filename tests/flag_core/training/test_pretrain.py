@@ -163,3 +163,42 @@ def test_bad_pretraining_data_names_file_and_line(tmp_path: Path, model_path: st
 def test_bad_settings_are_refused(setting: str, value: float, model_path: str, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=setting):
         pretrain(model_path, ["a text"], _args(tmp_path / "o", **{setting: value}))
+
+
+def test_texts_that_tokenize_to_nothing_are_refused_by_line(tmp_path: Path, tiny_encoder: str) -> None:
+    """Issue 24 item 3: a text of zero-width characters passed the data check and gave NaN losses."""
+    data = tmp_path / "texts.jsonl"
+    data.write_text('{"text": "a fine text"}\n{"text": "\\u200b\\u200b"}\n', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"texts\.jsonl, line 2: the text .* tokenizes to no tokens"):
+        pretrain(tiny_encoder, data, _args(tmp_path / "o", max_steps=1))
+    with pytest.raises(ValueError, match=r"text 1: the text .* tokenizes to no tokens"):
+        pretrain(tiny_encoder, ["fine", "\u200b"], _args(tmp_path / "o", max_steps=1))
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_pretraining_outputs_carry_manifests_and_follow_the_one_rule(
+    tiny_encoder: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from flag_core.fileio import ArtefactError, verify_folder
+
+    data = tmp_path / "texts.jsonl"
+    data.write_text("".join(json.dumps({"text": f"text number {i} about proteins and cells"}) + "\n"
+                            for i in range(4)), encoding="utf-8")
+    out = tmp_path / "out"
+    command = ["pretrain", "--model", tiny_encoder, "--data", str(data), "--output", str(out), "--max-steps", "2",
+               "--save-steps", "1", "--batch-size", "2", "--max-length", "32", "-q"]
+    assert cli_main(command) == 0
+    assert "model.safetensors" in verify_folder(out, ["retromae-pretraining"])["files"]
+    assert DECODER_FILE in verify_folder(out / "checkpoint-1", ["retromae-pretraining-checkpoint"])["files"]
+    assert cli_main(command) == 2 and "--overwrite" in capsys.readouterr().err
+    decoder = out / "checkpoint-1" / DECODER_FILE
+    decoder.write_bytes(decoder.read_bytes()[:-8])
+    with pytest.raises(ArtefactError, match=DECODER_FILE):
+        pretrain(tiny_encoder, data, _args(out, max_steps=3, save_steps=1, max_length=32,
+                                           resume_from_checkpoint=str(out / "checkpoint-1")))
+    assert cli_main([*command, "--overwrite"]) == 0
+    verify_folder(out / "checkpoint-1", ["retromae-pretraining-checkpoint"])  # a new run's checkpoint
+    assert cli_main(["pretrain", "--model", tiny_encoder, "--data", str(data), "--output", str(tmp_path),
+                     "--overwrite", "-q"]) == 2  # the folder holding the data is never replaced
+    assert "holds the input" in capsys.readouterr().err and data.is_file()
