@@ -23,7 +23,9 @@ def cmd_merge(args: argparse.Namespace) -> int:
                             allow_negative=args.allow_negative_weights)
     else:
         result = mix_models_with_data(args.models, args.model_type, args.data, temperature=args.temperature,
-                                      neg_number=args.neg_number, output_path=args.output, overwrite=args.overwrite)
+                                      batch_size=args.batch_size, max_input_length=args.max_input_length,
+                                      neg_number=args.neg_number, output_path=args.output, overwrite=args.overwrite,
+                                      pooling=args.pooling)
     losses: list[float | None] = list(result.losses) or [None] * len(args.models)
     print(format_table(["model", "weight", "example loss"],
                        [[m, w, "-" if loss is None else loss] for m, w, loss in zip(args.models, result.weights,
@@ -60,9 +62,16 @@ def add_parsers(sub: Any) -> None:
     merge.add_argument("--data", default=None, help="jsonl examples of the target task (choose weights by loss)")
     merge.add_argument("--temperature", type=float, default=5.0, help="softmax temperature over the example losses")
     merge.add_argument("--neg-number", type=positive_int, default=7, help="negatives per example in the loss")
+    merge.add_argument("--batch-size", type=positive_int, default=2,
+                       help="examples per batch in the loss (LM-Cocktail's batch_size: in-batch negatives)")
+    merge.add_argument("--max-input-length", type=positive_int, default=2048,
+                       help="tokens per text in the loss (cut to the model's limit)")
+    # the choices are merge.cocktail.POOLINGS, not imported here: the command line starts without torch
+    merge.add_argument("--pooling", choices=["cls", "model"], default="cls",
+                       help="encoder vectors in the loss: cls (LM-Cocktail's) or the model's own pooling")
     merge.add_argument("--output", required=True, help="folder to write the merged model to")
     merge.add_argument("--overwrite", action="store_true",
-                       help="replace an earlier merge at --output (never a folder holding an input model)")
+                       help="replace an earlier flagstack output at --output (never a folder holding an input model)")
     merge.add_argument("--allow-negative-weights", action="store_true",
                        help="accept negative --weights (subtracting a model)")
     merge.add_argument("--plot", default=None, help="PNG of STS Spearman across the weight of the second model")

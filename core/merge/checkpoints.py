@@ -1,7 +1,7 @@
 """Merging checkpoints tensor by tensor: a weighted average of parameters read one tensor of one model at
 a time from safetensors files and written shard by shard, so peak memory stays near one model. Everything
 is checked (weights, architectures, every tensor's name, shape and dtype) before anything is written; the
-output is built in a temporary folder and renamed into place at the end.
+output is built in a staging folder beside it, given a checksummed manifest and renamed into place at the end.
 """
 
 from __future__ import annotations
@@ -9,14 +9,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from ..fileio import check_replaceable, staged_folder
 from ..inference.kinds import ModelKind, merge_type
 from ..inference.model_files import (
     copy_support_files,
@@ -108,6 +107,7 @@ def check_compatible(checkpoints: Sequence[Checkpoint]) -> None:
                                  f"{theirs.shape} {theirs.dtype} in {other.folder}")
 
 
+MERGE_KIND = "merge"  # the manifest kind of a merged folder
 
 
 def merge_checkpoints(
@@ -118,60 +118,31 @@ def merge_checkpoints(
     overwrite: bool = False,
     allow_negative: bool = False,
 ) -> Path:
-    """Write the weighted average of ``paths`` to ``output_path`` (see the module docstring). ``overwrite``
-    replaces an empty folder or an earlier merge there, never a folder that holds an input or other files."""
+    """Write the weighted average of ``paths`` to ``output_path`` (see the module docstring), with a checksummed
+    manifest (verified whenever the folder is loaded). ``overwrite`` replaces an empty folder or an earlier
+    flagstack output there, never a folder that is or holds an input or other files (fileio.check_replaceable);
+    the earlier folder stays until the new one is complete."""
     kind = merge_type(model_type)
     if not paths:
         raise ValueError("give at least one model to merge")
     weights = check_weights(weights, len(paths), allow_negative)
     output = Path(output_path)
     folders = [resolve_model_path(p) for p in paths]
-    if output.exists():
-        _check_replaceable(output, folders, overwrite)
+    exists = check_replaceable(output, folders, overwrite, markers=("merge_config.json",), what="merge")
     checkpoints = [Checkpoint(f) for f in folders]
     check_compatible(checkpoints)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
-    try:
+    config = {"models": [str(p) for p in paths], "weights": weights, "model_type": model_type}
+    with staged_folder(output, MERGE_KIND, replace=exists) as staging:
         _write_average(checkpoints, weights, staging)
         copy_support_files(folders[0], staging)
         if kind is ModelKind.EMBEDDER and not (staging / "modules.json").exists():
-            config = checkpoints[0].config
+            first = checkpoints[0].config
             write_sentence_transformers_config(
                 staging, resolve_pooling(str(paths[0]), folders[0]), True,
-                int(config.get("max_position_embeddings", 512)), int(config.get("hidden_size", 0)),
+                int(first.get("max_position_embeddings", 512)), int(first.get("hidden_size", 0)),
             )
-        (staging / "merge_config.json").write_text(json.dumps(
-            {"models": [str(p) for p in paths], "weights": weights, "model_type": model_type}, indent=2
-        ), encoding="utf-8")
-        if output.exists():
-            backup = output.with_name(f".{output.name}.old")
-            os.replace(output, backup)
-            os.replace(staging, output)
-            shutil.rmtree(backup, ignore_errors=True)
-        else:
-            os.replace(staging, output)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        (staging / "merge_config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
     return output
-
-
-def _check_replaceable(output: Path, inputs: Sequence[Path], overwrite: bool) -> None:
-    """Refuse to replace ``output`` unless asked to, and never when it holds an input model or is neither
-    empty nor the folder of an earlier merge (replacing deletes it)."""
-    if not overwrite:
-        raise FileExistsError(f"{output} already exists; pass overwrite=True (--overwrite on the command line) "
-                              "to replace an earlier merge there")
-    target = output.resolve()
-    for folder in inputs:
-        if folder.resolve() == target or folder.resolve().is_relative_to(target):
-            raise ValueError(f"{output} holds the input model {folder}: replacing it would delete that model; "
-                             "write the merge to another folder")
-    if not output.is_dir() or not ((output / "merge_config.json").is_file() or not any(output.iterdir())):
-        raise ValueError(f"{output} exists and is not an empty folder or the folder of an earlier merge (no "
-                         "merge_config.json): flagstack replaces only its own merges; remove it yourself or "
-                         "choose another folder")
 
 
 def _write_average(checkpoints: Sequence[Checkpoint], weights: Sequence[float], target: Path) -> None:

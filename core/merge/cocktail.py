@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import random
 import tempfile
@@ -18,14 +19,19 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-from ..fileio import cache_folder, jsonl_rows
-from ..inference.embedder import FlagModel
+from ..fileio import ArtefactError, cache_folder, file_lock, jsonl_rows, verify_folder
+from ..inference.inputs import check_positive_int
 from ..inference.kinds import ModelKind, merge_type
-from ..inference.model_files import load_tokenizer, resolve_model_path
+from ..inference.model_files import load_tokenizer, quiet_transformers, resolve_model_path
+from ..inference.pooling import pool, resolve_pooling
 from ..inference.reranker import FlagReranker
 from ..training.data import TrainExample, parse_example
-from .checkpoints import merge_checkpoints
+from ..training.trainer import check_number, clamp_length, length_limit
+from .checkpoints import MERGE_KIND, merge_checkpoints
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -83,17 +89,79 @@ def _examples(example_data: Any, model_type: str) -> list[Any]:
 
 
 def _groups(examples: Sequence[TrainExample], neg_number: int, seed: int) -> list[tuple[str, list[str]]]:
-    """(query, [positive, negatives...]) per example; negatives sampled with a fixed seed, and taken from
-    the other examples' positives when an example has too few of its own."""
+    """(query, [pos[0], negatives...]) per example, as LM-Cocktail builds them: ``neg_number`` negatives drawn
+    from the example's own (LM-Cocktail's draw is unseeded; here it is seeded, and when ``neg_number`` is the
+    number of negatives the loss does not depend on the draw). An example with fewer negatives (LM-Cocktail
+    stops there with an error) is topped up from the other examples' positives, with one warning."""
     rng = random.Random(seed)
     groups = []
+    short = 0
     for i, ex in enumerate(examples):
         negatives = list(ex.neg)
         if len(negatives) < neg_number:
+            short += 1
             others = [p for j, other in enumerate(examples) if j != i for p in other.pos if p not in ex.pos]
             negatives += rng.sample(others, min(len(others), neg_number - len(negatives)))
         groups.append((ex.query, [ex.pos[0], *rng.sample(negatives, min(neg_number, len(negatives)))]))
+    if short:
+        logger.warning("%d of %d examples have fewer than neg_number=%d negatives: topped up with other examples' "
+                       "positives (LM-Cocktail refuses such examples)", short, len(examples), neg_number)
     return groups
+
+
+def _batches(items: Sequence[Any], batch_size: int) -> list[Sequence[Any]]:
+    """Consecutive runs of ``batch_size`` items (the last one may be shorter), as LM-Cocktail batches."""
+    return [items[start : start + batch_size] for start in range(0, len(items), batch_size)]
+
+
+def _device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _embedder_loss(model_path: str, tokenizer: Any, groups: Sequence[tuple[str, list[str]]], batch_size: int,
+                   max_input_length: int, pooling: str) -> float:
+    """LM-Cocktail's embedder loss: per batch, every query against every passage of the batch (its own positive
+    the target), vectors pooled (``cls``: the first token's state, or the model's own pooling) and normalised,
+    scores / 0.05, cross-entropy averaged over the batch's queries; then averaged over batches."""
+    from transformers import AutoModel
+
+    device = _device()
+    with quiet_transformers():
+        model: Any = AutoModel.from_pretrained(model_path)
+    model.to(device).eval()
+    method = "cls" if pooling == "cls" else resolve_pooling(model_path, Path(model_path))
+    length = clamp_length("max_input_length", max_input_length, length_limit(model, tokenizer))
+
+    def embed(texts: list[str]) -> torch.Tensor:
+        tokens = tokenizer(texts, padding=True, truncation=True, max_length=length, return_tensors="pt").to(device)
+        hidden = model(**tokens, return_dict=True).last_hidden_state
+        return F.normalize(pool(hidden, tokens["attention_mask"], method), dim=-1)
+
+    losses = []
+    with torch.inference_mode():
+        for batch in _batches(groups, batch_size):
+            queries = embed([query for query, _ in batch])
+            passages = embed([text for _, texts in batch for text in texts])
+            starts = np.cumsum([0] + [len(texts) for _, texts in batch[:-1]])
+            scores = queries @ passages.T / 0.05
+            target = torch.as_tensor(starts, dtype=torch.long, device=scores.device)
+            losses.append(float(F.cross_entropy(scores.float(), target)))
+    return float(np.mean(losses))
+
+
+def _reranker_loss(model_path: str, groups: Sequence[tuple[str, list[str]]], batch_size: int,
+                   max_input_length: int) -> float:
+    """The reranker loss on LM-Cocktail's terms (which has none): each group's listwise cross-entropy (the
+    positive first) over the reranker's scores at ``max_input_length``, averaged per batch, then over batches."""
+    reranker = FlagReranker(model_path, batch_size=batch_size, devices=None)
+    length = clamp_length("max_input_length", max_input_length, reranker.runtime.max_length)
+    losses = []
+    for batch in _batches(groups, batch_size):
+        pairs = [(query, text) for query, texts in batch for text in texts]
+        scores = iter(reranker.compute_score(pairs, max_length=length))
+        per_group = [_cross_entropy([next(scores) for _ in texts]) for _, texts in batch]
+        losses.append(float(np.mean(per_group)))
+    return float(np.mean(losses))
 
 
 def _cross_entropy(scores: list[float]) -> float:
@@ -101,51 +169,70 @@ def _cross_entropy(scores: list[float]) -> float:
     return float(np.log(np.exp(values - values.max()).sum()) + values.max() - values[0])
 
 
-def example_loss(
-    model_path: str, model_type: str, examples: Sequence[Any], batch_size: int, max_input_length: int,
-    neg_number: int, seed: int,
-) -> float:
-    """The mean loss of one model on the examples (the signal LM-Cocktail weighs models by)."""
-    kind = merge_type(model_type)
-    if kind is ModelKind.EMBEDDER:
-        embedder = FlagModel(model_path, devices=None, batch_size=max(batch_size, 1))
-        losses = []
-        for query, passages in _groups(examples, neg_number, seed):
-            q = np.asarray(embedder.encode_queries(query))
-            p = np.asarray(embedder.encode_corpus(passages))
-            losses.append(_cross_entropy(list(p @ q / 0.05)))
-        return float(np.mean(losses))
-    if kind is ModelKind.RERANKER:
-        reranker = FlagReranker(model_path, batch_size=max(batch_size, 1), max_length=min(max_input_length, 512))
-        losses = [_cross_entropy(reranker.compute_score([(query, p) for p in passages]))
-                  for query, passages in _groups(examples, neg_number, seed)]
-        return float(np.mean(losses))
-    return _decoder_loss(model_path, examples, batch_size, max_input_length)
-
-
-def _decoder_loss(model_path: str, examples: Sequence[dict[str, str]], batch_size: int, max_input_length: int) -> float:
+def _decoder_loss(model_path: str, tokenizer: Any, examples: Sequence[dict[str, str]], batch_size: int,
+                  max_input_length: int) -> float:
+    """LM-Cocktail's decoder loss: ``input + " " + output`` (+ eos) tokenized whole, the tokens of ``input``
+    masked from the labels, cut at ``max_input_length``; the model's mean token loss per batch, averaged over
+    batches."""
     from transformers import AutoModelForCausalLM
 
-    tokenizer = load_tokenizer(Path(model_path))
-    model = AutoModelForCausalLM.from_pretrained(model_path).eval()
-    total, count = 0.0, 0
+    device = _device()
+    with quiet_transformers():
+        model: Any = AutoModelForCausalLM.from_pretrained(model_path)
+    model.to(device).eval()
+    length = clamp_length("max_input_length", max_input_length, length_limit(model, tokenizer))
+    eos = tokenizer.eos_token_id
+    pad = tokenizer.pad_token_id
+    rows = []
+    for row in examples:
+        ids = list(tokenizer.encode(row["input"] + " " + row["output"]))
+        if eos is not None:
+            ids.append(eos)
+        prompt = tokenizer.encode(row["input"])
+        labels = [-100] * len(prompt) + ids[len(prompt):]
+        rows.append((ids[:length], labels[:length]))
+    losses = []
     with torch.inference_mode():
-        for start in range(0, len(examples), max(batch_size, 1)):
-            for row in examples[start : start + max(batch_size, 1)]:
-                prompt = tokenizer(row["input"], add_special_tokens=True)["input_ids"]
-                answer = tokenizer(" " + row["output"], add_special_tokens=False)["input_ids"]
-                eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-                ids = (prompt + answer + eos)[:max_input_length]
-                labels = ([-100] * len(prompt) + answer + eos)[:max_input_length]
-                if all(label == -100 for label in labels):
-                    continue
-                out = model(input_ids=torch.tensor([ids]), labels=torch.tensor([labels]))
-                targets = sum(1 for label in labels[1:] if label != -100)
-                total += float(out.loss) * targets
-                count += targets
-    if not count:
-        raise ValueError("no example has output tokens within max_input_length")
-    return total / count
+        for number, batch in enumerate(_batches(rows, batch_size)):
+            if all(label == -100 for _, labels in batch for label in labels[1:]):
+                raise ValueError(f"examples {number * batch_size} to {number * batch_size + len(batch) - 1} have no "
+                                 f"output tokens within max_input_length={length}")
+            width = max(len(ids) for ids, _ in batch)
+            filler = pad if pad is not None else (eos if eos is not None else 0)
+            input_ids = torch.tensor([ids + [filler] * (width - len(ids)) for ids, _ in batch], device=device)
+            label_ids = torch.tensor([labels + [-100] * (width - len(labels)) for _, labels in batch], device=device)
+            if pad is not None:  # LM-Cocktail's mask: every position that is not the pad token
+                mask = input_ids.ne(pad).long()
+            else:
+                mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in batch], device=device)
+            out = model(input_ids=input_ids, attention_mask=mask, labels=label_ids)
+            losses.append(float(out.loss))
+    return float(np.mean(losses))
+
+
+POOLINGS = ("cls", "model")
+
+
+def example_loss(
+    model_path: str, model_type: str, examples: Sequence[Any], batch_size: int, max_input_length: int,
+    neg_number: int, seed: int, pooling: str = "cls", tokenizer_path: str | None = None,
+) -> float:
+    """The loss of one model on the examples, the signal LM-Cocktail weighs models by (see
+    :func:`mix_models_with_data`). ``tokenizer_path``: whose tokenizer reads the examples (LM-Cocktail: the
+    first model's, for every model), default the model's own."""
+    kind = merge_type(model_type)
+    check_positive_int(batch_size, "batch_size", allow_none=False)
+    check_positive_int(max_input_length, "max_input_length", allow_none=False)
+    check_positive_int(neg_number, "neg_number", allow_none=False)
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+    if kind is ModelKind.RERANKER:
+        return _reranker_loss(model_path, _groups(examples, neg_number, seed), batch_size, max_input_length)
+    tokenizer = load_tokenizer(Path(tokenizer_path or model_path))
+    if kind is ModelKind.EMBEDDER:
+        return _embedder_loss(model_path, tokenizer, _groups(examples, neg_number, seed), batch_size,
+                              max_input_length, pooling)
+    return _decoder_loss(model_path, tokenizer, examples, batch_size, max_input_length)
 
 
 def mix_models_with_data(
@@ -159,16 +246,32 @@ def mix_models_with_data(
     output_path: str | os.PathLike[str] | None = None,
     seed: int = 42,
     overwrite: bool = False,
+    pooling: str = "cls",
 ) -> MergeResult:
-    """Merge with weights ``softmax(-loss / temperature)`` of each model's loss on ``example_data``
-    (LM-Cocktail's ``mix_models_with_data``): FlagEmbedding jsonl rows (query/pos/neg) for encoders and
-    rerankers, {"input", "output"} rows for decoders; a path or a list. Returns weights and losses."""
+    """Merge with weights ``softmax(-loss / temperature)`` of each model's loss on ``example_data``, computed as
+    LM-Cocktail 0.0.4's ``mix_models_with_data`` computes it: FlagEmbedding jsonl rows (query/pos/neg) for
+    encoders and rerankers, {"input", "output"} rows for decoders; a path or a list. The examples go in
+    consecutive batches of ``batch_size``; every model reads them with the first model's tokenizer, cut at
+    ``max_input_length`` (and at the model's limit, with one warning line); the loss is averaged per batch, then
+    over batches.
+
+    - Encoders: ``pos[0]`` and ``neg_number`` negatives per example (seeded by ``seed``; too few are topped up
+      from other examples' positives, with a warning, where LM-Cocktail fails); each query is scored against
+      every passage of its batch (in-batch negatives), vectors normalised, temperature 0.05, and pooled by
+      ``pooling``: ``"cls"`` (LM-Cocktail's, the default) or ``"model"`` (the model's own pooling, e.g. mean for
+      sentence-transformers models: the loss of the model as it is used).
+    - Decoders: the LM loss of ``output`` after ``input``.
+    - Rerankers (not in LM-Cocktail): the listwise cross-entropy of each group, the same groups and batches.
+
+    Returns weights and losses."""
     merge_type(model_type)
-    if temperature <= 0:
-        raise ValueError(f"temperature must be positive, got {temperature}")
+    check_number(temperature, "temperature", 0, above=True)
     examples = _examples(example_data, model_type)
     paths = [str(resolve_model_path(p)) for p in model_names_or_paths]
-    losses = [example_loss(p, model_type, examples, batch_size, max_input_length, neg_number, seed) for p in paths]
+    if not paths:
+        raise ValueError("give at least one model to merge")
+    losses = [example_loss(p, model_type, examples, batch_size, max_input_length, neg_number, seed, pooling,
+                           tokenizer_path=paths[0]) for p in paths]
     logits = -np.asarray(losses) / temperature
     weights = np.exp(logits - logits.max())
     weights = (weights / weights.sum()).tolist()
@@ -200,9 +303,22 @@ def merged_model(
             ]
         key = json.dumps([list(models), model_type, weights, data_key, kwargs], sort_keys=True, default=str)
         root = Path(cache_dir) if cache_dir else cache_folder("merges")
-        output_path = root / hashlib.sha256(key.encode()).hexdigest()[:24]
-        if (Path(output_path) / "merge_config.json").is_file():
-            return str(output_path)
+        name = hashlib.sha256(key.encode()).hexdigest()[:24]
+        with file_lock(root / f".{name}.lock"):  # a second process merging the same models waits, then reuses
+            cached = root / name
+            if cached.exists():
+                try:
+                    verify_folder(cached, kinds=[MERGE_KIND])
+                    return str(cached)
+                except ArtefactError as exc:
+                    logger.warning("merging again: the cached merge is damaged or incomplete (%s)", exc)
+                kwargs = {**kwargs, "overwrite": True}
+            return _merge(models, model_type, weights, example_data, cached, kwargs)
+    return _merge(models, model_type, weights, example_data, output_path, kwargs)
+
+
+def _merge(models: Sequence[str], model_type: str, weights: Sequence[float] | None, example_data: Any,
+           output_path: str | os.PathLike[str], kwargs: dict[str, Any]) -> str:
     if weights is not None:
         return str(mix_models(models, model_type, weights, output_path, **kwargs).output_path)
     return str(mix_models_with_data(models, model_type, example_data, output_path=output_path, **kwargs).output_path)
