@@ -159,7 +159,7 @@ def add_parsers(sub: Any) -> None:
         parser.add_argument("--model", required=True, help=f"{kind} folder or hub id to start from")
         parser.add_argument("--data", required=True, help="FlagEmbedding jsonl")
         parser.add_argument("--output", required=True, help="output folder (checkpoints inside); an existing "
-                                "non-empty one needs --overwrite or a --resume inside it")
+                            "non-empty one needs --overwrite or a --resume inside it")
         _run_options(parser, owner, _FINETUNE, _EMBEDDER if owner is EmbedderTrainingArgs else {})
         parser.add_argument("--distill", action="store_true", help="add KL to the teacher scores")
         if owner is EmbedderTrainingArgs:
@@ -178,6 +178,6 @@ def add_parsers(sub: Any) -> None:
     pretrain.add_argument("--model", required=True, help="encoder folder or hub id to start from")
     pretrain.add_argument("--data", required=True, help='jsonl with {"text": ...} a line')
     pretrain.add_argument("--output", required=True, help="output folder (checkpoints inside); an existing "
-                                "non-empty one needs --overwrite or a --resume inside it")
+                          "non-empty one needs --overwrite or a --resume inside it")
     _run_options(pretrain, PretrainArgs, _PRETRAIN)
     pretrain.set_defaults(func=cmd_pretrain)

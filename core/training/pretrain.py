@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
@@ -345,11 +345,11 @@ def _masked_lm(path: Path) -> Any:
     return lm
 
 
-def _located_texts(data: str | os.PathLike[str] | Sequence[str]) -> list[tuple[str, str]]:
+def _located_texts(data: str | os.PathLike[str] | Iterable[str]) -> list[tuple[str, str]]:
     """("where", text) of every pretraining text: "file, line N" for a file, "text i" for a list."""
     if isinstance(data, (str, os.PathLike)):
         return text_rows(data)
-    if isinstance(data, (bytes, dict)) or not isinstance(data, Sequence):
+    if isinstance(data, (bytes, dict)) or not isinstance(data, Iterable):
         raise TypeError(f"pretraining data must be a jsonl path or a list of strings, got {type(data).__name__}")
     located = []
     for i, text in enumerate(data):
@@ -373,7 +373,7 @@ def check_tokenizes(located: Sequence[tuple[str, str]], tokenizer: Any, chunk: i
                                  "characters")
 
 
-def pretrain(model_name_or_path: str, data: str | os.PathLike[str] | Sequence[str], args: PretrainArgs
+def pretrain(model_name_or_path: str, data: str | os.PathLike[str] | Iterable[str], args: PretrainArgs
              ) -> TrainResult:
     """RetroMAE-pretrain an encoder on texts (FlagEmbedding's ``{"text": ...}`` jsonl, or a list of strings);
     the encoder folder is written to ``output_dir`` (see :class:`RunArgs` for when an existing one is replaced).

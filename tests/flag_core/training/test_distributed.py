@@ -17,6 +17,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from flag_core.fileio import verify_folder
 from flag_core.training.data import TrainExample, write_examples
 from flag_core.training.trainer import EmbedderTrainingArgs, RerankerTrainingArgs, train_embedder, train_reranker
 
@@ -171,3 +172,11 @@ def test_the_command_line_runs_under_torchrun(setup: dict[str, Any]) -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert done.stdout.count("first loss") == 1  # one table per launch, from rank 0
     assert (output / "model.safetensors").is_file() and (output / "modules.json").is_file()
+    verify_folder(output, ["embedder-training"])
+    # replacing it: the run goes to a staging folder that rank 0 names for every process, renamed over it at the end
+    command[command.index("--master_port") + 1] = str(_free_port())
+    again = subprocess.run([*command, "--overwrite", "--learning-rate", "1e-3"], capture_output=True, text=True,
+                           timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"})
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert _weights(output) and verify_folder(output, ["embedder-training"])
+    assert sorted(p.name for p in tmp.iterdir() if p.name.startswith(".cli.")) == []  # no staging folder left

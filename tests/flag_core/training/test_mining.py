@@ -80,7 +80,7 @@ def test_mine_never_writes_over_its_input_and_needs_overwrite(model_path: str, t
     before, pool_before = data.read_bytes(), pool.read_bytes()
     base = ["mine", "--model", model_path, "--input", str(data), "--candidate-pool", str(pool),
             "--range-for-sampling", "0-20", "--negative-number", "3", "-q"]
-    assert main([*base, "--output", str(data), "--overwrite"]) == 2
+    assert main([*base, "--output", str(data)]) == 2
     assert main([*base, "--output", str(pool), "--overwrite"]) == 2
     assert "holds the input" in capsys.readouterr().err
     assert data.read_bytes() == before and pool.read_bytes() == pool_before
