@@ -248,9 +248,10 @@ def _reference_embedder_losses(paths: list[str], examples: list[dict[str, object
     from transformers import AutoModel, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(paths[0])
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # where LM-Cocktail (and flagstack) compute it
 
     def vectors(model: torch.nn.Module, texts: list[str]) -> torch.Tensor:
-        tokens = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+        tokens = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt").to(device)
         states = model(**tokens).last_hidden_state
         if mean_pooling:
             mask = tokens["attention_mask"].unsqueeze(-1).float()
@@ -261,7 +262,7 @@ def _reference_embedder_losses(paths: list[str], examples: list[dict[str, object
 
     losses = []
     for path in paths:
-        model = AutoModel.from_pretrained(path).eval()
+        model = AutoModel.from_pretrained(path).to(device).eval()
         per_batch = []
         with torch.no_grad():
             for start in range(0, len(examples), batch_size):
@@ -270,7 +271,8 @@ def _reference_embedder_losses(paths: list[str], examples: list[dict[str, object
                 passages = vectors(model, [t for e in batch for t in [e["pos"][0], *e["neg"]]])  # type: ignore[index, misc]
                 scores = queries @ passages.T / 0.05
                 group = passages.shape[0] // queries.shape[0]
-                per_batch.append(float(torch.nn.functional.cross_entropy(scores, torch.arange(len(batch)) * group)))
+                target = torch.arange(len(batch), device=device) * group
+                per_batch.append(float(torch.nn.functional.cross_entropy(scores, target)))
         losses.append(sum(per_batch) / len(per_batch))
     return losses
 
@@ -318,7 +320,7 @@ def test_reranker_weights_average_per_batch(reranker_path: str, tmp_path: Path) 
                                   output_path=tmp_path / "rr")
     losses = []
     for path in (reranker_path, other):
-        reranker = FlagReranker(path, devices="cpu")
+        reranker = FlagReranker(path)  # the devices mix_models_with_data uses
         per_example = []
         for e in examples:
             scores = torch.tensor(reranker.compute_score([(e["query"], t) for t in [*e["pos"], *e["neg"]]]))
@@ -351,10 +353,11 @@ def test_decoder_weights_are_lm_cocktails(tiny_decoder_path: str, tmp_path: Path
         labels = [-100] * len(prompt) + ids[len(prompt):]
         ids_rows.append(ids[:64] + [tokenizer.pad_token_id] * (64 - len(ids[:64])))
         label_rows.append(labels[:64] + [-100] * (64 - len(labels[:64])))
-    input_ids, label_ids = torch.tensor(ids_rows), torch.tensor(label_rows)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    input_ids, label_ids = torch.tensor(ids_rows, device=device), torch.tensor(label_rows, device=device)
     losses = []
     for path in (str(first), second):
-        model = AutoModelForCausalLM.from_pretrained(path).eval()
+        model = AutoModelForCausalLM.from_pretrained(path).to(device).eval()
         per_batch = []
         with torch.no_grad():
             for start in range(0, len(examples), 2):
