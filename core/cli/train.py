@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..fileio import check_replaceable
+from ..fileio import CHECKSUM_SUFFIX, check_replaceable
 from ..settings import EmbedderFields
 from ..training.pretrain import PretrainArgs
 from ..training.trainer import EmbedderTrainingArgs, RerankerTrainingArgs, RunArgs, TrainingArgs, TrainResult
@@ -43,7 +43,7 @@ def cmd_mine(args: argparse.Namespace) -> int:
                                        ["negatives asked", args.negative_number],
                                        ["queries with fewer", report.short], ["fewest negatives", report.fewest],
                                        ["teacher scores", "yes" if args.reranker else "no"]]))
-    print(f"wrote {args.output}")
+    print(f"wrote {args.output} (and its checksum {args.output}{CHECKSUM_SUFFIX}, checked when it is read)")
     return 0
 
 

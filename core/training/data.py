@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..fileio import atomic_write, jsonl_rows
+from ..fileio import CHECKSUM_SUFFIX, atomic_write, jsonl_rows, verify_file, write_checksum_file
 
 
 @dataclass
@@ -86,10 +86,14 @@ def parse_example(row: Any, where: str) -> TrainExample:
 
 
 def read_examples(path: str | os.PathLike[str]) -> list[TrainExample]:
-    """All examples of a jsonl file, or a ValueError naming the file, line and field of the first bad row."""
+    """All examples of a jsonl file, or a ValueError naming the file, line and field of the first bad row. A
+    file written by :func:`write_examples` (it has a ``<file>.sha256`` beside it) is checked against it first: a
+    truncated or changed one is an ArtefactError naming it."""
     file = Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"no training data at {file}")
+    if file.with_name(file.name + CHECKSUM_SUFFIX).exists():
+        verify_file(file)
     examples = [parse_example(row, where) for where, row in jsonl_rows(file)]
     if not examples:
         raise ValueError(f"{file} holds no examples")
@@ -97,10 +101,12 @@ def read_examples(path: str | os.PathLike[str]) -> list[TrainExample]:
 
 
 def write_examples(path: str | os.PathLike[str], examples: Iterable[TrainExample]) -> None:
-    """Write examples as jsonl, atomically."""
+    """Write examples as jsonl, atomically, and its checksum beside it (``<file>.sha256``, sha256sum's format),
+    which :func:`read_examples` verifies. (Edit the file by hand, and delete the checksum file with it.)"""
     with atomic_write(path, "w") as handle:
         for example in examples:
             handle.write(json.dumps(example.to_json(), ensure_ascii=False) + "\n")
+    write_checksum_file(path)
 
 
 def text_rows(path: str | os.PathLike[str]) -> list[tuple[str, str]]:

@@ -62,3 +62,20 @@ def test_encodings_and_non_finite_scores(tmp_path: Path) -> None:
     path.write_text(json.dumps({**row, "pos_scores": [float("nan")], "neg_scores": [0.1]}) + "\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"line 1: field 'pos_scores'\[0\] is nan, expected a finite number"):
         read_examples(path)
+
+
+def test_written_examples_carry_a_checksum_checked_on_read(tmp_path: Path) -> None:
+    """Mined examples are read back by training: a truncated or changed file is an ArtefactError naming it (it
+    could otherwise lose rows silently, cut at a line end); a file without a checksum is a user's file."""
+    from flag_core.fileio import ArtefactError
+
+    path = tmp_path / "mined.jsonl"
+    examples = [TrainExample(f"q{i}", [f"p{i}"], ["n1", "n2"]) for i in range(4)]
+    write_examples(path, examples)
+    assert (tmp_path / "mined.jsonl.sha256").is_file() and read_examples(path) == examples
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    path.write_text("".join(lines[:2]), encoding="utf-8")  # cut at a line end: valid jsonl, two rows lost
+    with pytest.raises(ArtefactError, match=r"mined\.jsonl does not match its checksum"):
+        read_examples(path)
+    (tmp_path / "mined.jsonl.sha256").unlink()  # edited by hand: the checksum file goes with the edit
+    assert read_examples(path) == examples[:2]
