@@ -399,3 +399,22 @@ def test_a_merge_carries_a_manifest_checked_on_load_and_a_damaged_cache_entry_is
     assert again == first and "merging again" in caplog.text
     verify_folder(again, ["merge"])
     assert not [p for p in cache.iterdir() if p.name.endswith((".staging", ".old"))]
+
+
+def test_merge_by_examples_on_the_command_line_matches_the_api(model_path: str, tmp_path: Path) -> None:
+    """flagstack merge --data with --batch-size, --max-input-length and --pooling writes the merge the Python API
+    makes with the same settings."""
+    from flag_core.cli import main
+
+    a = _tiny_bert(tmp_path / "a", 1, model_path)
+    b = _tiny_bert(tmp_path / "b", 2, model_path)
+    data = tmp_path / "examples.jsonl"
+    rows = [{"query": f"query {i}", "pos": [f"passage {i}"], "neg": [f"other {i}", f"else {i}"]} for i in range(3)]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    for pooling in ("cls", "model"):
+        out = tmp_path / f"cli-{pooling}"
+        assert main(["merge", "--models", a, b, "--data", str(data), "--neg-number", "2", "--batch-size", "2",
+                     "--max-input-length", "16", "--pooling", pooling, "--output", str(out)]) == 0
+        api = mix_models_with_data([a, b], "encoder", str(data), neg_number=2, batch_size=2, max_input_length=16,
+                                   pooling=pooling, output_path=tmp_path / f"api-{pooling}")
+        assert json.loads((out / "merge_config.json").read_text())["weights"] == api.weights
