@@ -13,7 +13,7 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -42,9 +42,12 @@ def cache_folder(name: str) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]:  # type: ignore[type-arg]
+def atomic_write(
+    path: str | os.PathLike[str], mode: str = "wb", before_replace: Callable[[Path], None] | None = None
+) -> Iterator[IO]:  # type: ignore[type-arg]
     """Open a temporary file next to ``path``; on success it replaces ``path``, on error it is removed.
-    Temporary files of the same target left by a process that died mid-write are removed first."""
+    Temporary files of the same target left by a process that died mid-write are removed first.
+    ``before_replace(temporary file)`` runs once the data is on disk, just before the rename."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(target)
@@ -56,6 +59,8 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, _FILE_MODE)  # mkstemp makes 0600 files; give the mode open() would
+        if before_replace is not None:
+            before_replace(Path(tmp))
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -433,28 +438,52 @@ def read_checked_json(path: str | os.PathLike[str]) -> dict[str, Any]:
     return {k: v for k, v in document.items() if k != CHECKSUM_KEY}
 
 
-def write_checksum_file(path: str | os.PathLike[str]) -> Path:
-    """Write ``<path>.sha256`` beside a finished file, in ``sha256sum`` format (``sha256sum -c`` checks it too),
-    atomically; :func:`verify_file` checks it."""
-    file = Path(path)
-    sidecar = file.with_name(file.name + CHECKSUM_SUFFIX)
-    with atomic_write(sidecar, "w") as handle:
-        handle.write(f"{file_sha256(file)}  {file.name}\n")
-    return sidecar
+def _sidecar(file: Path) -> Path:
+    return file.with_name(file.name + CHECKSUM_SUFFIX)
+
+
+def _listed_digests(sidecar: Path) -> list[str]:
+    """The digests a checksum file lists (one per line, sha256sum format); [] when it is missing or unreadable."""
+    try:
+        lines = sidecar.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return []
+    return [line.split()[0] for line in lines if line.split()]
+
+
+def _write_sidecar(file: Path, digests: Sequence[str]) -> None:
+    with atomic_write(_sidecar(file), "w") as handle:
+        handle.write("".join(f"{digest}  {file.name}\n" for digest in dict.fromkeys(digests)))
+
+
+@contextlib.contextmanager
+def checked_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]:  # type: ignore[type-arg]
+    """:func:`atomic_write` of ``path`` plus its checksum file ``<path>.sha256`` (``sha256sum`` format), in an order
+    that a kill at any moment cannot break: first the checksum file lists the new digest beside the current
+    file's, then the file is renamed into place, then the checksum file lists the new digest alone. Whatever the
+    moment of a kill, ``path`` holds the earlier or the new content, and :func:`verify_file` accepts it."""
+    target = Path(path)
+    earlier = _listed_digests(_sidecar(target)) if target.is_file() else []
+
+    def announce(tmp: Path) -> None:
+        _write_sidecar(target, [file_sha256(tmp), *earlier])
+
+    with atomic_write(target, mode, before_replace=announce) as handle:
+        yield handle
+    _write_sidecar(target, [file_sha256(target)])
 
 
 def verify_file(path: str | os.PathLike[str]) -> Path:
     """Check a file against the ``<path>.sha256`` written with it; returns the path, or raises an
     :class:`ArtefactError` naming the file when it, or its checksum file, is missing or they disagree."""
     file = Path(path)
-    sidecar = file.with_name(file.name + CHECKSUM_SUFFIX)
+    sidecar = _sidecar(file)
     if not file.is_file():
         raise ArtefactError(f"no file at {file}")
-    try:
-        expected = sidecar.read_text(encoding="utf-8").split()[0]
-    except (OSError, UnicodeDecodeError, IndexError):
+    digests = _listed_digests(sidecar)
+    if not digests:
         raise ArtefactError(f"{file} has no readable checksum file {sidecar.name}: it is incomplete, or was not "
-                            "written by flagstack") from None
-    if file_sha256(file) != expected:
+                            "written by flagstack")
+    if file_sha256(file) not in digests:
         raise ArtefactError(f"{file} does not match its checksum in {sidecar.name} (truncated or corrupted)")
     return file

@@ -10,8 +10,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from ..fileio import CHECKSUM_SUFFIX, check_replaceable, write_checksum_file
+from ..fileio import CHECKSUM_SUFFIX, check_replaceable, checked_write
 from ..inference.embedder import Side
+from ..inference.streaming import write_npy
 from ..settings import EmbedderFields
 from .options import (
     default_model,
@@ -72,8 +73,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
     loaded = time.perf_counter()
     side: Side = "query" if args.queries else "passage"
     if args.output:  # streamed to disk chunk by chunk: memory stays at one chunk, whatever the number of texts
-        model.encode_to_file(texts, args.output, side)
-        write_checksum_file(args.output)
+        write_npy(args.output, model.iter_encode(texts, side), checksum=True)
         vectors = np.load(args.output, mmap_mode="r")
     else:
         vectors = np.asarray(model.encode_as(side, texts, output="numpy"))
@@ -113,7 +113,6 @@ def _encode_m3(args: argparse.Namespace, texts: list[str], model_path: str, outp
     token rows, and "offsets", where each text's rows start and end)."""
     import numpy as np
 
-    from ..fileio import atomic_write
     from ..inference.embedder import FlagAutoModel
     from ..inference.m3 import BGEM3FlagModel
 
@@ -128,22 +127,20 @@ def _encode_m3(args: argparse.Namespace, texts: list[str], model_path: str, outp
     print(f"model      {model_path} (BGE-M3 outputs)")
     print(f"timing     encode {len(texts)} texts {time.perf_counter() - start:.2f}s (with loading)")
     if args.output:
-        with atomic_write(args.output) as handle:
+        with checked_write(args.output) as handle:
             np.save(handle, out["dense_vecs"])
         print(f"wrote      {args.output} (dense, {out['dense_vecs'].shape[0]} x {out['dense_vecs'].shape[1]} float32)")
     if args.sparse_output:
-        with atomic_write(args.sparse_output, "w") as handle:
+        with checked_write(args.sparse_output, "w") as handle:
             for i, weights in enumerate(out["lexical_weights"]):
                 handle.write(json.dumps({"index": i, "lexical_weights": weights}) + "\n")
         print(f"wrote      {args.sparse_output} (lexical weights of {len(texts)} texts, token id -> weight)")
     if args.colbert_output:
         rows = out["colbert_vecs"]
         offsets = np.concatenate([[0], np.cumsum([len(r) for r in rows])])
-        with atomic_write(args.colbert_output) as handle:
+        with checked_write(args.colbert_output) as handle:
             np.savez(handle, vectors=np.concatenate(rows), offsets=offsets)
         print(f"wrote      {args.colbert_output} (ColBERT vectors, {int(offsets[-1])} token rows)")
-    for path in outputs:
-        write_checksum_file(path)
     print(f"checksums  {', '.join(p + CHECKSUM_SUFFIX for p in outputs)} (sha256sum -c, or "
           "flag_core.fileio.verify_file)")
     return 0

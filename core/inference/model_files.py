@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..fileio import MANIFEST_FILE, verify_folder
+from ..fileio import MANIFEST_FILE, clean_stale_staging, verify_folder
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +52,8 @@ def resolve_model_path(model_name_or_path: str | os.PathLike[str], cache_dir: st
     if not isinstance(model_name_or_path, str) or not model_name_or_path.strip():
         raise TypeError(f"model_name_or_path must be a non-empty str or path, got {model_name_or_path!r}")
     local = Path(model_name_or_path).expanduser()
+    if not local.exists():
+        clean_stale_staging(local)  # a replacement killed between its two renames: put the earlier folder back
     if local.is_dir():
         if (local / MANIFEST_FILE).is_file():  # written by flagstack (merge, train, quantize, ...): check it whole
             verify_folder(local)

@@ -16,7 +16,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from ..fileio import atomic_write
+from ..fileio import atomic_write, checked_write
 
 DEFAULT_CHUNK_SIZE = 8192  # texts per chunk: large enough for full token-budget batches, small next to a corpus
 
@@ -82,10 +82,13 @@ class NpyStream:
         self.handle.seek(0, os.SEEK_END)
 
 
-def write_npy(path: str | os.PathLike[str], blocks: Iterable[np.ndarray], dim: int | None = None) -> NpyStream:
+def write_npy(
+    path: str | os.PathLike[str], blocks: Iterable[np.ndarray], dim: int | None = None, checksum: bool = False
+) -> NpyStream:
     """Stream ``blocks`` (2-D float arrays) into one ``.npy`` file, atomically: nothing is at ``path`` until
-    the last block is written. Returns the finished stream (``rows``, ``dim``, ``digest`` of the data)."""
-    with atomic_write(Path(path), "wb") as handle:
+    the last block is written; with ``checksum``, its ``<path>.sha256`` is written with it (fileio.checked_write).
+    Returns the finished stream (``rows``, ``dim``, ``digest`` of the data)."""
+    with (checked_write if checksum else atomic_write)(Path(path), "wb") as handle:
         stream = NpyStream(handle, dim)
         for block in blocks:
             stream.write(block)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..fileio import CHECKSUM_SUFFIX, atomic_write, jsonl_rows, verify_file, write_checksum_file
+from ..fileio import CHECKSUM_SUFFIX, checked_write, jsonl_rows, verify_file
 
 
 @dataclass
@@ -103,10 +103,9 @@ def read_examples(path: str | os.PathLike[str]) -> list[TrainExample]:
 def write_examples(path: str | os.PathLike[str], examples: Iterable[TrainExample]) -> None:
     """Write examples as jsonl, atomically, and its checksum beside it (``<file>.sha256``, sha256sum's format),
     which :func:`read_examples` verifies. (Edit the file by hand, and delete the checksum file with it.)"""
-    with atomic_write(path, "w") as handle:
+    with checked_write(path, "w") as handle:
         for example in examples:
             handle.write(json.dumps(example.to_json(), ensure_ascii=False) + "\n")
-    write_checksum_file(path)
 
 
 def text_rows(path: str | os.PathLike[str]) -> list[tuple[str, str]]:

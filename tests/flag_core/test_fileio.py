@@ -128,3 +128,43 @@ def test_a_killed_replacement_is_undone_and_its_staging_removed(tmp_path: Path) 
     clean_stale_staging(t)
     assert (t / "f").read_text() == "keep"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_a_file_and_its_checksum_verify_at_every_moment_of_a_replacement(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flag_core import fileio
+    from flag_core.fileio import checked_write, verify_file
+
+    target = tmp_path / "v.bin"
+    with checked_write(target) as handle:
+        handle.write(b"first")
+    verify_file(target)
+    real = fileio.atomic_write
+    moments: list[bytes] = []
+
+    def watched(path, mode="wb", before_replace=None):  # type: ignore[no-untyped-def]
+        def at_the_rename(tmp: Path) -> None:
+            if before_replace is not None:
+                before_replace(tmp)
+            if Path(path) == target:  # killed here: the earlier content is in place, and must verify
+                moments.append(target.read_bytes())
+                verify_file(target)
+                shutil.copy(tmp, tmp_path / "new.bin")
+                shutil.copy(tmp_path / "v.bin.sha256", tmp_path / "new.bin.sha256")
+                (tmp_path / "new.bin.sha256").write_text((tmp_path / "v.bin.sha256").read_text().replace(
+                    "v.bin", "new.bin"))
+                verify_file(tmp_path / "new.bin")  # killed just after the rename: the new content verifies
+
+        return real(path, mode, before_replace=at_the_rename)
+
+    monkeypatch.setattr(fileio, "atomic_write", watched)
+    with checked_write(target) as handle:
+        handle.write(b"second")
+    monkeypatch.undo()
+    assert moments == [b"first"] and target.read_bytes() == b"second"
+    verify_file(target)
+    assert (tmp_path / "v.bin.sha256").read_text().count("\n") == 1  # the new digest alone once done
+    target.write_bytes(b"first")  # the earlier content is no longer accepted
+    with pytest.raises(ArtefactError, match="does not match its checksum"):
+        verify_file(target)
