@@ -154,15 +154,22 @@ def _load_uncached(
     return LoadedModel(model=model, tokenizer=tokenizer, path=path, device=torch_device, dtype=dtype)
 
 
-def model_max_length(loaded: LoadedModel) -> int | None:
-    """The longest input the model accepts, from its tokenizer or its position embeddings."""
-    limit = getattr(loaded.tokenizer, "model_max_length", None)
-    if isinstance(limit, int) and 0 < limit < 1_000_000:
-        return limit
-    positions = getattr(loaded.config, "max_position_embeddings", None)
+def length_limit(config: Any, tokenizer: Any) -> int | None:
+    """The longest input a model accepts: the smaller of its tokenizer's ``model_max_length`` and its position
+    embeddings (RoBERTa-style models keep two positions for padding); None when neither says."""
+    limits = []
+    told = getattr(tokenizer, "model_max_length", None)
+    if isinstance(told, int) and 0 < told < 1_000_000:
+        limits.append(told)
+    positions = getattr(config, "max_position_embeddings", None)
     if isinstance(positions, int) and positions > 0:
-        offset = 2 if getattr(loaded.config, "model_type", "") in {"roberta", "xlm-roberta", "camembert"} else 0
-        return positions - offset
-    return None
+        offset = 2 if getattr(config, "model_type", "") in {"roberta", "xlm-roberta", "camembert"} else 0
+        limits.append(positions - offset)
+    return min(limits) if limits else None
+
+
+def model_max_length(loaded: LoadedModel) -> int | None:
+    """The longest input a loaded model accepts (:func:`length_limit`)."""
+    return length_limit(loaded.config, loaded.tokenizer)
 
 

@@ -149,7 +149,7 @@ def checkpoint_kind(model_name_or_path: str, path: Path) -> ModelKind:
     return entry.kind if entry is not None else ModelKind.EMBEDDER
 
 
-def clamp_length(value: int, limit: int | None, name: str, given: bool) -> int:
+def clamp_length(value: int, limit: int | None, name: str, given: bool = True) -> int:
     """``value`` tokens, at most the model's ``limit``; a length the caller asked for (``given``) that is cut says so
     in one warning line (a default is cut silently)."""
     if limit is not None and value > limit:

@@ -24,11 +24,13 @@ import torch.nn.functional as F
 from ..fileio import ArtefactError, cache_folder, file_lock, jsonl_rows, verify_folder
 from ..inference.inputs import check_positive_int
 from ..inference.kinds import ModelKind, merge_type
+from ..inference.loading import length_limit
 from ..inference.model_files import load_tokenizer, quiet_transformers, resolve_model_path
 from ..inference.pooling import pool, resolve_pooling
+from ..inference.registry import clamp_length
 from ..inference.reranker import FlagReranker
 from ..training.data import TrainExample, parse_example
-from ..training.trainer import check_number, clamp_length, length_limit
+from ..training.trainer import check_number
 from .checkpoints import MERGE_KIND, merge_checkpoints
 
 logger = logging.getLogger(__name__)
@@ -130,7 +132,7 @@ def _embedder_loss(model_path: str, tokenizer: Any, groups: Sequence[tuple[str, 
         model: Any = AutoModel.from_pretrained(model_path)
     model.to(device).eval()
     method = "cls" if pooling == "cls" else resolve_pooling(model_path, Path(model_path))
-    length = clamp_length("max_input_length", max_input_length, length_limit(model, tokenizer))
+    length = clamp_length(max_input_length, length_limit(model.config, tokenizer), "max_input_length")
 
     def embed(texts: list[str]) -> torch.Tensor:
         tokens = tokenizer(texts, padding=True, truncation=True, max_length=length, return_tensors="pt").to(device)
@@ -154,7 +156,7 @@ def _reranker_loss(model_path: str, groups: Sequence[tuple[str, list[str]]], bat
     """The reranker loss on LM-Cocktail's terms (which has none): each group's listwise cross-entropy (the
     positive first) over the reranker's scores at ``max_input_length``, averaged per batch, then over batches."""
     reranker = FlagReranker(model_path, batch_size=batch_size, devices=None)
-    length = clamp_length("max_input_length", max_input_length, reranker.runtime.max_length)
+    length = clamp_length(max_input_length, reranker.runtime.max_length, "max_input_length")
     losses = []
     for batch in _batches(groups, batch_size):
         pairs = [(query, text) for query, texts in batch for text in texts]
@@ -180,7 +182,7 @@ def _decoder_loss(model_path: str, tokenizer: Any, examples: Sequence[dict[str, 
     with quiet_transformers():
         model: Any = AutoModelForCausalLM.from_pretrained(model_path)
     model.to(device).eval()
-    length = clamp_length("max_input_length", max_input_length, length_limit(model, tokenizer))
+    length = clamp_length(max_input_length, length_limit(model.config, tokenizer), "max_input_length")
     eos = tokenizer.eos_token_id
     pad = tokenizer.pad_token_id
     rows = []

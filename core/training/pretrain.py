@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..inference.inputs import check_positive_int
+from ..inference.loading import length_limit
 from ..inference.model_files import (
     load_tokenizer,
     quiet_transformers,
@@ -36,6 +37,7 @@ from ..inference.model_files import (
     write_sentence_transformers_config,
 )
 from ..inference.pooling import resolve_pooling
+from ..inference.registry import clamp_length
 from .data import text_rows
 from .distributed import world_size
 from .trainer import (
@@ -43,8 +45,6 @@ from .trainer import (
     RunArgs,
     TrainResult,
     check_number,
-    clamp_length,
-    length_limit,
     plan_output,
     run_training,
 )
@@ -389,7 +389,7 @@ def pretrain(model_name_or_path: str, data: str | os.PathLike[str] | Iterable[st
     check_tokenizes(located, tokenizer)
     set_seed(args.seed)  # the MLM head (when created) and the decoder are initialised here
     lm = _masked_lm(path)
-    args = replace(args, max_length=clamp_length("max_length", args.max_length, length_limit(lm, tokenizer)))
+    args = replace(args, max_length=clamp_length(args.max_length, length_limit(lm.config, tokenizer), "max_length"))
     model = RetroMAEModel(lm, args.decoder_layers)
     source = read_sentence_transformers_config(path)
     objective = PretrainObjective(path, resolve_pooling(model_name_or_path, path),

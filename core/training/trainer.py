@@ -37,6 +37,7 @@ from ..fileio import (
 from ..inference.batching import PairLayout, cut_second, pad_batch, pad_token_id, tokenize_plain
 from ..inference.inputs import check_positive_int
 from ..inference.instructions import apply_instruction
+from ..inference.loading import length_limit
 from ..inference.model_files import (
     load_tokenizer,
     quiet_transformers,
@@ -44,6 +45,7 @@ from ..inference.model_files import (
     write_sentence_transformers_config,
 )
 from ..inference.pooling import check_pooling, pool, resolve_pooling
+from ..inference.registry import clamp_length
 from .data import TrainExample, read_examples
 from .distributed import any_process, barrier, broadcast_object, gather_with_grad, rank
 
@@ -431,30 +433,6 @@ STAGING = ".staging"  # inside the run folder: folders are written here, then re
 _NOT_FINAL = ("runs", STAGING)  # with the checkpoint-N folders: what the final folder's manifest leaves out
 
 
-def length_limit(model: Any, tokenizer: Any) -> int | None:
-    """The longest input ``model`` accepts: the smaller of its tokenizer's ``model_max_length`` and its position
-    embeddings (RoBERTa-style models keep two positions for padding); None when neither says."""
-    limits = []
-    told = getattr(tokenizer, "model_max_length", None)
-    if isinstance(told, int) and 0 < told < 1_000_000:
-        limits.append(told)
-    config = getattr(model, "config", None)
-    positions = getattr(config, "max_position_embeddings", None)
-    if isinstance(positions, int) and positions > 0:
-        offset = 2 if getattr(config, "model_type", "") in {"roberta", "xlm-roberta", "camembert"} else 0
-        limits.append(positions - offset)
-    return min(limits) if limits else None
-
-
-def clamp_length(name: str, value: int, limit: int | None) -> int:
-    """``value``, or ``limit`` when the model accepts fewer tokens (with one warning line naming the setting):
-    the one rule for every length setting of training, pretraining and merging by examples."""
-    if limit is not None and value > limit:
-        logger.warning("%s=%d is more than the model accepts; using %d", name, value, limit)
-        return limit
-    return value
-
-
 def _stop_if_not_finite(loss: torch.Tensor, step: int) -> None:
     """Raise when the loss (on any process) is NaN or infinite: a run that goes on writes a broken model."""
     value = float(loss.detach().float().sum())
@@ -745,10 +723,10 @@ def train_embedder(
     tokenizer = load_tokenizer(path)
     with quiet_transformers():
         model = AutoModel.from_pretrained(path)
-    limit = length_limit(model, tokenizer)
+    limit = length_limit(model.config, tokenizer)
     args = replace(args, pooling=pooling,  # the caller's args stay as given
-                   query_max_length=clamp_length("query_max_length", args.query_max_length, limit),
-                   passage_max_length=clamp_length("passage_max_length", args.passage_max_length, limit))
+                   query_max_length=clamp_length(args.query_max_length, limit, "query_max_length"),
+                   passage_max_length=clamp_length(args.passage_max_length, limit, "passage_max_length"))
     dataset = GroupDataset(examples, args.train_group_size, args.seed, _distill(examples, args.distill))
     return run_training(EmbedderObjective(args, pooling), model, tokenizer, dataset, EmbedderCollator(tokenizer, args),
                         args, plan)
@@ -770,10 +748,10 @@ def train_reranker(
     set_seed(args.seed)  # a new classifier head is initialised here: seed it
     with quiet_transformers(errors_only=True):  # a fresh classifier head is expected when starting from an encoder
         model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
-    max_length = clamp_length("max_length", args.max_length, length_limit(model, tokenizer))
+    max_length = clamp_length(args.max_length, length_limit(model.config, tokenizer), "max_length")
     query_max_length = args.query_max_length
     if query_max_length is not None and query_max_length >= max_length:
-        query_max_length = clamp_length("query_max_length", query_max_length, max_length - 1)
+        query_max_length = clamp_length(query_max_length, max_length - 1, "query_max_length")
     args = replace(args, max_length=max_length, query_max_length=query_max_length)  # the caller's args stay
     dataset = GroupDataset(examples, args.train_group_size, args.seed, _distill(examples, args.distill))
     return run_training(RerankerObjective(), model, tokenizer, dataset, RerankerCollator(tokenizer, args), args, plan)
