@@ -41,7 +41,8 @@ def embedder_options(parser: argparse.ArgumentParser, query_instruction_help: st
             help=query_instruction_help)
     setting(parser, EmbedderFields, "pooling_method", "--pooling")
     parser.add_argument("--max-length", type=positive_int, default=None,
-                        help="longest query and passage in tokens (None: the model's max_seq_length, else 512)")
+                        help="longest query and passage in tokens (None: 512 for BGE-M3, else the model's "
+                        "max_seq_length, else 512; never more than the model accepts)")
     setting(parser, EmbedderFields, "devices", "--device")
     setting(parser, EmbedderFields, "use_bf16", "--bf16")
     setting(parser, EmbedderFields, "backend")
