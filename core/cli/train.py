@@ -119,8 +119,10 @@ def _print_result(result: TrainResult, extra: list[list[Any]]) -> None:
     from ..training.distributed import rank
 
     if rank() == 0:  # one table per launch, not one per process
+        logged = "-" if not result.losses else None  # fewer steps than --logging-steps: no loss was logged
         print(format_table(["", "value"], [
-            ["steps", result.steps], ["first loss", result.first_loss], ["last loss", result.last_loss], *extra,
+            ["steps", result.steps], ["first loss", logged or result.first_loss],
+            ["last loss", logged or result.last_loss], ["mean loss", result.mean_loss], *extra,
             ["time", f"{result.seconds:.1f}s"], ["model", result.output_dir],
         ]))
 

@@ -232,6 +232,12 @@ class RetroMAEModel(nn.Module):
         self.decoder.apply(lm._init_weights)
         self.config = lm.config
 
+    def activation_checkpointing_enable(self, **kwargs: Any) -> None:
+        """Recompute the encoder's activations in the backward pass (``gradient_checkpointing``); the one-layer
+        decoder is small and keeps its own. The Trainer calls this (transformers' name)."""
+        enable = getattr(self.lm, "activation_checkpointing_enable", None) or self.lm.gradient_checkpointing_enable
+        enable(**kwargs)
+
     def _mlm(self, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         chosen = labels != -100
         logits = self.head(hidden[chosen])

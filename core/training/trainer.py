@@ -209,6 +209,13 @@ class TrainResult:
     def last_loss(self) -> float:
         return self.losses[-1] if self.losses else math.nan
 
+    @property
+    def mean_loss(self) -> float:
+        """The Trainer's mean loss over the steps this run took (logged even when no step reached
+        ``logging_steps``; after a resume, over the resumed steps)."""
+        means = [entry["train_loss"] for entry in self.history if "train_loss" in entry]
+        return float(means[-1]) if means else math.nan
+
 
 # data --------------------------------------------------------------------------------------------
 
