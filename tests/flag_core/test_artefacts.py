@@ -371,7 +371,7 @@ ARTEFACTS: list[Artefact] = [
             weight = 0.25 * version
             mix_models([env["model"], env["other"]], "encoder", [weight, 1 - weight], path, overwrite=True)
         """,
-        read_model, _files),
+        read_model, _files, slow=True),
     Artefact(
         "quantize-output", ("flag_core.inference.backends.quantize:quantize_model",
                             "flag_core.inference.backends.quantize:quantize_model.build",

@@ -370,6 +370,7 @@ def test_threads_adding_to_a_vector_index_lose_nothing(monkeypatch: pytest.Monke
     assert len(VectorIndex.load(tmp_path / "v.flag")) == 3
 
 
+@pytest.mark.slow  # thousands of loads
 def test_every_cut_and_flipped_byte_is_refused_or_harmless(tmp_path: Path) -> None:
     """A hybrid archive cut at every length, and with each byte's lowest bit flipped: an IndexFileError naming the
     file, or (a flip in zip fields nothing reads, e.g. a timestamp) the same index; never another error or a

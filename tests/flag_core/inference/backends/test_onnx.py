@@ -119,6 +119,7 @@ def test_what_it_does_not_run_is_refused(model_path: str, tiny_decoder_path: str
         FlagLLMReranker(tiny_decoder_path, devices="cpu", backend="onnx")
 
 
+@pytest.mark.slow  # exports the model to ONNX
 def test_adapters_take_the_backend(model_path: str) -> None:
     pytest.importorskip("langchain_core")
     from langchain_flag import FlagEmbeddings
