@@ -75,6 +75,24 @@ def m3_golden() -> dict[str, Any]:
     return json.loads((FIXTURES / "bge_m3_reference.json").read_text(encoding="utf-8"))
 
 
+@pytest.fixture(scope="session")
+def other_model(model_path: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The test model with every float tensor nudged (deterministically): a second encoder to merge with."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path_factory.mktemp("other") / "minilm-nudged"
+    shutil.copytree(model_path, folder)
+    tensors = load_file(str(folder / "model.safetensors"))
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point():
+            tensors[name] = tensor + 0.01 * torch.sin(torch.arange(tensor.numel(), dtype=torch.float32)).view_as(tensor)
+    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    return str(folder)
+
+
 @pytest.fixture
 def mini_beir(tmp_path: Path) -> Path:
     """A four-document BEIR folder (corpus, queries, test qrels) and a TREC run over it (``run.trec`` beside)."""

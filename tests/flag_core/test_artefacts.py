@@ -480,20 +480,11 @@ def test_the_writer_scan_sees_a_new_writer(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def env(model_path: str, m3_path: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+def env(model_path: str, m3_path: str, other_model: str, tmp_path_factory: pytest.TempPathFactory
+        ) -> dict[str, str]:
     import json
 
-    import torch
-    from safetensors.torch import load_file, save_file
-
     folder = tmp_path_factory.mktemp("artefact-env")
-    other = folder / "minilm-nudged"
-    shutil.copytree(model_path, other)
-    tensors = load_file(str(other / "model.safetensors"))
-    for name, tensor in tensors.items():
-        if tensor.is_floating_point():
-            tensors[name] = tensor + 0.01 * torch.cos(torch.arange(tensor.numel(), dtype=torch.float32)).view_as(tensor)
-    save_file(tensors, str(other / "model.safetensors"), metadata={"format": "pt"})
     topics = ["pandas eat bamboo", "Paris is in France", "json.loads parses JSON", "the sky is blue"]
     train = folder / "train.jsonl"
     train.write_text("".join(json.dumps({"query": f"about {t}", "pos": [t], "neg": [u for u in topics if u != t]})
@@ -501,7 +492,7 @@ def env(model_path: str, m3_path: str, tmp_path_factory: pytest.TempPathFactory)
     texts = folder / "texts.jsonl"
     texts.write_text("".join(json.dumps({"text": f"{t}, and more words about {t}"}) + "\n" for t in topics),
                      encoding="utf-8")
-    return {"model": model_path, "m3": m3_path, "other": str(other), "train": str(train), "texts": str(texts)}
+    return {"model": model_path, "m3": m3_path, "other": other_model, "train": str(train), "texts": str(texts)}
 
 
 def _maker(artefact: Artefact) -> Callable[[Path, int, dict[str, str]], None]:

@@ -732,22 +732,6 @@ def _training_files(folder: Path) -> dict[str, Any]:
     return files
 
 
-@pytest.fixture(scope="session")
-def other_model(model_path: str, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """The test model with every float tensor nudged (deterministically): a second encoder to merge with."""
-    import shutil
-
-    import torch
-    from safetensors.torch import load_file, save_file
-
-    folder = tmp_path_factory.mktemp("other") / "minilm-nudged"
-    shutil.copytree(model_path, folder)
-    tensors = load_file(str(folder / "model.safetensors"))
-    for name, tensor in tensors.items():
-        if tensor.is_floating_point():
-            tensors[name] = tensor + 0.01 * torch.sin(torch.arange(tensor.numel(), dtype=torch.float32)).view_as(tensor)
-    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
-    return str(folder)
 
 
 def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> Outcome:

@@ -58,24 +58,8 @@ def test_trec_order_and_fusion() -> None:
 
 
 @pytest.fixture
-def beir(tmp_path: Path) -> Path:
-    folder = tmp_path / "mini-beir"
-    (folder / "qrels").mkdir(parents=True)
-    docs = [
-        ("d1", "Pandas", "The giant panda eats bamboo."),
-        ("d2", "Paris", "Paris is the capital of France."),
-        ("d3", "JSON", "json.loads parses JSON documents in Python."),
-        ("d4", "", "Red pandas live in the Himalayas."),
-    ]
-    (folder / "corpus.jsonl").write_text(
-        "".join(json.dumps({"_id": i, "title": t, "text": x}) + "\n" for i, t, x in docs), encoding="utf-8"
-    )
-    queries = [("q1", "what do pandas eat?"), ("q2", "capital of France"), ("q3", "unjudged query")]
-    (folder / "queries.jsonl").write_text(
-        "".join(json.dumps({"_id": i, "text": t}) + "\n" for i, t in queries), encoding="utf-8"
-    )
-    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td2\t1\n", encoding="utf-8")
-    return folder
+def beir(mini_beir: Path) -> Path:
+    return mini_beir
 
 
 def test_retrieval_with_cache_rerank_and_hybrid(beir: Path, mini_model: FlagModel, reranker_path: str,
