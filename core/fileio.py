@@ -177,14 +177,16 @@ def write_manifest(
     folder: str | os.PathLike[str], kind: str, exclude: Collection[str] = (), extra: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """Write ``flagstack_manifest.json`` into ``folder``: what wrote it (``kind``) and the size and SHA-256 of every
-    file under it (but the top-level entries in ``exclude``), atomically. :func:`verify_folder` checks it."""
+    file under it (but the top-level entries in ``exclude``, which it names), atomically; the files get the mode
+    the umask gives. :func:`verify_folder` checks it."""
     root = Path(folder)
     files = {}
     for rel in _members(root, exclude):
         file = root / rel
+        os.chmod(file, _FILE_MODE)  # some writers (safetensors) make 0600 files: give the mode open() would
         files[rel] = {"size": file.stat().st_size, "sha256": file_sha256(file)}
     manifest = {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "kind": kind, **(extra or {}),
-                "files": files}
+                "excluded": sorted(exclude), "files": files}
     with atomic_write(root / MANIFEST_FILE, "w") as handle:
         json.dump(manifest, handle, indent=1, ensure_ascii=False)
     return manifest
@@ -210,9 +212,37 @@ def read_manifest(folder: str | os.PathLike[str]) -> dict[str, Any] | None:
     return manifest
 
 
+def unlisted_files(folder: Path, manifest: dict[str, Any], nested: Callable[[dict[str, Any]], bool]) -> list[str]:
+    """Files under ``folder`` that its manifest does not list, leaving out hidden entries (locks, staging), the
+    top-level entries the manifest says it excluded, and subfolders carrying a manifest that ``nested`` accepts."""
+    listed = set(manifest["files"])
+    excluded = set(manifest.get("excluded") or ())
+    found = []
+    for root, dirs, files in os.walk(folder):
+        here = Path(root)
+        rel_root = here.relative_to(folder)
+        kept = []
+        for name in dirs:
+            if name.startswith(".") or (rel_root == Path(".") and name in excluded):
+                continue
+            inner = read_manifest(here / name) if (here / name / MANIFEST_FILE).is_file() else None
+            if inner is not None and nested(inner):
+                continue
+            kept.append(name)
+        dirs[:] = kept
+        for name in files:
+            rel = (rel_root / name).as_posix()
+            if (name.startswith(".") or rel == MANIFEST_FILE or rel in listed
+                    or (rel_root == Path(".") and name in excluded)):
+                continue
+            found.append(rel)
+    return sorted(found)
+
+
 def verify_folder(folder: str | os.PathLike[str], kinds: Collection[str] | None = None) -> dict[str, Any]:
     """Check ``folder`` against its manifest (written by :func:`write_manifest`): every listed file present, of its
-    size and SHA-256, and (when given) a manifest of one of ``kinds``. Returns the manifest; any problem is an
+    size and SHA-256, no file it does not list (but in subfolders with manifests of their own, e.g. checkpoints),
+    and (when given) a manifest of one of ``kinds``. Returns the manifest; any problem is an
     :class:`ArtefactError` naming the file. A folder verified before in this process, whose files have not changed
     since (size and modification time), is not hashed again."""
     root = Path(folder)
@@ -232,6 +262,11 @@ def verify_folder(folder: str | os.PathLike[str], kinds: Collection[str] | None 
             raise ArtefactError(f"{file} has {stat.st_size} bytes, its manifest says {expected['size']} (truncated or "
                                 "replaced)")
         stats.append((rel, stat.st_size, stat.st_mtime_ns))
+    extra = unlisted_files(root, manifest, lambda inner: True)
+    if extra:
+        raise ArtefactError(f"{root / extra[0]} is not listed in {root / MANIFEST_FILE}: the folder changed after "
+                            f"flagstack wrote it ({len(extra)} file(s) added); remove what was added, or, if the "
+                            "folder is as you want it, write a new manifest with flag_core.fileio.write_manifest")
     signature = tuple(stats)
     key = str(root.resolve())
     with _VERIFIED_LOCK:
@@ -338,7 +373,7 @@ def staged_folder(
     """Build a folder for ``target`` in a staging folder beside it (yielded); on success a manifest of ``kind`` is
     written into it and it is renamed to ``target`` (replacing an existing one only with ``replace``: check that
     with :func:`check_replaceable` first); on error it is removed and ``target`` is as it was."""
-    final = Path(target)
+    final = Path(os.path.abspath(target))  # '.' or 'a/..' have no name of their own
     staging = new_staging_folder(final)
     try:
         yield staging
@@ -363,40 +398,64 @@ def check_replaceable(
     markers: Collection[str] = (),
     what: str = "output",
     folder: bool = True,
+    kinds: Collection[str] | None = None,
 ) -> bool:
     """The one rule for every command that writes an output (merge, quantize, train, pretrain, encode, ...).
 
     ``output`` may be written when it does not exist. An existing one is replaced only when ``overwrite`` is
-    given, it holds none of ``inputs`` (is not one of them, contains none of them and lies inside none of them:
-    replacing it would delete or change an input),
-    and, for a folder, it is empty or was written by flagstack (it holds a manifest or one of ``markers``).
-    ``folder`` says whether the output is a folder or a file; the other kind is never replaced. Returns whether
-    ``output`` exists (so is to be replaced); raises FileExistsError or ValueError saying why not.
+    given, it holds none of ``inputs`` (is not one of them or their checksum files, contains none of them and lies
+    inside none of them: replacing it would delete or change an input), and, for a folder, it is empty or an
+    earlier flagstack output: a manifest (of one of ``kinds``, when given) listing everything in it but its own
+    checkpoints, or, for outputs of older versions, one of ``markers``. ``folder`` says whether the output is a
+    folder or a file; the other kind, or a symlink, is never replaced. ``output`` is taken as written (no ``~``
+    expansion: the writers do not expand it either). Returns whether ``output`` exists (so is to be replaced);
+    raises FileExistsError or ValueError saying why not.
     """
-    target = Path(output).expanduser()
+    target = Path(output)
     if not (target.exists() or target.is_symlink()):
         return False
     resolved = target.resolve()
     for item in inputs:
         source = Path(item).expanduser().resolve()
-        if _within(source, resolved):
+        sidecar = source.with_name(source.name + CHECKSUM_SUFFIX)
+        if _within(source, resolved) or resolved == sidecar:
             raise ValueError(f"{target} holds the input {item}: replacing it would delete that; write the {what} to "
                              "another place")
         if _within(resolved, source):
             raise ValueError(f"{target} lies inside the input {item}: replacing it would change that; write the "
                              f"{what} to another place")
+    if target.is_symlink():
+        raise ValueError(f"{target} is a symbolic link: flagstack does not replace links; give the path it points to, "
+                         "or another place")
+    if folder != target.is_dir():
+        raise ValueError(f"{target} exists and is a {'file' if folder else 'folder'}; the {what} is a "
+                         f"{'folder' if folder else 'file'}: choose another place")
     if not overwrite:
         raise FileExistsError(f"{target} already exists; pass overwrite=True (--overwrite on the command line) to "
                               f"replace an earlier {what} there")
-    if folder != (target.is_dir() and not target.is_symlink()):
-        raise ValueError(f"{target} exists and is a {'file' if folder else 'folder'}; the {what} is a "
-                         f"{'folder' if folder else 'file'}: choose another place")
-    ours = any((target / name).exists() for name in (MANIFEST_FILE, *markers)) if folder else True
-    if folder and not ours and any(target.iterdir()):
-        raise ValueError(f"{target} exists and is not an empty folder or an earlier flagstack {what} (no "
-                         f"{MANIFEST_FILE}): flagstack replaces only its own outputs; remove it yourself or "
-                         "choose another place")
+    if folder and any(target.iterdir()):
+        _check_own_output(target, markers, what, kinds)
     return True
+
+
+def _check_own_output(target: Path, markers: Collection[str], what: str, kinds: Collection[str] | None) -> None:
+    """Refuse a non-empty folder that is not wholly an earlier flagstack ``what`` (see :func:`check_replaceable`)."""
+    manifest = read_manifest(target)
+    if manifest is None:
+        if not any((target / name).exists() for name in markers):
+            raise ValueError(f"{target} exists and is not an empty folder or an earlier flagstack {what} (no "
+                             f"{MANIFEST_FILE}): flagstack replaces only its own outputs; remove it yourself or "
+                             "choose another place")
+        return
+    kind = manifest.get("kind")
+    if kinds is not None and kind not in kinds:
+        raise ValueError(f"{target} holds a flagstack {kind!r} output, not an earlier {what}: flagstack replaces an "
+                         "output only with one of its own kind; choose another place")
+    extra = unlisted_files(target, manifest, lambda inner: inner.get("kind") == f"{kind}-checkpoint")
+    if extra:
+        shown = ", ".join(extra[:3]) + (", ..." if len(extra) > 3 else "")
+        raise ValueError(f"{target} holds files flagstack did not write there ({shown}): replacing it would delete "
+                         f"them; move them out first, or choose another place")
 
 
 # single files: a JSON document that carries its own checksum, and a sidecar checksum for any other file -----

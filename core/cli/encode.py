@@ -173,7 +173,14 @@ def cmd_info(args: argparse.Namespace) -> int:
         from ..inference.model_files import read_sentence_transformers_config
         from ..inference.registry import lookup_reranker
 
-        model = FlagModel(args.model)
+        quantized = _quantization(args.model)
+        if quantized and quantized.get("head", "base") != "base":
+            print()  # an int8 cross-encoder: it runs as FlagReranker, not as an embedder
+            print(format_table(["model", args.model], [["quantized", _quantized_row(quantized)],
+                                                       ["use it", "FlagReranker(folder, backend="
+                                                        f"{quantized.get('backend')!r})"]]))
+            return 0
+        model = FlagModel(args.model, backend=quantized["backend"] if quantized else "torch")
         resolved, path = model.resolved, Path(model.runtime.settings.path)
         reranker = lookup_reranker(args.model) if resolved.entry is None else None
         entry = resolved.entry or reranker
@@ -189,9 +196,26 @@ def cmd_info(args: argparse.Namespace) -> int:
             ["max length (query/passage)", f"{model.query_max_length}/{model.passage_max_length}"],
             ["dimension", str(model.dimension)],
         ]
+        if quantized:
+            details.append(["quantized", _quantized_row(quantized)])
         print()
         print(format_table(["model", args.model], details))
     return 0
+
+
+def _quantization(model: str) -> dict[str, Any] | None:
+    """What ``flagstack quantize`` recorded in a folder (checked against its manifest), or None."""
+    from ..inference.backends import Quantized
+    from ..inference.model_files import QUANTIZATION_FILE, read_json, resolve_model_path
+
+    path = resolve_model_path(model)
+    if Quantized.of(path) is None:
+        return None
+    return dict(read_json(path / QUANTIZATION_FILE, dict))
+
+
+def _quantized_row(meta: dict[str, Any]) -> str:
+    return f"{meta.get('backend')} {meta.get('mode')}, from {meta.get('source')}"
 
 
 def _cpu_name() -> str:

@@ -18,6 +18,11 @@ def cmd_merge(args: argparse.Namespace) -> int:
         raise ValueError("give either --weights or --data (a few examples of the target task)")
     if args.plot and (len(args.models) != 2 or not args.sweep_sts):
         raise ValueError("--plot sweeps the weight of two models: give two --models and --sweep-sts FILE")
+    if args.plot:  # checked before any work, by the one rule: never an input, an existing file only with --overwrite
+        from ..fileio import check_replaceable
+
+        inputs = [p for p in (*args.models, args.sweep_sts, args.data) if p and Path(p).exists()]
+        check_replaceable(args.plot, inputs, args.overwrite, what="plot", folder=False)
     if args.weights is not None:
         result = mix_models(args.models, args.model_type, args.weights, args.output, overwrite=args.overwrite,
                             allow_negative=args.allow_negative_weights)
@@ -71,7 +76,7 @@ def add_parsers(sub: Any) -> None:
                        help="encoder vectors in the loss: cls (LM-Cocktail's) or the model's own pooling")
     merge.add_argument("--output", required=True, help="folder to write the merged model to")
     merge.add_argument("--overwrite", action="store_true",
-                       help="replace an earlier flagstack output at --output (never a folder holding an input model)")
+                       help="replace an earlier merge at --output (and an earlier --plot file); never an input")
     merge.add_argument("--allow-negative-weights", action="store_true",
                        help="accept negative --weights (subtracting a model)")
     merge.add_argument("--plot", default=None, help="PNG of STS Spearman across the weight of the second model")

@@ -12,15 +12,25 @@ import dataclasses
 import sys
 import types
 import typing
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel
+
+from ..fileio import text_lines
 
 _UNSET: Any = object()
 
 
 class Formatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Help that shows each option's default."""
+    """Help that shows each option's default (not for required options, options without a default, or help that
+    already says it)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if action.required or action.default is None or "default" in text or "%(default)" in text:
+            return text
+        return super()._get_help_string(action)
 
 
 def parser_kwargs(help_text: str) -> dict[str, Any]:
@@ -118,9 +128,12 @@ def quiet(parser: argparse.ArgumentParser) -> None:
 def read_lines(path: str) -> list[str]:
     """The non-blank lines of a file ('-' reads stdin); a file (or stdin) with none is a ValueError: an empty
     input is never taken for "use the defaults"."""
-    source = sys.stdin if path == "-" else open(path, encoding="utf-8")  # noqa: SIM115
-    with source:
-        lines = [line.rstrip("\r\n") for line in source if line.strip()]
+    if path == "-":
+        lines = [line.rstrip("\r\n") for line in sys.stdin if line.strip()]
+    else:
+        if not Path(path).is_file():
+            raise ValueError(f"{path} is not a file" if Path(path).exists() else f"no file at {path}")
+        lines = [line.rstrip("\r\n") for _, line in text_lines(path) if line.strip()]  # names a non-UTF-8 line
     if not lines:
         raise ValueError(f"{'stdin' if path == '-' else path} holds no text (it is empty or only blank lines)")
     return lines

@@ -208,6 +208,13 @@ def evaluate_rerank(
     run = load_trec_run(run_file)
     if not run:
         raise ValueError(f"{run_file} holds no results")
+    judged = [qid for qid in run if qid in qrels]
+    if not judged:
+        raise ValueError(f"none of the {len(run)} queries of {run_file} is judged in {folder} ({split} qrels): the "
+                         "run belongs to other data or another split; every metric would be 0")
+    if len(judged) < len(qrels):
+        logger.warning("%d of %d judged queries have no results in %s: they count as 0 in every metric",
+                       len(qrels) - len(judged), len(qrels), run_file)
     reranked = rerank_run(reranker, run, corpus, queries, top_k, show_progress)
     result = EvalResult(
         task="rerank", metrics=evaluate_run(qrels, reranked, k_values),

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..fileio import MANIFEST_FILE, clean_stale_staging, verify_folder
+from ..fileio import MANIFEST_FILE, ArtefactError, clean_stale_staging, verify_folder
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +24,11 @@ DEFAULT_HUB_TIMEOUT = 60.0
 
 # BGE-M3's sparse and ColBERT heads (small torch files beside the encoder's weights)
 M3_HEAD_FILES = {"colbert": "colbert_linear.pt", "sparse": "sparse_linear.pt"}
+
+# files only flagstack's merge and quantize write into a model folder: such a folder must carry its manifest
+MERGE_CONFIG_FILE = "merge_config.json"
+QUANTIZATION_FILE = "flagstack_quantization.json"
+WRITTEN_BY_FLAGSTACK = (MERGE_CONFIG_FILE, QUANTIZATION_FILE)
 
 _WEIGHT_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "1_Pooling/*", "*.py",
                     *M3_HEAD_FILES.values()]
@@ -57,6 +62,12 @@ def resolve_model_path(model_name_or_path: str | os.PathLike[str], cache_dir: st
     if local.is_dir():
         if (local / MANIFEST_FILE).is_file():  # written by flagstack (merge, train, quantize, ...): check it whole
             verify_folder(local)
+        else:
+            marker = next((name for name in WRITTEN_BY_FLAGSTACK if (local / name).is_file()), None)
+            if marker is not None:
+                raise ArtefactError(f"{local} holds {marker} but no {MANIFEST_FILE}: a flagstack output that is "
+                                    "incomplete or was changed (or written by a version before manifests); write it "
+                                    "again")
         if not (local / "config.json").is_file():
             raise ModelNotFoundError(
                 f"{local} is a folder but holds no config.json: point at the folder that holds the model's "

@@ -18,6 +18,7 @@ import torch
 from ..fileio import check_replaceable, staged_folder
 from ..inference.kinds import ModelKind, merge_type
 from ..inference.model_files import (
+    MERGE_CONFIG_FILE,
     copy_support_files,
     read_json,
     readable_weights,
@@ -128,7 +129,8 @@ def merge_checkpoints(
     weights = check_weights(weights, len(paths), allow_negative)
     output = Path(output_path)
     folders = [resolve_model_path(p) for p in paths]
-    exists = check_replaceable(output, folders, overwrite, markers=("merge_config.json",), what="merge")
+    exists = check_replaceable(output, folders, overwrite, markers=(MERGE_CONFIG_FILE,), what="merge",
+                               kinds=(MERGE_KIND,))
     checkpoints = [Checkpoint(f) for f in folders]
     check_compatible(checkpoints)
     config = {"models": [str(p) for p in paths], "weights": weights, "model_type": model_type}
@@ -141,7 +143,7 @@ def merge_checkpoints(
                 staging, resolve_pooling(str(paths[0]), folders[0]), True,
                 int(first.get("max_position_embeddings", 512)), int(first.get("hidden_size", 0)),
             )
-        (staging / "merge_config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+        (staging / MERGE_CONFIG_FILE).write_text(json.dumps(config, indent=2), encoding="utf-8")
     return output
 
 

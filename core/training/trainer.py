@@ -501,12 +501,12 @@ def plan_output(args: RunArgs, inputs: Sequence[str | os.PathLike[str]], kind: s
     if resume is not None and resume.resolve().is_relative_to(output.resolve()):
         # resuming in the run's own folder: train on in it (it must still not hold an input)
         top = resume.resolve().relative_to(output.resolve()).parts[0]
-        check_replaceable(output, sources, overwrite=True, markers=(top,), what="training output")
+        check_replaceable(output, sources, overwrite=True, markers=(top,), what="training output", kinds=(kind,))
         return OutputPlan(output, sources, False, False, resume, kind)
     if output.is_dir() and not output.is_symlink() and not any(output.iterdir()):
         return OutputPlan(output, sources, False, False, resume, kind)
     exists = check_replaceable(output, sources, args.overwrite, markers=_checkpoint_names(output),
-                               what="training output")
+                               what="training output", kinds=(kind,))
     return OutputPlan(output, sources, exists, created, resume, kind)
 
 
@@ -675,7 +675,7 @@ def run_training(objective: Objective, model: Any, tokenizer: Any, dataset: Any,
             write_final_manifest(work, plan.kind)
             if plan.replace:  # the earlier output goes only now, and only if it may still be replaced
                 check_replaceable(plan.output, plan.inputs, overwrite=True, markers=_checkpoint_names(plan.output),
-                                  what="training output")
+                                  what="training output", kinds=(plan.kind,))
                 publish_folder(work, plan.output, replace=True)
         barrier()
     except BaseException:

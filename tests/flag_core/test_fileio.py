@@ -108,6 +108,9 @@ def test_the_overwrite_rule_never_deletes_an_input_or_a_foreign_folder(tmp_path:
         check_replaceable(out, [out / "src"], overwrite=True)
     with pytest.raises(FileExistsError):
         check_replaceable(out, [m])
+    with pytest.raises(ValueError, match=r"holds files flagstack did not write there \(src/w\)"):
+        check_replaceable(out, [m], overwrite=True)  # the copy is not the earlier output's: it would be deleted
+    shutil.rmtree(out / "src")
     assert check_replaceable(out, [m], overwrite=True)
     f = tmp_path / "notes"
     f.mkdir()
@@ -168,3 +171,68 @@ def test_a_file_and_its_checksum_verify_at_every_moment_of_a_replacement(
     target.write_bytes(b"first")  # the earlier content is no longer accepted
     with pytest.raises(ArtefactError, match="does not match its checksum"):
         verify_file(target)
+
+
+def test_replacing_an_earlier_output_never_takes_what_flagstack_did_not_write(tmp_path: Path) -> None:
+    earlier = tmp_path / "merged"
+    with staged_folder(earlier, "merge") as folder:
+        (folder / "model.safetensors").write_bytes(b"w")
+    assert check_replaceable(earlier, [], overwrite=True, kinds=("merge",))
+    with pytest.raises(ValueError, match="holds a flagstack 'merge' output, not an earlier quantize output"):
+        check_replaceable(earlier, [], overwrite=True, what="quantize output", kinds=("quantize",))
+    (earlier / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match=r"holds files flagstack did not write there \(notes.txt\)"):
+        check_replaceable(earlier, [], overwrite=True, kinds=("merge",))
+    (earlier / "notes.txt").unlink()
+    with staged_folder(earlier / "sub", "merge") as folder:  # another model inside it: not this output's own
+        (folder / "w").write_text("x")
+    with pytest.raises(ValueError, match="sub/w"):
+        check_replaceable(earlier, [], overwrite=True, kinds=("merge",))
+    shutil.rmtree(earlier / "sub")
+    with staged_folder(earlier / "checkpoint-1", "merge-checkpoint") as folder:  # its own checkpoint: replaceable
+        (folder / "w").write_text("x")
+    assert check_replaceable(earlier, [], overwrite=True, kinds=("merge",))
+
+
+def test_the_rule_sees_links_checksum_files_and_takes_paths_as_written(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    data = tmp_path / "train.jsonl"
+    data.write_text("{}\n")
+    (tmp_path / "train.jsonl.sha256").write_text("x  train.jsonl\n")
+    with pytest.raises(ValueError, match="holds the input"):
+        check_replaceable(tmp_path / "train.jsonl.sha256", [data], overwrite=True, folder=False)
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "link").symlink_to(real)
+    with pytest.raises(ValueError, match="symbolic link"):
+        check_replaceable(tmp_path / "link", [], overwrite=True)
+    with pytest.raises(ValueError, match="is a folder; the output is a file"):
+        check_replaceable(real, [], overwrite=False, folder=False)  # said before asking for --overwrite
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "~").mkdir()
+    (tmp_path / "~" / "notes.txt").write_text("mine")  # a folder really named '~': the path is taken as written
+    with pytest.raises(FileExistsError):
+        check_replaceable("~/notes.txt", [], overwrite=False, folder=False)
+
+
+def test_a_manifest_must_list_everything_in_its_folder_and_files_get_the_usual_mode(tmp_path: Path) -> None:
+    import json
+
+    from flag_core.fileio import write_manifest
+
+    folder = tmp_path / "m"
+    folder.mkdir()
+    weights = folder / "model.safetensors"
+    weights.write_bytes(b"weights")
+    os.chmod(weights, 0o600)  # as safetensors writes them
+    write_manifest(folder, "merge")
+    plain = tmp_path / "plain"
+    plain.write_text("x")
+    assert stat.S_IMODE(weights.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode)
+    verify_folder(folder)
+    manifest = json.loads((folder / "flagstack_manifest.json").read_text())
+    manifest["files"] = {}  # an edited manifest that lists nothing
+    (folder / "flagstack_manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtefactError, match=r"model\.safetensors is not listed"):
+        verify_folder(folder)

@@ -130,7 +130,13 @@ def test_every_option_has_help_and_shows_its_default(capsys: pytest.CaptureFixtu
         ), command
     with pytest.raises(SystemExit):
         main(["eval", "sts", "--help"])
-    assert "(default: torch)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "(default: torch)" in out
+    assert "(default: None)" not in out  # nothing to show: the help says what None means, or the option is required
+    with pytest.raises(SystemExit):
+        main(["encode", "--help"])
+    out = "".join(capsys.readouterr().out.split())  # the help as words, whatever the wrapping
+    assert "(default:thebundledall-MiniLM-L6-v2)" in out and "(default:None)" not in out
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:

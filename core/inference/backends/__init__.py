@@ -17,11 +17,10 @@ import torch
 
 from ...fileio import MANIFEST_FILE, ArtefactError, verify_folder
 from ..kinds import Head
-from ..model_files import read_json
+from ..model_files import QUANTIZATION_FILE, read_json
 
 BACKENDS = ("torch", "onnx", "openvino")
 EXPORT_HEADS = (Head.BASE, Head.SEQUENCE_CLASSIFICATION)
-QUANTIZATION_FILE = "flagstack_quantization.json"
 QUANTIZE_KIND = "quantize"  # the manifest kind of a flagstack quantize output
 
 

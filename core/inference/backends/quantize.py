@@ -108,7 +108,7 @@ def quantize_model(
                              required=[FILES[backend], QUANTIZATION_FILE])
     target = Path(output).expanduser()
     exists = check_replaceable(target, [path, *inputs], overwrite, markers=(QUANTIZATION_FILE,),
-                               what="quantize output")
+                               what="quantize output", kinds=(QUANTIZE_KIND,))
     with staged_folder(target, QUANTIZE_KIND, replace=exists) as staging:
         build(staging)
     return target

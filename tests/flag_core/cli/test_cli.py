@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -173,3 +174,35 @@ def test_results_json_is_checked_when_plotted(mini_beir: Path, tmp_path: Path,
     plot = tmp_path / "p.png"
     assert main(["eval", "plot", str(out), "--output", str(plot)]) == 2
     assert f"{out} does not match its checksum" in capsys.readouterr().err and not plot.exists()
+
+
+def test_outputs_never_land_on_an_input_or_a_users_file(
+    tmp_path: Path, model_path: str, model_copy: Any, mini_beir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What a hostile pass found: merge --plot and mine --output over a model's weights, a run whose queries are
+    all unjudged giving zeros with exit 0, unreadable --file inputs without a name."""
+    import json
+
+    copy = Path(model_copy("copy"))
+    weights = (copy / "model.safetensors").read_bytes()
+    sts = tmp_path / "sts.csv"
+    sts.write_text("a,b,1\nc,d,2\ne,f,3\n", encoding="utf-8")
+    assert main(["merge", "--models", model_path, str(copy), "--weights", "0.5", "0.5", "--output",
+                 str(tmp_path / "m"), "--plot", str(copy / "model.safetensors"), "--sweep-sts", str(sts)]) == 2
+    assert "lies inside the input" in capsys.readouterr().err
+    train = tmp_path / "train.jsonl"
+    train.write_text(json.dumps({"query": "q", "pos": ["p"], "neg": ["n"]}) + "\n", encoding="utf-8")
+    assert main(["mine", "--model", str(copy), "--input", str(train), "--output", str(copy / "model.safetensors"),
+                 "--overwrite", "-q"]) == 2
+    assert "lies inside the input" in capsys.readouterr().err
+    assert (copy / "model.safetensors").read_bytes() == weights and not (tmp_path / "m").exists()
+    run = tmp_path / "other.trec"
+    run.write_text("999999 Q0 d1 1 3.0 x\n", encoding="utf-8")
+    assert main(["eval", "rerank", "--reranker", "identity", "--data", str(mini_beir), "--run", str(run), "-q"]) == 2
+    assert "is judged" in capsys.readouterr().err
+    assert main(["encode", "--file", str(tmp_path), "-q"]) == 2
+    assert f"{tmp_path} is not a file" in capsys.readouterr().err
+    binary = tmp_path / "utf16.txt"
+    binary.write_text("some text", encoding="utf-16")
+    assert main(["encode", "--file", str(binary), "-q"]) == 2
+    assert f"{binary}, line 1: not UTF-8" in capsys.readouterr().err

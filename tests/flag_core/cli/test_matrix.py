@@ -228,6 +228,21 @@ def check_info(ctx: Context, outcome: Outcome) -> None:
     assert table["cpu threads"].isdigit()
 
 
+def _quantized_model(ctx: Context) -> None:
+    from flag_core.inference.backends.quantize import quantize_model
+
+    quantize_model(ctx.model, "onnx", "dynamic", output=ctx.tmp / "q")
+
+
+def check_info_quantized(ctx: Context, outcome: Outcome) -> None:
+    from flag_core import FlagModel
+
+    table = printed_table(outcome.out)
+    assert table["quantized"].startswith("onnx int8-dynamic, from ")
+    model = FlagModel(str(ctx.tmp / "q"), backend="onnx")
+    assert table["pooling used"] == model.pooling_method and table["dimension"] == str(model.dimension)
+
+
 def check_version(ctx: Context, outcome: Outcome) -> None:
     from importlib import metadata
 
@@ -574,6 +589,7 @@ ROWS: list[Row] = [
         "{tmp}/s.jsonl --colbert-output {tmp}/c.npz --overwrite -q",
         check_encode_m3, setup=_earlier_m3_outputs),
     Row("info-m3", "-v info --model {m3}", check_info),
+    Row("info-quantized", "info --model {tmp}/q", check_info_quantized, setup=_quantized_model, slow=True),
     Row("version", "--version", check_version),
     Row("eval-retrieval-reranked-hybrid",
         "eval retrieval --model {model} --data {beir} --split test --top-k 3 --query-instruction 'query: ' "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -169,3 +170,13 @@ def test_a_hub_that_never_answers_gives_up(monkeypatch: pytest.MonkeyPatch, tmp_
         assert time.monotonic() - started < 30
     finally:
         listener.close()
+
+
+def test_a_flagstack_output_without_its_manifest_is_refused(model_copy: Callable[[str], str]) -> None:
+    from flag_core.fileio import ArtefactError
+    from flag_core.inference.model_files import resolve_model_path
+
+    folder = Path(model_copy("merged"))
+    (folder / "merge_config.json").write_text("{}")  # a merge whose manifest was deleted: its weights are unchecked
+    with pytest.raises(ArtefactError, match=r"merge_config\.json but no flagstack_manifest\.json"):
+        resolve_model_path(folder)
