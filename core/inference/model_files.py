@@ -66,8 +66,8 @@ def resolve_model_path(model_name_or_path: str | os.PathLike[str], cache_dir: st
             marker = next((name for name in WRITTEN_BY_FLAGSTACK if (local / name).is_file()), None)
             if marker is not None:
                 raise ArtefactError(f"{local} holds {marker} but no {MANIFEST_FILE}: a flagstack output that is "
-                                    "incomplete or was changed (or written by a version before manifests); write it "
-                                    "again")
+                                    "incomplete or was changed, or written by an older flagstack (before manifests), "
+                                    "so its weights cannot be checked; write it again")
         if not (local / "config.json").is_file():
             raise ModelNotFoundError(
                 f"{local} is a folder but holds no config.json: point at the folder that holds the model's "

@@ -58,10 +58,6 @@ class Quantized:
         meta = folder / QUANTIZATION_FILE
         if not meta.is_file():
             return None
-        if not (folder / MANIFEST_FILE).is_file():
-            raise ArtefactError(f"{folder} holds {QUANTIZATION_FILE} but no {MANIFEST_FILE}: it was written by an "
-                                "older flagstack or copied in part, so its int8 model cannot be checked; run "
-                                "flagstack quantize on the source model again")
         manifest = verify_folder(folder, kinds=(QUANTIZE_KIND,))
         data = read_json(meta, dict)
         backend, name = data.get("backend"), data.get("file")

@@ -622,7 +622,7 @@ ROWS: list[Row] = [
         "--batch-size 2 --learning-rate 1e-4 --seed 3 --save-steps 1 --logging-steps 1 --optim sgd "
         "--max-grad-norm 0.5 --ddp-timeout 60 --group-size 2 --temperature 0.05 --query-max-length 16 "
         "--passage-max-length 32 --no-in-batch-negatives --query-instruction 'q: ' --pooling cls --bf16 -q",
-        check_train_embedder, setup=_earlier_folder("te", "train"), slow=True),
+        check_train_embedder, setup=_earlier_folder("te", "embedder-training"), slow=True),
     Row("train-embedder-resumed",
         "train embedder --model {model} --data {scored} --output {tmp}/tr --max-steps 2 --save-steps 1 --batch-size 2 "
         "--group-size 2 --query-max-length 16 --passage-max-length 16 --distill --fp16 --gradient-checkpointing "
@@ -632,7 +632,7 @@ ROWS: list[Row] = [
         "train reranker --model {reranker} --data {scored} --output {tmp}/tk --epochs 1 --max-steps 2 --batch-size 2 "
         "--learning-rate 1e-4 --seed 4 --save-steps 1 --logging-steps 1 --optim adamw_torch --max-grad-norm 1.0 "
         "--ddp-timeout 90 --group-size 2 --max-length 64 --distill --bf16 --overwrite -q",
-        check_train_reranker, setup=_earlier_folder("tk", "train"), slow=True),
+        check_train_reranker, setup=_earlier_folder("tk", "reranker-training"), slow=True),
     Row("train-reranker-resumed",
         "train reranker --model {reranker} --data {train} --output {tmp}/rr --max-steps 2 --save-steps 1 "
         "--batch-size 2 --group-size 2 --max-length 64 --fp16 --gradient-checkpointing --resume {tmp}/rr/checkpoint-1 "
@@ -643,7 +643,7 @@ ROWS: list[Row] = [
         "--batch-size 2 --learning-rate 1e-4 --seed 5 --save-steps 1 --logging-steps 1 --optim adamw_torch "
         "--max-grad-norm 1.0 --ddp-timeout 60 --max-length 32 --encoder-mlm-probability 0.3 "
         "--decoder-mlm-probability 0.5 --decoder-layers 1 --fp16 --gradient-checkpointing -q",
-        check_pretrain, setup=_earlier_folder("pt", "pretrain"), slow=True),
+        check_pretrain, setup=_earlier_folder("pt", "retromae-pretraining"), slow=True),
     Row("pretrain-resumed",
         "pretrain --model {model} --data {texts_jsonl} --output {tmp}/pr --max-steps 2 --save-steps 1 --batch-size 2 "
         "--max-length 32 --bf16 --resume {tmp}/pr/checkpoint-1 -q",
