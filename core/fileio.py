@@ -5,11 +5,11 @@ fingerprints of model folders and text collections."""
 from __future__ import annotations
 
 import contextlib
-import glob
 import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -68,14 +68,23 @@ def atomic_write(
         raise
 
 
+def _left_by_dead_writers(target: Path, suffix: str) -> Iterator[Path]:
+    """Entries ``.<name>.<pid>.<random><suffix>`` beside ``target`` (flagstack's temporaries of it) whose writing
+    process no longer exists. The name is matched whole, so another target's (``<name>.1``) are never taken."""
+    pattern = re.compile(rf"\.{re.escape(target.name)}\.(\d+)\.[^.]+{re.escape(suffix)}")
+    if not target.parent.is_dir():
+        return
+    for entry in sorted(target.parent.iterdir()):
+        match = pattern.fullmatch(entry.name)
+        if match and not _process_alive(int(match.group(1))):
+            yield entry
+
+
 def _remove_stale_temporaries(target: Path) -> None:
-    """Delete ``.<name>.<pid>.*.tmp`` files beside ``target`` whose writing process no longer exists."""
-    prefix = f".{target.name}."
-    for stale in target.parent.glob(f"{glob.escape(prefix)}*.tmp"):
-        pid = stale.name[len(prefix) :].split(".", 1)[0]
-        if pid.isdigit() and not _process_alive(int(pid)):
-            with contextlib.suppress(OSError):
-                stale.unlink()
+    """Delete the temporary files of ``target`` that a process killed while writing it left (atomic_write's)."""
+    for stale in _left_by_dead_writers(target, ".tmp"):
+        with contextlib.suppress(OSError):
+            stale.unlink()
 
 
 def _process_alive(pid: int) -> bool:
@@ -305,30 +314,24 @@ _THREAD_LOCKS: dict[str, threading.Lock] = {}
 _THREAD_LOCKS_LOCK = threading.Lock()
 
 
-def _pid_of(name: str, prefix: str) -> int | None:
-    text = name[len(prefix):].split(".", 1)[0]
-    return int(text) if text.isdigit() else None
-
-
 def clean_stale_staging(target: Path) -> None:
     """Tidy what a process killed while writing ``target`` left beside it: its staging folders are removed, and
     its backup of the earlier ``target`` is put back when ``target`` is missing (killed between the two renames
-    of a replacement), else removed. Entries of live processes are left alone."""
-    prefix = f".{target.name}."
-    if not target.parent.is_dir():
-        return
-    for entry in sorted(target.parent.iterdir()):
-        if not entry.name.startswith(prefix) or not entry.name.endswith((".staging", ".old")):
-            continue
-        pid = _pid_of(entry.name, prefix)
-        if pid is None or _process_alive(pid):
-            continue
-        if entry.name.endswith(".old") and not target.exists():
-            with contextlib.suppress(OSError):
-                os.replace(entry, target)
-                logger.warning("restored %s from the backup a killed write left", target)
-                continue
+    of a replacement), else removed. Entries of live processes are left alone, and a backup that cannot be put
+    back stays where it is (with a warning), never deleted."""
+    for entry in _left_by_dead_writers(target, ".staging"):
         shutil.rmtree(entry, ignore_errors=True)
+    for entry in _left_by_dead_writers(target, ".old"):
+        if target.exists() or target.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+            continue
+        try:
+            os.replace(entry, target)
+        except OSError as exc:
+            logger.warning("could not put %s back from the backup %s a killed write left (%s); it is kept there",
+                           target, entry, exc)
+        else:
+            logger.warning("restored %s from the backup a killed write left", target)
 
 
 def new_staging_folder(target: Path) -> Path:

@@ -236,3 +236,28 @@ def test_a_manifest_must_list_everything_in_its_folder_and_files_get_the_usual_m
     (folder / "flagstack_manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ArtefactError, match=r"model\.safetensors is not listed"):
         verify_folder(folder)
+
+
+def test_stale_entries_are_matched_whole_and_a_backup_is_never_deleted_unrestored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True).stdout)
+    other = tmp_path / f".out.1.{dead}.abc.staging"  # a staging folder of the target "out.1", not of "out"
+    other.mkdir()
+    other_tmp = tmp_path / f".out.1.{dead}.abc.tmp"
+    other_tmp.write_text("x")
+    backup = tmp_path / f".out.{dead}.abc.old"
+    backup.mkdir()
+    (backup / "f").write_text("keep")
+
+    def refuse(*args: object) -> None:
+        raise OSError("read-only")
+
+    monkeypatch.setattr(os, "replace", refuse)
+    clean_stale_staging(tmp_path / "out")  # the backup cannot be put back: it stays, it is not deleted
+    monkeypatch.undo()
+    assert (backup / "f").read_text() == "keep" and other.is_dir()
+    with atomic_write(tmp_path / "out", "w") as handle:
+        handle.write("new")
+    assert other_tmp.exists()
