@@ -137,9 +137,10 @@ def merge_setting(settings: dict[str, Any], key: str, value: Any, where: str) ->
 
 
 def _folder(values: Mapping[str, Any], model_field: str) -> Path | None:
+    from .inference.inputs import as_model_name
     from .inference.model_files import resolve_model_path
 
-    name = values.get(model_field)
+    name = as_model_name(values.get(model_field))  # a pathlib.Path is a folder name too
     return resolve_model_path(name, values.get("cache_dir")) if isinstance(name, str) else None
 
 

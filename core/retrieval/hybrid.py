@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..inference.inputs import check_positive_int
-from ..inference.m3 import BGEM3FlagModel
+from ..inference.m3 import BGEM3FlagModel, check_mode_weights
 from .archive import (
     IndexFileError,
     array_bytes,
@@ -233,8 +233,6 @@ class HybridHit:
 
 def check_weights(weights: Sequence[float]) -> tuple[float, float, float]:
     """BGE-M3's one rule for fusion weights (:func:`flag_core.inference.m3.check_mode_weights`)."""
-    from ..inference.m3 import check_mode_weights
-
     return check_mode_weights(weights, "weights")
 
 
@@ -364,7 +362,7 @@ class HybridIndex:
             dense = dense_all[pool].astype(np.float64)
             sparse = sparse_all[pool]
             scores = {"dense": dense, "sparse": sparse,
-                      "sparse+dense": (w_dense * dense + w_sparse * sparse) / max(w_dense + w_sparse, 1e-12)}
+                      "sparse+dense": (w_dense * dense + w_sparse * sparse) / (w_dense + w_sparse)}
             if mode in ("colbert", "hybrid"):
                 colbert = self.colbert.maxsim(q["colbert_vecs"], pool)
                 scores["colbert"] = colbert

@@ -10,7 +10,7 @@ from langchain_core.load.serializable import Serializable
 from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
 from flag_core import FlagModel, build_embedder
-from flag_core.inference.inputs import ModelName, as_model_name
+from flag_core.inference.inputs import ModelName
 from flag_core.merge import FromMerge
 from flag_core.migration import langchain_embeddings_arguments
 from flag_core.settings import EmbedderFields, RebuildsModel
@@ -49,10 +49,7 @@ class FlagEmbeddings(RebuildsModel, FromMerge, EmbedderFields, Embeddings, Seria
     @model_validator(mode="before")
     @classmethod
     def _huggingface_arguments(cls, values: Any) -> Any:
-        if not isinstance(values, dict):
-            return values
-        return langchain_embeddings_arguments({**values, "model_name": as_model_name(values.get("model_name"))}
-                                              if "model_name" in values else values)
+        return langchain_embeddings_arguments(values) if isinstance(values, dict) else values
 
     @classmethod
     def is_lc_serializable(cls) -> bool:

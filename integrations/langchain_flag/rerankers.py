@@ -15,7 +15,7 @@ from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
 from flag_core import FlagReranker as CoreReranker
 from flag_core import build_reranker
-from flag_core.inference.inputs import ModelName, as_model_name
+from flag_core.inference.inputs import ModelName
 from flag_core.merge import FromMerge
 from flag_core.migration import cross_encoder_arguments
 from flag_core.settings import RebuildsModel, RerankerFields
@@ -55,10 +55,7 @@ class FlagReranker(RebuildsModel, FromMerge, RerankerFields, BaseDocumentCompres
     @model_validator(mode="before")
     @classmethod
     def _huggingface_arguments(cls, values: Any) -> Any:
-        if not isinstance(values, dict):
-            return values
-        return cross_encoder_arguments({**values, "model_name": as_model_name(values.get("model_name"))}
-                                       if "model_name" in values else values)
+        return cross_encoder_arguments(values) if isinstance(values, dict) else values
 
     @classmethod
     def is_lc_serializable(cls) -> bool:

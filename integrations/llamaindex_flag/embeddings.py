@@ -9,7 +9,7 @@ from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
 from flag_core import FlagModel, build_embedder
-from flag_core.inference.inputs import ModelName, as_model_name
+from flag_core.inference.inputs import ModelName
 from flag_core.merge import FromMerge
 from flag_core.migration import MigrationError, llamaindex_embedding_arguments
 from flag_core.settings import EmbedderFields, RebuildsModel
@@ -51,8 +51,6 @@ class FlagEmbedding(RebuildsModel, FromMerge, BaseEmbedding, EmbedderFields):
     def _huggingface_arguments(cls, values: Any) -> Any:
         if not isinstance(values, dict):
             return values
-        if "model_name" in values:
-            values = {**values, "model_name": as_model_name(values["model_name"])}
         values = llamaindex_embedding_arguments(values)
         if "batch_size" in values:  # flag_core's name for it: one setting, not two
             batch = values.pop("batch_size")
