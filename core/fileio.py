@@ -419,6 +419,8 @@ def check_replaceable(
         return False
     resolved = target.resolve()
     for item in inputs:
+        if not Path(item).expanduser().exists():
+            continue  # a hub id, or an input not on disk: nothing here that replacing could delete
         source = Path(item).expanduser().resolve()
         sidecar = source.with_name(source.name + CHECKSUM_SUFFIX)
         if _within(source, resolved) or resolved == sidecar:

@@ -102,7 +102,7 @@ def _check_outputs(args: argparse.Namespace, model_path: str) -> list[str]:
     resolved = [Path(p).expanduser().resolve() for p in outputs]
     if len(set(resolved)) < len(resolved):
         raise ValueError("--output, --sparse-output and --colbert-output must name different files")
-    inputs = [p for p in (args.file if args.file not in (None, "-") else None, model_path) if p and Path(p).exists()]
+    inputs = [p for p in (args.file if args.file != "-" else None, model_path) if p]
     for path in outputs:
         check_replaceable(path, inputs, args.overwrite, what="encode output", folder=False)
     return outputs

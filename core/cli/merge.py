@@ -21,7 +21,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
     if args.plot:  # checked before any work, by the one rule: never an input, an existing file only with --overwrite
         from ..fileio import check_replaceable
 
-        inputs = [p for p in (*args.models, args.sweep_sts, args.data) if p and Path(p).exists()]
+        inputs = [p for p in (*args.models, args.sweep_sts, args.data) if p]
         check_replaceable(args.plot, inputs, args.overwrite, what="plot", folder=False)
     if args.weights is not None:
         result = mix_models(args.models, args.model_type, args.weights, args.output, overwrite=args.overwrite,

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 from ..fileio import CHECKSUM_SUFFIX, check_replaceable
@@ -29,7 +28,7 @@ def cmd_mine(args: argparse.Namespace) -> int:
     from ..training import add_teacher_scores, mine_hard_negatives, read_examples, write_examples
 
     inputs = [args.input, *([args.candidate_pool] if args.candidate_pool and args.candidate_pool != "-" else []),
-              *(p for p in (args.model, args.reranker) if p and Path(p).exists())]  # never a file in a model folder
+              *(p for p in (args.model, args.reranker) if p)]  # never a file inside a model folder
     check_replaceable(args.output, inputs, args.overwrite, what="mined examples file", folder=False)
     examples = read_examples(args.input)
     pool = read_lines(args.candidate_pool) if args.candidate_pool else None
