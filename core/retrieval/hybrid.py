@@ -4,8 +4,10 @@
 weights (an inverted index: token id -> the documents that hold it and their weights, never a vocabulary-wide
 matrix) and its ColBERT vectors. A search takes the best ``candidates`` documents by dense and by sparse score,
 scores their union in every mode, and ranks by the chosen mode; ColBERT MaxSim is computed for those candidates
-only, so its cost grows with the candidates, not with the corpus. Scores fuse like FlagEmbedding's
-``compute_score``: ``(w_dense * dense + w_sparse * sparse + w_colbert * colbert) / (w_dense + w_sparse + w_colbert)``.
+only, so its cost grows with the candidates, not with the corpus. Scores fuse as FlagEmbedding's ``compute_score``
+fuses them (:func:`flag_core.inference.fusion.fuse`, the one fusion): ``(w_colbert * colbert + w_sparse * sparse +
+w_dense * dense) / (w_dense + w_sparse + w_colbert)``. The mode names are :data:`flag_core.inference.fusion.MODES`
+("hybrid" is FlagEmbedding's "colbert+sparse+dense", accepted as an alias).
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ from typing import Any
 
 import numpy as np
 
+from ..inference.fusion import COLBERT_MODES, canonical_mode, check_mode_weights, fuse, maxsim
+from ..inference.fusion import MODES as MODES  # re-exported: the adapters, the command line and evaluation
 from ..inference.inputs import check_positive_int
-from ..inference.m3 import BGEM3FlagModel, check_mode_weights
+from ..inference.m3 import BGEM3FlagModel
 from .archive import (
     IndexFileError,
     array_bytes,
@@ -38,7 +42,6 @@ from .index import VectorIndex
 
 FORMAT = "flagstack-hybrid-index"
 VERSION = 1
-MODES = ("dense", "sparse", "colbert", "sparse+dense", "hybrid")
 DEFAULT_WEIGHTS = (0.4, 0.2, 0.4)  # dense, sparse, colbert: the weights FlagEmbedding suggests for bge-m3
 DEFAULT_CANDIDATES = 100
 PARTS = ("dense.npy", "payloads.jsonl", "sparse_ids.npy", "sparse_weights.npy", "sparse_offsets.npy", "colbert.npy",
@@ -186,15 +189,7 @@ class MultiVectors:
 
     def maxsim(self, query: np.ndarray, positions: Sequence[int]) -> np.ndarray:
         """ColBERT scores of ``query`` with the documents at ``positions`` (only those)."""
-        q = np.asarray(query, dtype=np.float32)
-        out = np.zeros(len(positions), dtype=np.float64)
-        if len(q) == 0:
-            return out
-        for i, position in enumerate(positions):
-            rows = self._rows[position]
-            if len(rows):
-                out[i] = float((q @ rows.T).max(axis=1).sum()) / len(q)
-        return out
+        return maxsim(query, [self._rows[position] for position in positions])
 
     def parts(self) -> dict[str, bytes]:
         sizes = np.array([len(rows) for rows in self._rows], dtype=np.int64)
@@ -232,7 +227,7 @@ class HybridHit:
 
 
 def check_weights(weights: Sequence[float]) -> tuple[float, float, float]:
-    """BGE-M3's one rule for fusion weights (:func:`flag_core.inference.m3.check_mode_weights`)."""
+    """BGE-M3's one rule for fusion weights (:func:`flag_core.inference.fusion.check_mode_weights`)."""
     return check_mode_weights(weights, "weights")
 
 
@@ -334,23 +329,23 @@ class HybridIndex:
         weights: Sequence[float] = DEFAULT_WEIGHTS,
         candidates: int = DEFAULT_CANDIDATES,
     ) -> list[HybridHit]:
-        """The ``k`` best documents for ``query`` by ``mode`` (dense, sparse, colbert, sparse+dense or hybrid), best
-        first (ties: lower position); each hit carries every mode's score. The candidates are the ``candidates``
+        """The ``k`` best documents for ``query`` by ``mode`` (dense, sparse, colbert, sparse+dense or hybrid, or
+        FlagEmbedding's colbert+sparse+dense for hybrid), best first (ties: lower position); each hit carries every
+        mode's score, under the canonical names. The candidates are the ``candidates``
         best by dense and (positive) sparse score: for "dense" the dense ones, for "sparse" the sparse ones, for
         the others their union, which ColBERT rescores."""
         if not isinstance(query, str):
             raise TypeError(f"query must be a str, got {type(query).__name__}")
         k = check_positive_int(k, "k", allow_none=False)
         candidates = check_positive_int(candidates, "candidates", allow_none=False)
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-        if mode in ("colbert", "hybrid") and not self.multi_vectors:
+        mode = canonical_mode(mode)
+        if mode in COLBERT_MODES and not self.multi_vectors:
             raise ValueError(f"mode={mode!r} needs ColBERT vectors; this index was built with multi_vectors=False")
-        w_dense, w_sparse, w_colbert = check_weights(weights)
+        weights = check_weights(weights)
         if not len(self):
             return []
         q = self.model.encode_queries(query, return_dense=True, return_sparse=True,
-                                      return_colbert_vecs=mode in ("colbert", "hybrid"))
+                                      return_colbert_vecs=mode in COLBERT_MODES)
         with self._lock:  # the stores as one state, never half of a concurrent add
             depth = min(max(candidates, k), len(self))
             dense_all = self.dense.vectors @ q["dense_vecs"]
@@ -359,15 +354,8 @@ class HybridIndex:
             pool = lexical_hits if mode == "sparse" else _union(_top(dense_all, depth), lexical_hits)
             if not pool:
                 return []
-            dense = dense_all[pool].astype(np.float64)
-            sparse = sparse_all[pool]
-            scores = {"dense": dense, "sparse": sparse,
-                      "sparse+dense": (w_dense * dense + w_sparse * sparse) / (w_dense + w_sparse)}
-            if mode in ("colbert", "hybrid"):
-                colbert = self.colbert.maxsim(q["colbert_vecs"], pool)
-                scores["colbert"] = colbert
-                scores["hybrid"] = (w_dense * dense + w_sparse * sparse + w_colbert * colbert) / (
-                    w_dense + w_sparse + w_colbert)
+            colbert = self.colbert.maxsim(q["colbert_vecs"], pool) if mode in COLBERT_MODES else None
+            scores = fuse(dense_all[pool], sparse_all[pool], colbert, weights)
             ranking = scores[mode]
             order = sorted(range(len(pool)), key=lambda i: (-ranking[i], pool[i]))[:k]
             rows = [self.dense.payload(pool[i]) for i in order]  # copies: a hit's payload is the caller's
