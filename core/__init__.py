@@ -9,6 +9,19 @@ Layers, lowest first (a layer imports only the ones before it):
 
 The drop-in names (FlagEmbedding's classes and the helpers below) are importable from ``flag_core`` itself.
 Importing flag_core never imports LangChain or LlamaIndex and never touches the network.
+
+Public modules (the names in their ``__all__``, or for a module without one its own top-level names not
+starting with "_"); every other submodule is internal and may change without notice. The framework adapters
+import only from these (``tests/test_public_api.py`` holds them to it):
+
+- ``flag_core``: the drop-in classes, ``build_embedder`` / ``build_m3`` / ``build_reranker``, the registry
+- ``flag_core.settings``: the settings fields the adapter classes inherit (``EmbedderFields``, ``RerankerFields``,
+  ``M3Fields``)
+- ``flag_core.frameworks``: what the adapters share (copies that rebuild the model, the hybrid retrievers' index
+  and per-call options, ``ModelName``, ``as_model_name``, ``check_positive_int``)
+- ``flag_core.retrieval``: the indexes (dense, hybrid) and their constants (``MODES``, ``DEFAULT_WEIGHTS``, ...)
+- ``flag_core.merge``: model merging (LM-Cocktail), ``FromMerge`` for framework classes
+- ``flag_core.migration``: the Hugging Face classes' arguments translated into flagstack's settings
 """
 
 from .inference.embedder import FlagAutoModel, FlagModel, LLMEmbedder

@@ -2,10 +2,22 @@
 search over BGE-M3's dense, sparse and ColBERT outputs."""
 
 from .dense import DenseIndex, EmbedDocuments, EmbedQuery, Hit, PayloadFormat, embedding_settings
-from .hybrid import HybridHit, HybridIndex, MultiVectors, SparseIndex
+from .hybrid import (
+    DEFAULT_CANDIDATES,
+    DEFAULT_WEIGHTS,
+    MODES,
+    HybridHit,
+    HybridIndex,
+    MultiVectors,
+    SparseIndex,
+    check_weights,
+)
 from .index import IndexFileError, VectorIndex
 
 __all__ = [
+    "DEFAULT_CANDIDATES",
+    "DEFAULT_WEIGHTS",
+    "MODES",
     "DenseIndex",
     "EmbedDocuments",
     "EmbedQuery",
@@ -17,5 +29,6 @@ __all__ = [
     "PayloadFormat",
     "SparseIndex",
     "VectorIndex",
+    "check_weights",
     "embedding_settings",
 ]

@@ -10,10 +10,10 @@ from langchain_core.load.serializable import Serializable
 from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
 from flag_core import FlagModel, build_embedder
-from flag_core.inference.inputs import ModelName
+from flag_core.frameworks import ModelName, RebuildsModel
 from flag_core.merge import FromMerge
 from flag_core.migration import langchain_embeddings_arguments
-from flag_core.settings import EmbedderFields, RebuildsModel
+from flag_core.settings import EmbedderFields
 
 
 class FlagEmbeddings(RebuildsModel, FromMerge, EmbedderFields, Embeddings, Serializable):

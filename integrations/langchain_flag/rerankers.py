@@ -15,10 +15,10 @@ from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
 from flag_core import FlagReranker as CoreReranker
 from flag_core import build_reranker
-from flag_core.inference.inputs import ModelName
+from flag_core.frameworks import ModelName, RebuildsModel
 from flag_core.merge import FromMerge
 from flag_core.migration import cross_encoder_arguments
-from flag_core.settings import RebuildsModel, RerankerFields
+from flag_core.settings import RerankerFields
 
 RELEVANCE_SCORE = "relevance_score"
 

@@ -15,7 +15,7 @@ from langchain_core.retrievers import BaseRetriever
 from langchain_core.vectorstores import VectorStore
 from pydantic import ConfigDict, Field, PrivateAttr, field_validator
 
-from flag_core.inference.inputs import check_positive_int
+from flag_core.frameworks import absolute_path, check_positive_int
 from flag_core.retrieval import DenseIndex, PayloadFormat, embedding_settings
 
 from .rerankers import FlagReranker
@@ -27,12 +27,6 @@ def check_document_payload(payload: dict[str, Any]) -> None:
     """A Document's payload in an index: a metadata dict and an id (str or None); else a TypeError."""
     if not isinstance(payload["metadata"], dict) or not isinstance(payload["id"], str | None):
         raise TypeError("metadata must be a JSON object and id a str or null")
-
-
-def absolute_path(path: Any) -> Any:
-    """An index path (str or os.PathLike) as an absolute str, so that a serialized retriever finds its file from
-    any working directory; anything else as it is, for pydantic to refuse."""
-    return os.path.abspath(os.fspath(path)) if isinstance(path, str | os.PathLike) else path
 
 
 PAYLOADS = PayloadFormat("langchain_flag.FlagRetriever", keys=("metadata", "id"), check=check_document_payload)

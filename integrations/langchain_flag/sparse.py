@@ -9,8 +9,8 @@ from langchain_qdrant import SparseEmbeddings, SparseVector
 from pydantic import ConfigDict, Field, PrivateAttr
 
 from flag_core import BGEM3FlagModel, build_m3
-from flag_core.inference.inputs import ModelName
-from flag_core.settings import M3Fields, RebuildsModel
+from flag_core.frameworks import ModelName, RebuildsModel
+from flag_core.settings import M3Fields
 
 
 def sparse_vector(weights: dict[str, float]) -> SparseVector:

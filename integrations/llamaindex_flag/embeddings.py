@@ -9,10 +9,10 @@ from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
 from flag_core import FlagModel, build_embedder
-from flag_core.inference.inputs import ModelName
+from flag_core.frameworks import ModelName, RebuildsModel
 from flag_core.merge import FromMerge
 from flag_core.migration import MigrationError, llamaindex_embedding_arguments
-from flag_core.settings import EmbedderFields, RebuildsModel
+from flag_core.settings import EmbedderFields
 
 # With an embeddings cache set, LlamaIndex keys query and text vectors by the string alone; queries are
 # looked up under this mark so that a query's vector (with its instruction) never answers for a text's.

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from llama_index.core.base.base_retriever import BaseRetriever
+from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr
 from llama_index.core.callbacks import CallbackManager
-from llama_index.core.schema import BaseNode, MetadataMode, NodeWithScore, QueryBundle
+from llama_index.core.schema import BaseComponent, BaseNode, MetadataMode, NodeWithScore, QueryBundle, QueryType
 from llama_index.core.storage.docstore.utils import doc_to_json, json_to_doc
 
-from flag_core import build_m3
-from flag_core.inference.inputs import as_model_name, check_positive_int
-from flag_core.retrieval import HybridIndex, PayloadFormat
-from flag_core.retrieval.hybrid import DEFAULT_CANDIDATES, DEFAULT_WEIGHTS, MODES, check_weights
+from flag_core.frameworks import HybridIndexHolder, ModelName, as_model_name, expand_settings, search_options
+from flag_core.retrieval import DEFAULT_CANDIDATES, DEFAULT_WEIGHTS, PayloadFormat
+from flag_core.settings import M3Fields
 
 
 def check_node_payload(payload: dict[str, Any]) -> None:
@@ -28,14 +30,30 @@ def check_node_payload(payload: dict[str, Any]) -> None:
 
 PAYLOADS = PayloadFormat("llamaindex_flag.FlagHybridRetriever", keys=("node",), check=check_node_payload)
 
+# the per-call k and mode of retrieve(query, k=..., mode=...) while that call runs: (retriever, k, mode)
+_CALL: contextvars.ContextVar[tuple[Any, int, str] | None] = contextvars.ContextVar("flagstack_hybrid_call",
+                                                                                     default=None)
 
-class FlagHybridRetriever(BaseRetriever):
+
+class FlagHybridRetriever(HybridIndexHolder, BaseComponent, M3Fields, BaseRetriever):
     """The ``similarity_top_k`` nodes by BGE-M3's three outputs: the ``candidates`` best by dense and by sparse
     score, rescored with ColBERT (candidates only) and ranked by ``mode`` with ``weights`` (dense, sparse,
     colbert). The node's score is the ranking score; ``metadata["flagstack_scores"]`` of the returned copy holds
-    every mode's. ``m3_settings`` go to :func:`flag_core.build_m3` (e.g. ``devices``, ``passage_max_length``).
-    ``model_name`` is a hub id or a folder (str or os.PathLike). ``copy.deepcopy`` and ``pickle`` copy the nodes
-    and share the loaded model (built again through :func:`flag_core.build_m3`, never copied).
+    every mode's.
+
+    Model settings are :class:`flag_core.settings.M3Fields`, fields of this class as of
+    ``langchain_flag.FlagHybridRetriever`` (``devices="cpu"``, ``passage_max_length=256``, ...); a dict of them
+    may be given as ``m3_settings={...}`` (an unknown key, or one also given as a keyword, is a ValueError).
+    ``model_name`` is a hub id or a folder (str or os.PathLike).
+
+    ``k`` and ``mode`` may be given per call: ``retriever.retrieve(query, k=10, mode="dense")`` (and
+    ``aretrieve``), with the usual retrieval events and callbacks; without them, ``similarity_top_k`` and ``mode``.
+
+    ``to_dict`` / ``from_dict`` (and ``to_json`` / ``from_json``) round-trip a retriever whose nodes are in a file
+    (``index_path``: set by :meth:`save` and :meth:`load`, or given, kept absolute); the file is referred to, never
+    inlined, and ``to_dict`` of a retriever holding nodes that are not saved is a ValueError rather than a dict that
+    loses them. ``copy.deepcopy`` and ``pickle`` copy the nodes; every copy shares the loaded model (built again
+    through :func:`flag_core.build_m3`, never copied).
 
     Example:
         .. code-block:: python
@@ -44,7 +62,22 @@ class FlagHybridRetriever(BaseRetriever):
 
             retriever = FlagHybridRetriever(nodes=nodes, model_name="BAAI/bge-m3", similarity_top_k=5)
             results = retriever.retrieve("what do pandas eat?")
+            dense_only = retriever.retrieve("what do pandas eat?", k=2, mode="dense")
+            retriever.save("pandas.flag")
+            again = FlagHybridRetriever.from_json(retriever.to_json())
     """
+
+    model_name: ModelName = Field(description="hub id or local folder of the BGE-M3 model (str or os.PathLike)")
+    similarity_top_k: int = Field(default=2, gt=0, description="nodes returned")
+    verbose: bool = Field(default=False, description="print recursive retrieval steps")
+    callback_manager: CallbackManager = Field(default_factory=CallbackManager, exclude=True)
+    object_map: dict[str, Any] = Field(default_factory=dict, exclude=True)
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, protected_namespaces=())
+
+    payloads = PAYLOADS
+
+    _verbose: bool = PrivateAttr(default=False)
 
     def __init__(
         self,
@@ -54,40 +87,40 @@ class FlagHybridRetriever(BaseRetriever):
         mode: str = "hybrid",
         weights: Sequence[float] = DEFAULT_WEIGHTS,
         candidates: int = DEFAULT_CANDIDATES,
-        m3_settings: dict[str, Any] | None = None,
+        m3_settings: Mapping[str, Any] | None = None,
         callback_manager: CallbackManager | None = None,
         verbose: bool = False,
+        **settings: Any,
     ) -> None:
         model_name = as_model_name(model_name)
-        if not isinstance(model_name, str):
+        if model_name is None:
             raise ValueError("model_name is required: a BGE-M3 hub id or folder (str or os.PathLike)")
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-        self.model_name = model_name
-        self.similarity_top_k = check_positive_int(similarity_top_k, "similarity_top_k", allow_none=False)
-        self.mode = mode
-        self.weights = check_weights(weights)
-        self.candidates = check_positive_int(candidates, "candidates", allow_none=False)
-        self.m3_settings = dict(m3_settings or {})
-        self._index = HybridIndex(build_m3(model_name, **self.m3_settings), payload_format=PAYLOADS)
-        super().__init__(callback_manager=callback_manager, verbose=verbose)
+        settings = expand_settings(settings, m3_settings, M3Fields.model_fields, "m3_settings")
+        settings.update(model_name=model_name, similarity_top_k=similarity_top_k, mode=mode, weights=weights,
+                        candidates=candidates, verbose=verbose)
+        if callback_manager is not None:
+            settings["callback_manager"] = callback_manager
+        super().__init__(**settings)
         if nodes:
             self.add_nodes(nodes)
 
-    def __len__(self) -> int:
-        return len(self._index)
+    def model_post_init(self, context: Any, /) -> None:
+        super().model_post_init(context)
+        self._verbose = self.verbose  # what LlamaIndex's BaseRetriever reads
 
-    def __getstate__(self) -> dict[str, Any]:
-        """Everything but the model: the index's documents travel without it (see the class docstring)."""
-        state = dict(self.__dict__)
-        state["_index"] = self._index.detached()
-        return state
+    @classmethod
+    def class_name(cls) -> str:
+        return "FlagHybridRetriever"
 
-    def __setstate__(self, state: Mapping[str, Any]) -> None:
-        state = dict(state)
-        documents = state.pop("_index")
-        self.__dict__.update(state)
-        self._index = HybridIndex.attached(build_m3(self.model_name, **self.m3_settings), documents)
+    def to_dict(self, **kwargs: Any) -> dict[str, Any]:
+        """The settings and ``index_path`` (``from_dict`` builds an equal retriever: the model is shared, the
+        nodes read from the file); a ValueError while the retriever holds nodes that are not in the file."""
+        if not self.in_file():
+            raise ValueError(
+                f"this retriever holds {len(self)} nodes, {self._saved_size} of them in a file: save(path) first; "
+                "to_dict refers to the nodes by index_path, never inlines them"
+            )
+        return super().to_dict(**kwargs)
 
     def add_nodes(self, nodes: Sequence[BaseNode]) -> None:
         """Encode (with ``MetadataMode.EMBED``, all three outputs) and index more nodes."""
@@ -98,22 +131,44 @@ class FlagHybridRetriever(BaseRetriever):
         texts = [node.get_content(metadata_mode=MetadataMode.EMBED) for node in nodes]
         self._index.add(texts, [{"node": doc_to_json(node)} for node in nodes])
 
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Write every output, the nodes and the model settings to one file, atomically."""
-        self._index.save(path)
-
     @classmethod
     def load(
         cls, path: str | os.PathLike[str], model_name: str | os.PathLike[str], **kwargs: Any
     ) -> FlagHybridRetriever:
         """Read a file written by :meth:`save` (same model settings, or :class:`flag_core.IndexFileError`)."""
         retriever = cls(model_name=model_name, **kwargs)
-        retriever._index = HybridIndex.load(path, retriever._index.model, PAYLOADS)
+        retriever._read_index(path)
         return retriever
 
+    # retrieval ----------------------------------------------------------------------------------
+
+    @contextmanager
+    def _options(self, k: int | None, mode: str | None) -> Iterator[None]:
+        token = _CALL.set((self, *search_options(k, mode, self.similarity_top_k, self.mode)))
+        try:
+            yield
+        finally:
+            _CALL.reset(token)
+
+    def retrieve(
+        self, str_or_query_bundle: QueryType, *, k: int | None = None, mode: str | None = None
+    ) -> list[NodeWithScore]:
+        """The best nodes for a query (a str or a QueryBundle): ``k`` of them (None: ``similarity_top_k``) ranked
+        by ``mode`` (None: the retriever's ``mode``)."""
+        with self._options(k, mode):
+            return super().retrieve(str_or_query_bundle)
+
+    async def aretrieve(
+        self, str_or_query_bundle: QueryType, *, k: int | None = None, mode: str | None = None
+    ) -> list[NodeWithScore]:
+        """:meth:`retrieve`, in a worker thread so the event loop keeps running."""
+        with self._options(k, mode):
+            return await super().aretrieve(str_or_query_bundle)
+
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        hits = self._index.search(query_bundle.query_str, self.similarity_top_k, self.mode, self.weights,
-                                  self.candidates)
+        call = _CALL.get()
+        k, mode = call[1:] if call is not None and call[0] is self else (self.similarity_top_k, self.mode)
+        hits = self._index.search(query_bundle.query_str, k, mode, self.weights, self.candidates)
         results = []
         for hit in hits:
             node = json_to_doc(hit.payload["node"])  # a fresh copy: results are the caller's to edit

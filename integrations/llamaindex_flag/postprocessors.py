@@ -14,9 +14,9 @@ from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 
 from flag_core import FlagReranker as CoreReranker
 from flag_core import build_reranker
-from flag_core.inference.inputs import ModelName, as_model_name
+from flag_core.frameworks import ModelName, RebuildsModel, as_model_name
 from flag_core.merge import FromMerge
-from flag_core.settings import RebuildsModel, RerankerFields
+from flag_core.settings import RerankerFields
 
 dispatcher = instrument.get_dispatcher(__name__)
 

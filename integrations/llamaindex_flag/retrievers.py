@@ -13,7 +13,7 @@ from llama_index.core.callbacks import CallbackManager
 from llama_index.core.schema import BaseNode, MetadataMode, NodeWithScore, QueryBundle
 from llama_index.core.storage.docstore.utils import doc_to_json, json_to_doc
 
-from flag_core.inference.inputs import check_positive_int
+from flag_core.frameworks import check_positive_int
 from flag_core.retrieval import DenseIndex, PayloadFormat, embedding_settings
 
 from .postprocessors import FlagReranker

@@ -9,8 +9,8 @@ from llama_index.core.base.embeddings.base_sparse import BaseSparseEmbedding, Sp
 from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr
 
 from flag_core import BGEM3FlagModel, build_m3
-from flag_core.inference.inputs import ModelName
-from flag_core.settings import M3Fields, RebuildsModel
+from flag_core.frameworks import ModelName, RebuildsModel
+from flag_core.settings import M3Fields
 
 
 def _sparse(weights: dict[str, float]) -> SparseEmbedding:

@@ -1,0 +1,184 @@
+"""What the framework adapters (langchain_flag, llamaindex_flag) share that is not model logic: a public module.
+
+- :class:`RebuildsModel`: copies and pickles carry the settings, never the model (built again, shared).
+- :class:`HybridIndexHolder`: the search settings, the index and its file of both BGE-M3 hybrid retrievers.
+- :func:`search_options`: per-call ``k`` / ``mode`` of a retriever (None: the retriever's own), checked once.
+- :func:`expand_settings`: a dict of settings (e.g. LlamaIndex's ``m3_settings={...}``) as keyword arguments.
+- :func:`absolute_path`: an index path kept absolute, so a serialized retriever finds its file from anywhere.
+- Checks and types the adapters' fields use: :data:`ModelName`, :func:`as_model_name`, :func:`check_positive_int`.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Iterable, Mapping
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, Field, PrivateAttr, field_validator
+
+from .inference.inputs import ModelName, as_model_name, check_positive_int
+from .inference.shared import build_m3
+from .retrieval.dense import PayloadFormat
+from .retrieval.hybrid import DEFAULT_CANDIDATES, DEFAULT_WEIGHTS, MODES, HybridIndex, check_weights
+
+__all__ = [
+    "HybridIndexHolder",
+    "Mode",
+    "ModelName",
+    "RebuildsModel",
+    "absolute_path",
+    "as_model_name",
+    "check_mode",
+    "check_positive_int",
+    "expand_settings",
+    "search_options",
+]
+
+Mode = Literal["dense", "sparse", "colbert", "sparse+dense", "hybrid"]
+"""A hybrid retriever's ``mode`` field: what ranks (the names of :data:`flag_core.retrieval.MODES`; a test holds
+them equal)."""
+
+
+class RebuildsModel:
+    """For adapter classes that hold a model in a private attribute: copies and pickles carry the settings, not
+    the model. ``copy.deepcopy`` and unpickling build the model again through flag_core's shared instances
+    (``build_embedder`` / ``build_reranker``), so a copy holds the same weights without copying them."""
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(BaseModel.__getstate__(self))  # type: ignore[arg-type]
+        state["__pydantic_private__"] = {}  # the model: rebuilt, never copied or pickled
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        BaseModel.__setstate__(self, state)  # type: ignore[arg-type]
+        self.model_post_init(None)  # type: ignore[attr-defined]
+
+    def __deepcopy__(self, memo: dict[int, Any] | None = None) -> Any:
+        clone = type(self).__new__(type(self))
+        clone.__setstate__(copy.deepcopy(self.__getstate__(), memo))
+        return clone
+
+
+def absolute_path(path: Any) -> Any:
+    """An index path (str or os.PathLike) as an absolute str, so that a serialized retriever finds its file from
+    any working directory; anything else as it is, for pydantic to refuse."""
+    return os.path.abspath(os.fspath(path)) if isinstance(path, str | os.PathLike) else path
+
+
+def check_mode(mode: Any) -> str:
+    """``mode`` if it is one of :data:`flag_core.retrieval.MODES`, else a ValueError naming them."""
+    if not isinstance(mode, str) or mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    return mode
+
+
+def search_options(k: Any, mode: Any, default_k: int, default_mode: str) -> tuple[int, str]:
+    """A retriever's per-call ``k`` and ``mode`` (None: its own, ``default_k`` / ``default_mode``), checked before
+    anything is encoded: ``k`` a positive int (numpy integers too), ``mode`` one of the modes."""
+    k = default_k if k is None else check_positive_int(k, "k", allow_none=False)
+    return k, check_mode(default_mode if mode is None else mode)
+
+
+def expand_settings(
+    kwargs: Mapping[str, Any], settings: Mapping[str, Any] | None, fields: Iterable[str], name: str
+) -> dict[str, Any]:
+    """``kwargs`` with a dict of settings (the argument ``name``, e.g. ``m3_settings={...}``) merged in as
+    keyword arguments; a key that is not one of ``fields``, or that ``kwargs`` gives too, is a ValueError naming
+    it (never silently dropped or overridden)."""
+    merged = dict(kwargs)
+    if settings is None:
+        return merged
+    if not isinstance(settings, Mapping):
+        raise TypeError(f"{name} must be a dict of settings, got {type(settings).__name__}")
+    known = set(fields)
+    for key, value in settings.items():
+        if key not in known:
+            raise ValueError(f"{name} has {key!r}, which is not a setting; the settings are {', '.join(sorted(known))}")
+        if key in merged:
+            raise ValueError(f"{key} is given twice, as a keyword and in {name}: give it once")
+        merged[key] = value
+    return merged
+
+
+class HybridIndexHolder(RebuildsModel, BaseModel):
+    """What LangChain's and LlamaIndex's ``FlagHybridRetriever`` share: the search settings (``mode``, ``weights``,
+    ``candidates``), the :class:`~flag_core.retrieval.HybridIndex` built with the class's BGE-M3 settings
+    (``model_name`` and :class:`flag_core.settings.M3Fields`, which the adapter class holds) and the file it was
+    last saved to or read from (``index_path``, kept absolute; given at construction, it is read).
+
+    Copies and pickles carry the settings and the documents, never the model (built again, shared). Two holders
+    are equal when their settings and their documents (texts and payloads) are. A subclass sets
+    :attr:`payloads`."""
+
+    mode: Mode = Field(default="hybrid", description="what ranks: dense, sparse, colbert, sparse+dense or hybrid")
+    weights: tuple[float, float, float] = Field(default=DEFAULT_WEIGHTS, description="dense, sparse, colbert")
+    candidates: int = Field(default=DEFAULT_CANDIDATES, gt=0, description="dense and sparse candidates each")
+    index_path: str | None = Field(default=None, description="index file to read at construction (save sets it)")
+
+    payloads: ClassVar[PayloadFormat]
+
+    _index: HybridIndex = PrivateAttr()
+    _saved_size: int = PrivateAttr(default=0)  # documents in the index when it was last saved or read
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if self.index_path is not None:  # read after validation, so a bad file is an IndexFileError
+            self._read_index(self.index_path)
+
+    @field_validator("index_path", mode="before")
+    @classmethod
+    def _absolute(cls, value: Any) -> Any:
+        return absolute_path(value)
+
+    @field_validator("weights", mode="before")
+    @classmethod
+    def _weights(cls, value: Any) -> Any:
+        return check_weights(value)  # the one rule (numpy arrays and lists too), named "weights"
+
+    def model_post_init(self, context: Any, /) -> None:
+        model = build_m3(self.model_name, **self.m3_settings())  # type: ignore[attr-defined]
+        self._index = HybridIndex(model, payload_format=self.payloads)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Settings (the model is built again, shared: :class:`RebuildsModel`) and the index's documents."""
+        return {**super().__getstate__(), "flagstack_index": self._index.detached(), "saved_size": self._saved_size}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        documents, saved_size = state.pop("flagstack_index"), state.pop("saved_size")
+        super().__setstate__(state)
+        self._index = HybridIndex.attached(self._index.model, documents)
+        self._saved_size = saved_size
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        assert isinstance(other, HybridIndexHolder)
+        fields = type(self).model_fields
+        return (
+            all(getattr(self, name) == getattr(other, name) for name in fields if not fields[name].exclude)
+            and len(self) == len(other)
+            and self._index.dense.payloads == other._index.dense.payloads
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # equal by value, and mutable
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def in_file(self) -> bool:
+        """Whether everything the index holds is in the file at ``index_path`` (what serialization refers to)."""
+        return not len(self._index) or (self.index_path is not None and len(self._index) == self._saved_size)
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the index (all three outputs, texts, payloads, model settings) to one file, atomically; it
+        becomes ``index_path``."""
+        self._index.save(path)
+        self.index_path = absolute_path(path)
+        self._saved_size = len(self._index)
+
+    def _read_index(self, path: str | os.PathLike[str]) -> None:
+        self._index = HybridIndex.load(path, self._index.model, self.payloads)
+        self.index_path = absolute_path(path)
+        self._saved_size = len(self._index)
