@@ -162,3 +162,35 @@ def test_crafted_payloads_fail_at_load_not_at_search(m3_path: str, tmp_path: Pat
         write_archive(tmp_path / "crafted.flag", manifest, parts)
         with pytest.raises(IndexFileError, match=r"crafted\.flag: entry 1"):
             FlagHybridRetriever.load(tmp_path / "crafted.flag", model_name=m3_path, devices="cpu")
+
+
+def test_dumpd_loads_gives_an_equal_retriever_sharing_the_model(m3_path: str, tmp_path: Path) -> None:
+    retriever = FlagHybridRetriever.from_texts(TEXTS, model_name=m3_path, devices="cpu", k=2, mode="sparse+dense",
+                                               weights=(1, 1, 0), candidates=3, passage_max_length=128)
+    assert copy.deepcopy(retriever) == retriever
+    retriever.save(tmp_path / "h.flag")
+    data = dumpd(retriever)
+    assert data["type"] == "constructor" and data["kwargs"]["index_path"] == str(tmp_path / "h.flag")
+    assert data["kwargs"]["passage_max_length"] == 128 and data["kwargs"]["mode"] == "sparse+dense"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        back = loads(dumps(retriever), valid_namespaces=["langchain_flag"], allowed_objects=[FlagHybridRetriever])
+    assert back == retriever and back._index.model is retriever._index.model
+    assert back.invoke("Paris") == retriever.invoke("Paris")
+    back.add_documents([Document(page_content="Pandas sleep a lot.")])
+    assert back != retriever and dumpd(back)["type"] == "not_implemented"
+
+
+def test_per_call_k_and_mode_are_checked_before_encoding(m3_path: str) -> None:
+    retriever = FlagHybridRetriever.from_texts(TEXTS, model_name=m3_path, devices="cpu", k=2)
+    index = HybridIndex(BGEM3FlagModel(m3_path, devices="cpu"))
+    index.add(TEXTS)
+    docs = retriever.invoke("what do pandas eat?", k=3, mode="sparse+dense")
+    assert [d.page_content for d in docs] == [h.text for h in index.search("what do pandas eat?", 3, "sparse+dense")]
+    assert len(retriever.invoke("pandas")) == 2 and retriever.mode == "hybrid"  # per call only
+    with pytest.raises(ValueError, match="mode must be one of"):
+        retriever.invoke("pandas", mode="bm25")
+    with pytest.raises(ValueError, match="k must be a positive int"):
+        retriever.invoke("pandas", k=0)
+    with pytest.raises(TypeError, match="k must be a positive int"):
+        retriever.invoke("pandas", k=True)

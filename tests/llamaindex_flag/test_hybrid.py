@@ -126,3 +126,71 @@ def test_path_model_names_numpy_integers_and_crafted_nodes(m3_path: str, tmp_pat
     write_archive(tmp_path / "crafted.flag", manifest, parts)
     with pytest.raises(IndexFileError, match=r"crafted\.flag: entry 2 is not a llamaindex_flag"):
         FlagHybridRetriever.load(tmp_path / "crafted.flag", m3_path, m3_settings={"devices": "cpu"})
+
+
+def test_settings_are_fields_and_m3_settings_expands_into_them(m3_path: str) -> None:
+    from flag_core.settings import M3Fields
+
+    given = FlagHybridRetriever(model_name=m3_path, m3_settings={"devices": "cpu", "passage_max_length": 128})
+    fields = FlagHybridRetriever(model_name=m3_path, devices="cpu", passage_max_length=128)
+    assert set(M3Fields.model_fields) <= set(FlagHybridRetriever.model_fields)
+    assert given == fields and given.passage_max_length == 128 and given.m3_settings() == fields.m3_settings()
+    assert given._index.model is fields._index.model  # one shared model for equal settings
+    with pytest.raises(ValueError, match="m3_settings has 'pooling', which is not a setting"):
+        FlagHybridRetriever(model_name=m3_path, m3_settings={"pooling": "cls"})
+    with pytest.raises(ValueError, match="devices is given twice"):
+        FlagHybridRetriever(model_name=m3_path, devices="cpu", m3_settings={"devices": "cpu"})
+    with pytest.raises(ValueError, match="model_name is required"):
+        FlagHybridRetriever()
+    with pytest.raises(ValueError, match="weights"):
+        FlagHybridRetriever(model_name=m3_path, devices="cpu", weights=(0, 0, 0))
+    with pytest.raises(ValueError, match="querry"):
+        FlagHybridRetriever(model_name=m3_path, devices="cpu", querry_instruction_for_retrieval="x")
+
+
+def test_per_call_k_and_mode(m3_path: str, recorder: Any) -> None:
+    import numpy as np
+    from llama_index.core.schema import QueryBundle
+
+    nodes = [TextNode(text=t, id_=f"n{i}") for i, t in enumerate(TEXTS)]
+    retriever = FlagHybridRetriever(nodes=nodes, model_name=m3_path, similarity_top_k=2, devices="cpu")
+    index = HybridIndex(BGEM3FlagModel(m3_path, devices="cpu"))
+    index.add(TEXTS)
+    hits = index.search("what do pandas eat?", k=3, mode="sparse+dense")
+    recorder.events.clear()
+    results = retriever.retrieve("what do pandas eat?", k=3, mode="sparse+dense")
+    assert [r.node.node_id for r in results] == [f"n{h.position}" for h in hits]
+    assert [r.score for r in results] == pytest.approx([h.score for h in hits], abs=1e-6)
+    assert "RetrievalStartEvent" in recorder.events and "RetrievalEndEvent" in recorder.events
+    assert [r.node.node_id for r in asyncio.run(retriever.aretrieve("what do pandas eat?", k=3, mode="sparse+dense"))
+            ] == [r.node.node_id for r in results]
+    assert len(retriever.retrieve(QueryBundle("pandas"), k=np.int64(1))) == 1
+    assert len(retriever.retrieve("pandas")) == 2 and retriever.mode == "hybrid"  # per call only
+    with pytest.raises(ValueError, match="mode must be one of"):
+        retriever.retrieve("pandas", mode="bm25")
+    with pytest.raises(ValueError, match="k must be a positive int"):
+        retriever.retrieve("pandas", k=0)
+
+
+def test_to_dict_from_dict_and_json_give_an_equal_retriever(m3_path: str, tmp_path: Path) -> None:
+    nodes = [TextNode(text=t, id_=f"n{i}") for i, t in enumerate(TEXTS)]
+    retriever = FlagHybridRetriever(nodes=nodes, model_name=m3_path, similarity_top_k=3, mode="sparse+dense",
+                                    weights=(1, 1, 0), candidates=3,
+                                    m3_settings={"devices": "cpu", "passage_max_length": 128})
+    with pytest.raises(ValueError, match=r"save\(path\) first"):
+        retriever.to_dict()  # the nodes are only in memory
+    retriever.save(tmp_path / "h.flag")
+    data = retriever.to_dict()
+    assert data["class_name"] == "FlagHybridRetriever" and data["index_path"] == str(tmp_path / "h.flag")
+    assert data["passage_max_length"] == 128 and data["mode"] == "sparse+dense" and "callback_manager" not in data
+    for back in (FlagHybridRetriever.from_dict(data), FlagHybridRetriever.from_json(retriever.to_json())):
+        assert back == retriever and back._index.model is retriever._index.model
+        assert [(r.node.node_id, r.score) for r in back.retrieve("Paris")] == [
+            (r.node.node_id, r.score) for r in retriever.retrieve("Paris")]
+    loaded = FlagHybridRetriever.load(tmp_path / "h.flag", m3_path, similarity_top_k=3, mode="sparse+dense",
+                                      weights=(1, 1, 0), candidates=3, devices="cpu", passage_max_length=128)
+    assert loaded == retriever and copy.deepcopy(retriever) == retriever
+    loaded.add_nodes([TextNode(text="Pandas sleep a lot.", id_="extra")])
+    assert loaded != retriever
+    with pytest.raises(ValueError, match="save"):
+        loaded.to_dict()
