@@ -17,10 +17,11 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field, PrivateAttr, field_validator
 
+from .inference.fusion import canonical_mode
 from .inference.inputs import ModelName, as_model_name, check_positive_int
 from .inference.shared import build_m3
 from .retrieval.dense import PayloadFormat
-from .retrieval.hybrid import DEFAULT_CANDIDATES, DEFAULT_WEIGHTS, MODES, HybridIndex, check_weights
+from .retrieval.hybrid import DEFAULT_CANDIDATES, DEFAULT_WEIGHTS, HybridIndex, check_weights
 
 __all__ = [
     "HybridIndexHolder",
@@ -67,15 +68,14 @@ def absolute_path(path: Any) -> Any:
 
 
 def check_mode(mode: Any) -> str:
-    """``mode`` if it is one of :data:`flag_core.retrieval.MODES`, else a ValueError naming them."""
-    if not isinstance(mode, str) or mode not in MODES:
-        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-    return mode
+    """``mode`` by its canonical name (one of :data:`flag_core.retrieval.MODES`; FlagEmbedding's
+    "colbert+sparse+dense" is "hybrid"), else a ValueError naming the modes: the index's own rule."""
+    return canonical_mode(mode)
 
 
 def search_options(k: Any, mode: Any, default_k: int, default_mode: str) -> tuple[int, str]:
     """A retriever's per-call ``k`` and ``mode`` (None: its own, ``default_k`` / ``default_mode``), checked before
-    anything is encoded: ``k`` a positive int (numpy integers too), ``mode`` one of the modes."""
+    anything is encoded: ``k`` a positive int (numpy integers too), ``mode`` one of the modes (:func:`check_mode`)."""
     k = default_k if k is None else check_positive_int(k, "k", allow_none=False)
     return k, check_mode(default_mode if mode is None else mode)
 
@@ -130,6 +130,11 @@ class HybridIndexHolder(RebuildsModel, BaseModel):
     @classmethod
     def _absolute(cls, value: Any) -> Any:
         return absolute_path(value)
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _mode(cls, value: Any) -> Any:
+        return check_mode(value) if isinstance(value, str) else value  # an alias as its canonical name
 
     @field_validator("weights", mode="before")
     @classmethod

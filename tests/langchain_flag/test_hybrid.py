@@ -194,3 +194,10 @@ def test_per_call_k_and_mode_are_checked_before_encoding(m3_path: str) -> None:
         retriever.invoke("pandas", k=0)
     with pytest.raises(TypeError, match="k must be a positive int"):
         retriever.invoke("pandas", k=True)
+
+
+def test_flagembeddings_mode_name_is_an_alias_of_hybrid(m3_path: str) -> None:
+    retriever = FlagHybridRetriever.from_texts(TEXTS, model_name=m3_path, devices="cpu", k=2,
+                                               mode="colbert+sparse+dense")
+    assert retriever.mode == "hybrid"  # kept by its canonical name
+    assert retriever.invoke("pandas", mode="colbert+sparse+dense") == retriever.invoke("pandas", mode="hybrid")

@@ -194,3 +194,11 @@ def test_to_dict_from_dict_and_json_give_an_equal_retriever(m3_path: str, tmp_pa
     assert loaded != retriever
     with pytest.raises(ValueError, match="save"):
         loaded.to_dict()
+
+
+def test_flagembeddings_mode_name_is_an_alias_of_hybrid(m3_path: str) -> None:
+    nodes = [TextNode(text=t, id_=f"n{i}") for i, t in enumerate(TEXTS)]
+    retriever = FlagHybridRetriever(nodes=nodes, model_name=m3_path, devices="cpu", mode="colbert+sparse+dense")
+    assert retriever.mode == "hybrid"  # kept by its canonical name
+    assert [(r.node.node_id, r.score) for r in retriever.retrieve("pandas", mode="colbert+sparse+dense")] == [
+        (r.node.node_id, r.score) for r in retriever.retrieve("pandas", mode="hybrid")]
