@@ -5,6 +5,9 @@ A backend model is exported once per model folder and head (transformers' eager 
 flagstack's cache, in a checksummed folder verified on every load; a folder written by ``flagstack quantize``
 carries its quantized model instead (``flagstack_quantization.json`` says which backend runs it; the folder's
 manifest is verified before it is loaded).
+
+Each backend is one :class:`~flag_core.inference.backends.base.Backend` object in :data:`REGISTRY` (what it runs,
+its export, its loading, its quantization); :data:`BACKENDS` is every ``backend=...`` name, torch first.
 """
 
 from __future__ import annotations
@@ -18,27 +21,25 @@ import torch
 from ...fileio import MANIFEST_FILE, ArtefactError, verify_folder
 from ..kinds import Head
 from ..model_files import QUANTIZATION_FILE, read_json
+from .base import EXPORT_HEADS, Backend, BackendModel
+from .onnx import ONNX
+from .openvino import OPENVINO
 
-BACKENDS = ("torch", "onnx", "openvino")
-EXPORT_HEADS = (Head.BASE, Head.SEQUENCE_CLASSIFICATION)
+# the backends other than torch, by name, in the order they are offered
+REGISTRY: dict[str, Backend] = {backend.name: backend for backend in (ONNX, OPENVINO)}
+BACKENDS = ("torch", *REGISTRY)  # every backend=... name (torch runs the transformers model itself)
 QUANTIZE_KIND = "quantize"  # the manifest kind of a flagstack quantize output
+
+__all__ = ["BACKENDS", "EXPORT_HEADS", "QUANTIZATION_FILE", "QUANTIZE_KIND", "REGISTRY", "Backend", "BackendModel",
+           "Quantized", "backend_model", "check_backend", "is_quantized_folder"]
 
 
 def check_backend(backend: str, device: str, dtype: torch.dtype, head: Head) -> None:
     """Refuse combinations a backend does not run, naming what to change."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; use one of {BACKENDS}")
-    if backend == "torch":
-        return
-    if head not in EXPORT_HEADS:
-        raise ValueError(f"backend={backend!r} runs encoder embedders and cross-encoder rerankers only; use "
-                         "backend='torch'")
-    if torch.device(device).type != "cpu":
-        raise ValueError(f"backend={backend!r} runs on the CPU only, not on {device!r}; use backend='torch' there")
-    if backend == "onnx" and dtype != torch.float32:
-        raise ValueError("backend='onnx' runs in fp32: drop use_bf16 (fp16 is already ignored on the CPU)")
-    if backend == "openvino" and dtype not in (torch.float32, torch.bfloat16):
-        raise ValueError("backend='openvino' runs in fp32, or bf16 with use_bf16=True")
+    if backend in REGISTRY:
+        REGISTRY[backend].check(device, dtype, head)
 
 
 @dataclass(frozen=True)
@@ -61,9 +62,11 @@ class Quantized:
         manifest = verify_folder(folder, kinds=(QUANTIZE_KIND,))
         data = read_json(meta, dict)
         backend, name = data.get("backend"), data.get("file")
-        if backend not in BACKENDS[1:] or not isinstance(name, str) or name not in manifest["files"]:
-            raise ArtefactError(f"{meta} names backend {backend!r} and model file {name!r}: expected onnx or "
-                                f"openvino and a file listed in {folder / MANIFEST_FILE}; quantize the source again")
+        known = isinstance(backend, str) and backend in REGISTRY
+        if not known or not isinstance(name, str) or name not in manifest["files"]:
+            raise ArtefactError(f"{meta} names backend {backend!r} and model file {name!r}: expected "
+                                f"{' or '.join(REGISTRY)} and a file listed in {folder / MANIFEST_FILE}; quantize the "
+                                "source again")
         return cls(backend=backend, file=folder / name, mode=str(data.get("mode")), source=str(data.get("source")))
 
 
@@ -75,15 +78,9 @@ def backend_model(path: Path, head: Head, backend: str, dtype: torch.dtype, trus
     if quantized is not None and quantized.backend != backend:
         raise ValueError(f"{path} holds a {quantized.mode} {quantized.backend} model (from {quantized.source}); load "
                          f"it with backend={quantized.backend!r}, or load the source model for backend={backend!r}")
-    if backend == "onnx":
-        from .onnx import OnnxModel, export_onnx
-
-        file = quantized.file if quantized else export_onnx(path, head, trust_remote_code)
-        return OnnxModel(file, config, head)
-    from .openvino import OpenVinoModel, export_openvino
-
-    file = quantized.file if quantized else export_openvino(path, head, trust_remote_code)
-    return OpenVinoModel(file, config, head, bf16=dtype == torch.bfloat16)
+    runner = REGISTRY[backend]
+    file = quantized.file if quantized else runner.export(path, head, trust_remote_code)
+    return runner.load(file, config, head, dtype)
 
 
 def is_quantized_folder(path: Path) -> bool:

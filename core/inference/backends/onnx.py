@@ -15,40 +15,42 @@ import logging
 import tempfile
 import warnings
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import torch
 
-from ...fileio import cache_folder
 from ..kinds import Head
-from .export import TWO_GB, cached_folder, export_key, traceable
+from .base import Backend, BackendModel
+from .export import TWO_GB, traceable
 
 logger = logging.getLogger(__name__)
 
-_FORMAT = "flagstack-onnx-3"  # 3: a folder with a manifest, verified on load
 # model types whose graphs ONNX Runtime's BERT optimizer knows how to fuse
 _BERT_LIKE = {"bert", "roberta", "xlm-roberta", "camembert", "electra", "ernie"}
 
 
-def cache_root() -> Path:
-    """Where exported models are kept: ``$FLAGSTACK_CACHE/onnx`` or ~/.cache/flagstack/onnx."""
-    return cache_folder("onnx")
+class OnnxBackend(Backend):
+    """ONNX Runtime on the CPU, in fp32; int8 by ONNX Runtime's static (QDQ) or dynamic quantization."""
 
+    name = "onnx"
+    library = "ONNX Runtime"
+    module = "onnxruntime"
+    dtypes = (torch.float32,)
+    dtype_error = "backend='onnx' runs in fp32: drop use_bf16 (fp16 is already ignored on the CPU)"
+    format = "flagstack-onnx-3"  # 3: a folder with a manifest, verified on load
+    files = ("model.onnx",)
+    quantize_modes = ("static", "dynamic")
+    quantized_file = "model.onnx"
 
-def export_onnx(path: Path, head: Head, trust_remote_code: bool = False) -> Path:
-    """The ONNX file for the model in ``path`` with ``head``, exported (and fused) on first use into a cache folder
-    with a manifest; a damaged entry is rebuilt (see :func:`~flag_core.inference.backends.export.cached_folder`)."""
-    target = cache_root() / export_key(_FORMAT, path, head)
-
-    def build(staging: Path) -> None:
+    def build(self, staging: Path, *, path: Path, head: Head, trust_remote_code: bool, target: Path) -> None:
+        """Trace the model with torch's ONNX exporter, then fuse a BERT-like graph (see :func:`_fusable`)."""
         traced = traceable(path, head, trust_remote_code, TWO_GB)
         names, output = traced.names, traced.output
         axes = {name: {0: "batch", 1: "sequence"} for name in names}
         axes[output] = {0: "batch", 1: "sequence"} if head is Head.BASE else {0: "batch"}
         logger.info("exporting %s to ONNX (once; kept in %s)", path, target)
-        final = staging / "model.onnx"
+        final = staging / self.files[0]
         fuse = _fusable(traced.config)
         with tempfile.TemporaryDirectory(dir=staging) as tmp:
             raw = Path(tmp) / "raw.onnx" if fuse else final  # external data files, if any, land beside it
@@ -62,7 +64,43 @@ def export_onnx(path: Path, head: Head, trust_remote_code: bool = False) -> Path
             if fuse:
                 _fuse(raw, final, traced.config)
 
-    return cached_folder(target, _FORMAT, build, required=["model.onnx"]) / "model.onnx"
+    def load(self, file: Path, config: Any, head: Head, dtype: torch.dtype) -> OnnxModel:
+        return OnnxModel(file, config, head)
+
+    def quantize(self, path: Path, head: Head, mode: str, batches: list[dict[str, np.ndarray]], file: Path,
+                 trust_remote_code: bool) -> None:
+        """ONNX Runtime's dynamic int8, or its static QDQ quantization (per-channel weights) calibrated on
+        ``batches``, of the exported (fused) fp32 model."""
+        import onnx
+        from onnxruntime.quantization import (
+            CalibrationDataReader,
+            CalibrationMethod,
+            QuantFormat,
+            QuantType,
+            quantize_dynamic,
+            quantize_static,
+        )
+
+        source = str(self.export(path, head, trust_remote_code))
+        # the fused graph holds ONNX Runtime's own ops, which shape inference cannot type: they are float
+        options = {"DefaultTensorType": onnx.TensorProto.FLOAT}
+        if mode == "dynamic":
+            quantize_dynamic(source, str(file), weight_type=QuantType.QInt8, extra_options=options)
+            return
+
+        class Reader(CalibrationDataReader):  # type: ignore[misc]
+            def __init__(self) -> None:
+                self.items = iter(batches)
+
+            def get_next(self) -> dict[str, np.ndarray] | None:
+                return next(self.items, None)
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            quantize_static(source, str(file), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            extra_options={**options, "QuantizeBias": False},  # biases stay float (small, and exact)
+                            calibrate_method=CalibrationMethod.MinMax)
 
 
 def _fusable(config: Any) -> bool:
@@ -80,42 +118,26 @@ def _fuse(raw: Path, final: Path, config: Any) -> None:
     optimized.save_model_to_file(str(final))
 
 
-class OnnxModel:
+class OnnxModel(BackendModel):
     """An ONNX Runtime session that answers like the transformers model it was exported from
     (``model(**batch).last_hidden_state`` or ``.logits``, as float32 torch tensors on the CPU)."""
 
     def __init__(self, file: Path, config: Any, head: Head) -> None:
-        try:
-            import onnxruntime as ort
-        except ImportError as exc:
-            raise ImportError("backend='onnx' needs ONNX Runtime: pip install 'flagstack[onnx]'") from exc
+        ort = ONNX.runtime()
         options = ort.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
         options.inter_op_num_threads = 1
         self.session = ort.InferenceSession(str(file), options, providers=["CPUExecutionProvider"])
-        self.config = config
-        self.file = file
+        super().__init__(file, config, head)
         self.inputs = [i.name for i in self.session.get_inputs()]
-        self.output = "last_hidden_state" if head is Head.BASE else "logits"
-        self.dtype = torch.float32
 
-    def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None,
-        **_: Any,
-    ) -> SimpleNamespace:
-        feed = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
-        arrays = {}
-        for name in self.inputs:
-            value = feed[name]
-            if value is None:  # a single-segment input
-                value = torch.zeros_like(input_ids)
-            arrays[name] = np.ascontiguousarray(value.cpu().numpy(), dtype=np.int64)
+    def run(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
         (result,) = self.session.run([self.output], arrays)
-        return SimpleNamespace(**{self.output: torch.from_numpy(result)})
+        return result  # type: ignore[no-any-return]
 
-    def __call__(self, *args: Any, **kwargs: Any) -> SimpleNamespace:
-        kwargs.pop("return_dict", None)
-        return self.forward(*args, **kwargs)
 
-    def eval(self) -> OnnxModel:
-        return self
+ONNX = OnnxBackend()
+
+# the names this module had before the backends became objects
+cache_root = ONNX.cache_root
+export_onnx = ONNX.export

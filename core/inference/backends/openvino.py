@@ -14,32 +14,57 @@ import logging
 import threading
 import warnings
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import torch
 
-from ...fileio import cache_folder
 from ..kinds import Head
-from .export import cached_folder, export_key, traceable
+from .base import Backend, BackendModel
+from .export import traceable
 
 logger = logging.getLogger(__name__)
 
-_FORMAT = "flagstack-openvino-2"  # 2: a folder with a manifest, verified on load
 
+class OpenVinoBackend(Backend):
+    """OpenVINO on the CPU, in fp32 or bf16; int8 by NNCF's post-training quantization."""
 
-def _openvino() -> Any:
-    try:
+    name = "openvino"
+    library = "OpenVINO"
+    module = "openvino"
+    dtypes = (torch.float32, torch.bfloat16)
+    dtype_error = "backend='openvino' runs in fp32, or bf16 with use_bf16=True"
+    format = "flagstack-openvino-2"  # 2: a folder with a manifest, verified on load
+    files = ("model.xml", "model.bin")
+    quantize_modes = ("static",)
+    quantized_file = "openvino_model.xml"
+
+    def build(self, staging: Path, *, path: Path, head: Head, trust_remote_code: bool, target: Path) -> None:
+        """The OpenVINO IR (``model.xml`` + ``model.bin``), converted from the traced model."""
+        model = convert(path, head, trust_remote_code)
+        logger.info("converting %s to OpenVINO (once; kept in %s)", path, target)
+        self.runtime().save_model(model, str(staging / self.files[0]), compress_to_fp16=False)
+
+    def load(self, file: Path, config: Any, head: Head, dtype: torch.dtype) -> OpenVinoModel:
+        return OpenVinoModel(file, config, head, bf16=dtype == torch.bfloat16)
+
+    def quantize(self, path: Path, head: Head, mode: str, batches: list[dict[str, np.ndarray]], file: Path,
+                 trust_remote_code: bool) -> None:
+        """NNCF's post-training quantization (SmoothQuant and bias correction for transformers), calibrated on
+        ``batches``."""
+        import nncf
         import openvino
-    except ImportError as exc:
-        raise ImportError("backend='openvino' needs OpenVINO: pip install 'flagstack[openvino]'") from exc
-    return openvino
+
+        model = convert(path, head, trust_remote_code)
+        names = [port.get_any_name() for port in model.inputs]
+        dataset = nncf.Dataset([{name: batch[name] for name in names if name in batch} for batch in batches])
+        quantized = nncf.quantize(model, dataset, model_type=nncf.ModelType.TRANSFORMER, subset_size=len(batches))
+        openvino.save_model(quantized, str(file), compress_to_fp16=False)
 
 
 def convert(path: Path, head: Head, trust_remote_code: bool = False) -> Any:
     """The model in ``path`` as an in-memory OpenVINO model (dynamic batch and length)."""
-    ov = _openvino()
+    ov = OPENVINO.runtime()
     traced = traceable(path, head, trust_remote_code)
     inputs = [(name, [-1, -1], ov.Type.i64) for name in traced.names]
     with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
@@ -49,30 +74,13 @@ def convert(path: Path, head: Head, trust_remote_code: bool = False) -> Any:
     return model
 
 
-def export_openvino(path: Path, head: Head, trust_remote_code: bool = False) -> Path:
-    """The OpenVINO IR (``model.xml`` + ``model.bin``) for ``path`` with ``head``, converted on first use into a
-    cache folder with a manifest; a damaged entry is rebuilt (see
-    :func:`~flag_core.inference.backends.export.cached_folder`)."""
-    target = cache_folder("openvino") / export_key(_FORMAT, path, head)
-
-    def build(staging: Path) -> None:
-        model = convert(path, head, trust_remote_code)
-        logger.info("converting %s to OpenVINO (once; kept in %s)", path, target)
-        _openvino().save_model(model, str(staging / "model.xml"), compress_to_fp16=False)
-
-    return cached_folder(target, _FORMAT, build, required=["model.xml", "model.bin"]) / "model.xml"
-
-
-class OpenVinoModel:
+class OpenVinoModel(BackendModel):
     """A compiled OpenVINO model that answers like the transformers model it was converted from
     (``model(**batch).last_hidden_state`` or ``.logits``, as float32 torch tensors on the CPU)."""
 
     def __init__(self, file: Path, config: Any, head: Head, bf16: bool = False) -> None:
-        ov = _openvino()
-        self.config = config
-        self.file = file
-        self.output = "last_hidden_state" if head is Head.BASE else "logits"
-        self.dtype = torch.float32
+        ov = OPENVINO.runtime()
+        super().__init__(file, config, head)
         properties = {
             "INFERENCE_PRECISION_HINT": "bf16" if bf16 else "f32",
             "PERFORMANCE_HINT": "LATENCY",
@@ -83,25 +91,13 @@ class OpenVinoModel:
         self._lock = threading.Lock()
         self._request = self.compiled.create_infer_request()
 
-    def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None,
-        **_: Any,
-    ) -> SimpleNamespace:
-        feed = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
-        arrays = {}
-        for name in self.inputs:
-            value = feed[name]
-            if value is None:  # a single-segment input
-                value = torch.zeros_like(input_ids)
-            arrays[name] = np.ascontiguousarray(value.cpu().numpy(), dtype=np.int64)
+    def run(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
         with self._lock:
             result = self._request.infer(arrays)
-            output = np.array(result[self.compiled.outputs[0]], dtype=np.float32, copy=True)
-        return SimpleNamespace(**{self.output: torch.from_numpy(output)})
+            return np.array(result[self.compiled.outputs[0]], dtype=np.float32, copy=True)
 
-    def __call__(self, *args: Any, **kwargs: Any) -> SimpleNamespace:
-        kwargs.pop("return_dict", None)
-        return self.forward(*args, **kwargs)
 
-    def eval(self) -> OpenVinoModel:
-        return self
+OPENVINO = OpenVinoBackend()
+
+# the names this module had before the backends became objects
+export_openvino = OPENVINO.export

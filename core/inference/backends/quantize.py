@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,11 +28,11 @@ import numpy as np
 from ...fileio import cache_folder, check_replaceable, folder_fingerprint, staged_folder, texts_digest
 from ..kinds import Head
 from ..model_files import copy_support_files, load_tokenizer, resolve_model_path
-from . import QUANTIZATION_FILE, QUANTIZE_KIND, is_quantized_folder
+from . import QUANTIZATION_FILE, QUANTIZE_KIND, REGISTRY, is_quantized_folder
 from .export import cached_folder, export_key
 
-MODES = {"onnx": ("static", "dynamic"), "openvino": ("static",)}
-FILES = {"onnx": "model.onnx", "openvino": "openvino_model.xml"}
+MODES = {name: backend.quantize_modes for name, backend in REGISTRY.items()}  # what each backend quantizes in
+FILES = {name: backend.quantized_file for name, backend in REGISTRY.items()}  # its int8 model's file
 CALIBRATION_BATCH = 8
 _FORMAT = "quantized-2"  # 2: a folder with a manifest, verified on load
 
@@ -91,10 +90,7 @@ def quantize_model(
     def build(staging: Path) -> None:
         copy_support_files(path, staging)
         batches = calibration_batches(load_tokenizer(path, trust_remote_code), samples, max_length) if samples else []
-        if backend == "onnx":
-            _quantize_onnx(path, head, mode, batches, staging / FILES["onnx"], trust_remote_code)
-        else:
-            _quantize_openvino(path, head, batches, staging / FILES["openvino"], trust_remote_code)
+        REGISTRY[backend].quantize(path, head, mode, batches, staging / FILES[backend], trust_remote_code)
         (staging / QUANTIZATION_FILE).write_text(json.dumps({
             "backend": backend, "mode": f"int8-{mode}", "file": FILES[backend], "head": head.value,
             "source": str(model_name_or_path), "source_fingerprint": folder_fingerprint(path),
@@ -112,55 +108,3 @@ def quantize_model(
     with staged_folder(target, QUANTIZE_KIND, replace=exists) as staging:
         build(staging)
     return target
-
-
-def _quantize_onnx(
-    path: Path, head: Head, mode: str, batches: list[dict[str, np.ndarray]], file: Path, trust_remote_code: bool
-) -> None:
-    import onnx
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_dynamic,
-        quantize_static,
-    )
-
-    from .onnx import export_onnx
-
-    source = str(export_onnx(path, head, trust_remote_code))
-    # the fused graph holds ONNX Runtime's own ops, which shape inference cannot type: they are float
-    options = {"DefaultTensorType": onnx.TensorProto.FLOAT}
-    if mode == "dynamic":
-        quantize_dynamic(source, str(file), weight_type=QuantType.QInt8, extra_options=options)
-        return
-
-    class Reader(CalibrationDataReader):  # type: ignore[misc]
-        def __init__(self) -> None:
-            self.items = iter(batches)
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            return next(self.items, None)
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        quantize_static(source, str(file), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        extra_options={**options, "QuantizeBias": False},  # biases stay float (small, and exact)
-                        calibrate_method=CalibrationMethod.MinMax)
-
-
-def _quantize_openvino(
-    path: Path, head: Head, batches: list[dict[str, np.ndarray]], file: Path, trust_remote_code: bool
-) -> None:
-    import nncf
-    import openvino
-
-    from .openvino import convert
-
-    model = convert(path, head, trust_remote_code)
-    names = [port.get_any_name() for port in model.inputs]
-    dataset = nncf.Dataset([{name: batch[name] for name in names if name in batch} for batch in batches])
-    quantized = nncf.quantize(model, dataset, model_type=nncf.ModelType.TRANSFORMER, subset_size=len(batches))
-    openvino.save_model(quantized, str(file), compress_to_fp16=False)

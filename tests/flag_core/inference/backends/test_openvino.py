@@ -93,7 +93,7 @@ def test_a_failed_conversion_falls_back_to_torch(model_path: str, monkeypatch: p
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("the tracer met an operation it cannot convert")
 
-    monkeypatch.setattr(ov_backend, "export_openvino", broken)
+    monkeypatch.setattr(ov_backend.OPENVINO, "export", broken)
     folder = tmp_path / "copy"  # a folder no other test has loaded, so the conversion really runs
     shutil.copytree(model_path, folder)
     with caplog.at_level(logging.WARNING, logger="flag_core"):
@@ -115,7 +115,7 @@ def test_a_fallback_is_said_once_per_model_and_backend(model_path: str, monkeypa
         calls.append(path)
         raise RuntimeError("the tracer met an operation it cannot convert")
 
-    monkeypatch.setattr(ov_backend, "export_openvino", broken)
+    monkeypatch.setattr(ov_backend.OPENVINO, "export", broken)
     folder = tmp_path / "copy"
     shutil.copytree(model_path, folder)
     with caplog.at_level(logging.WARNING, logger="flag_core"):

@@ -63,7 +63,7 @@ def sts_sample(sts_rows: list[list[str]], tmp_path_factory: pytest.TempPathFacto
 def fake_int8(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     """quantize_model without the ONNX export and quantization (seconds of work): the int8 file is a stand-in,
     everything around it (checks, staging, manifest, metadata, replacing) is the real code."""
-    import flag_core.inference.backends.quantize as quantize_module
+    from flag_core.inference.backends.onnx import ONNX
 
     written: list[Path] = []
 
@@ -71,7 +71,7 @@ def fake_int8(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
         file.write_bytes(b"int8 weights " * 1000)
         written.append(file)
 
-    monkeypatch.setattr(quantize_module, "_quantize_onnx", fake)
+    monkeypatch.setattr(ONNX, "quantize", fake)  # the ONNX backend's quantization step
     return written
 
 
