@@ -375,8 +375,8 @@ ARTEFACTS: list[Artefact] = [
     Artefact(
         "quantize-output", ("flag_core.inference.backends.quantize:quantize_model",
                             "flag_core.inference.backends.quantize:quantize_model.build",
-                            "flag_core.inference.backends.quantize:_quantize_onnx",
-                            "flag_core.inference.backends.quantize:_quantize_openvino"),
+                            "flag_core.inference.backends.onnx:OnnxBackend.quantize",
+                            "flag_core.inference.backends.openvino:OpenVinoBackend.quantize"),
         """
         def make(path, version, env):
             from flag_core.inference.backends.quantize import quantize_model
@@ -385,8 +385,8 @@ ARTEFACTS: list[Artefact] = [
         """,
         read_quantized, _files, slow=True),
     Artefact(
-        "onnx-export-cache", ("flag_core.inference.backends.onnx:export_onnx",
-                              "flag_core.inference.backends.onnx:export_onnx.build",
+        "onnx-export-cache", ("flag_core.inference.backends.base:Backend.export",
+                              "flag_core.inference.backends.onnx:OnnxBackend.build",
                               "flag_core.inference.backends.onnx:_fuse",
                               "flag_core.inference.backends.export:cached_folder"),
         """
@@ -398,8 +398,8 @@ ARTEFACTS: list[Artefact] = [
         """,
         _read_export("onnx"), _export_files("onnx"), damaged="rebuilt", slow=True),
     Artefact(
-        "openvino-export-cache", ("flag_core.inference.backends.openvino:export_openvino",
-                                  "flag_core.inference.backends.openvino:export_openvino.build"),
+        "openvino-export-cache", ("flag_core.inference.backends.base:Backend.export",
+                                  "flag_core.inference.backends.openvino:OpenVinoBackend.build"),
         """
         def make(path, version, env):
             import os
