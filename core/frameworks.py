@@ -142,7 +142,7 @@ class HybridIndexHolder(RebuildsModel, BaseModel):
         return check_weights(value)  # the one rule (numpy arrays and lists too), named "weights"
 
     def model_post_init(self, context: Any, /) -> None:
-        model = build_m3(self.model_name, **self.m3_settings())  # type: ignore[attr-defined]
+        model = build_m3(self.model_name, self.model_settings())  # type: ignore[attr-defined]
         self._index = HybridIndex(model, payload_format=self.payloads)
 
     def __getstate__(self) -> dict[str, Any]:

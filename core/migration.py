@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from .inference.backends import BACKENDS
+
 # keys that are accepted and change nothing: the adapters return Python lists whatever the array type asked for
 _NO_EFFECT = {"convert_to_numpy", "convert_to_tensor"}
 
@@ -79,9 +81,9 @@ def sentence_transformer_kwargs(kwargs: Mapping[str, Any], where: str = "model_k
         elif key == "cache_folder":
             settings["cache_dir"] = value
         elif key == "backend":
-            if value not in ("torch", "onnx", "openvino"):
-                raise MigrationError(f"{where}['backend'] = {value!r}: flagstack runs backend='torch', 'onnx' or "
-                                     "'openvino'")
+            if value not in BACKENDS:
+                names = ", ".join(map(repr, BACKENDS[:-1])) + f" or {BACKENDS[-1]!r}"
+                raise MigrationError(f"{where}['backend'] = {value!r}: flagstack runs backend={names}")
             settings["backend"] = value
         elif key == "model_kwargs":
             settings.update(transformers_kwargs(value or {}, f"{where}['model_kwargs']"))

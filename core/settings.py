@@ -1,52 +1,55 @@
-"""The settings of an embedder and of a reranker, described once: name, type, default and help text.
+"""The settings of an embedder, a reranker and BGE-M3, for the framework adapters and the command line.
 
-LangChain's and LlamaIndex's classes inherit these fields and the command line builds its options from
-them, so a setting has one name, default and description everywhere. flag_core's constructors
-(``FlagModel``, ``FlagAutoModel.from_finetuned``, ``FlagReranker``, ``FlagAutoReranker.from_finetuned``)
-take the same names with the same defaults; ``tests/flag_core/test_settings.py`` holds them to it.
+The settings are declared once, in :mod:`flag_core.inference.settings` (one immutable object per model kind:
+:class:`EmbedderSettings`, :class:`RerankerSettings`, :class:`M3Settings`). LangChain's and LlamaIndex's classes
+inherit the same fields through the mutable views below (``EmbedderFields``, ...: pydantic fields of the adapter
+object) and hand flag_core the immutable object (:meth:`SettingsFields.model_settings`); the command line builds
+its options from the same fields. A subclass of a settings object with a new field, mixed into an adapter class
+ahead of it (``class Mine(MySettings, FlagEmbeddings)``), carries that field to the runtime without other edits
+(``tests/flag_core/test_settings.py`` shows it).
 
-A setting left as None is not passed on: flag_core decides (the registry's instruction for the model, the
-model's own pooling and length, every accelerator, the reranker class's own instructions). Embedder settings
-are decided by one function for every entry point, :func:`flag_core.inference.registry.resolve_embedder`.
+A setting left as None is not passed on: flag_core decides (see :mod:`flag_core.inference.settings`).
 """
 
 from __future__ import annotations
 
-import copy
-from typing import Any, Literal
+from typing import Any, ClassVar
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict
 
-from .inference.runtime import CPU_TOKEN_BUDGET
+from .inference.settings import (
+    DEFAULT_MAX_LENGTH,
+    Devices,
+    EmbedderSettings,
+    M3Settings,
+    ModelSettings,
+    RerankerSettings,
+)
 
-Backend = Literal["torch", "onnx", "openvino"]
-Pooling = Literal["cls", "mean", "last_token"]
-Devices = str | list[str] | None
+__all__ = [
+    "DEFAULT_MAX_LENGTH",
+    "Devices",
+    "EmbedderFields",
+    "EmbedderSettings",
+    "M3Fields",
+    "M3Settings",
+    "ModelSettings",
+    "RerankerFields",
+    "RerankerSettings",
+    "SettingsFields",
+    "given",
+    "settings_class",
+]
 
-_BACKEND = ("torch, onnx (ONNX Runtime) or openvino (OpenVINO): the CPU backends run encoders and cross-encoders, "
-            "fp32 or a flagstack quantize folder (needs the onnx / openvino extra)")
-_DEVICES = "cpu, cuda, cuda:1, mps, or a list (one worker process per device); None: every accelerator, else the CPU"
-_BUDGET = f"most tokens in one padded batch (None: {CPU_TOKEN_BUDGET} on a CPU, more on accelerators)"
 
-
-class RebuildsModel:
-    """For adapter classes that hold a model in a private attribute: copies and pickles carry the settings, not
-    the model. ``copy.deepcopy`` and unpickling build the model again through flag_core's shared instances
-    (``build_embedder`` / ``build_reranker``), so a copy holds the same weights without copying them."""
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(BaseModel.__getstate__(self))  # type: ignore[arg-type]
-        state["__pydantic_private__"] = {}  # the model: rebuilt, never copied or pickled
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        BaseModel.__setstate__(self, state)  # type: ignore[arg-type]
-        self.model_post_init(None)  # type: ignore[attr-defined]
-
-    def __deepcopy__(self, memo: dict[int, Any] | None = None) -> Any:
-        clone = type(self).__new__(type(self))
-        clone.__setstate__(copy.deepcopy(self.__getstate__(), memo))
-        return clone
+def settings_class(owner: type) -> type[ModelSettings]:
+    """The immutable settings class behind ``owner`` (an adapter class or a fields view): the first class in its
+    method resolution order that is a frozen :class:`ModelSettings`."""
+    for cls in owner.__mro__:
+        if isinstance(cls, type) and issubclass(cls, ModelSettings) and cls.__dict__.get("model_config", {}).get(
+                "frozen") is True:
+            return cls
+    raise TypeError(f"{owner.__name__} holds no flag_core settings")
 
 
 def given(settings: BaseModel, fields: type[BaseModel], exclude: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -59,118 +62,54 @@ def given(settings: BaseModel, fields: type[BaseModel], exclude: tuple[str, ...]
     }
 
 
-class EmbedderFields(BaseModel):
-    """Embedding settings (flag_core.FlagModel's names). Instructions left as None take the registry's
-    default for the model; "" turns an instruction off."""
+class SettingsFields(BaseModel):
+    """What the mutable views share: the immutable settings object of their values."""
 
-    query_instruction_for_retrieval: str | None = Field(
-        default=None, description="instruction put before each query (None: the registry's for the model; '': none)"
-    )
-    query_instruction_format: str | None = Field(
-        default=None, description="how instruction and query join, e.g. '{}{}' (None: the registry's, else '{}{}')"
-    )
-    passage_instruction_for_retrieval: str | None = Field(
-        default=None, description="instruction put before each passage (None: the registry's, usually none)"
-    )
-    passage_instruction_format: str = Field(default="{}{}", description="how instruction and passage join")
-    task: str | None = Field(default=None, description="LLM-Embedder task: qa, convsearch, chat, lrlm, icl or tool")
-    pooling_method: Pooling | None = Field(
-        default=None, description="cls, mean or last_token (None: cls for BGE-M3 and LLM-Embedder, else the model's "
-        "sentence-transformers config, the registry's, else cls)"
-    )
-    normalize_embeddings: bool = Field(default=True, description="unit-length vectors")
-    query_max_length: int | None = Field(
-        default=None, gt=0, description="longest query in tokens (None: 512 for BGE-M3, else the model's "
-        "max_seq_length, else 512; at most what the model accepts)"
-    )
-    passage_max_length: int | None = Field(
-        default=None, gt=0, description="longest passage in tokens (None: 512 for BGE-M3, else the model's "
-        "max_seq_length, else 512; at most what the model accepts)"
-    )
-    batch_size: int = Field(default=256, gt=0, description="most texts in one forward pass")
-    max_tokens_per_batch: int | None = Field(default=None, gt=0, description=_BUDGET)
-    devices: Devices = Field(default=None, description=_DEVICES)
-    use_fp16: bool = Field(default=True, description="fp16 on accelerators (ignored on CPUs)")
-    use_bf16: bool = Field(default=False, description="bf16 (fast on CPUs with AVX512-BF16/AMX, slow without)")
-    truncate_dim: int | None = Field(default=None, gt=0, description="keep the first n dimensions (Matryoshka)")
-    backend: Backend = Field(default="torch", description=_BACKEND)
-    trust_remote_code: bool = Field(default=False, description="run code shipped with a hub model")
-    cache_dir: str | None = Field(default=None, description="where hub downloads are kept")
-    show_progress_bar: bool = Field(default=False, description="show a progress bar while encoding")
+    # settings an adapter applies per call (a reranker's normalize): left at their default in the model's settings,
+    # so adapters that differ only there share one loaded model
+    per_call: ClassVar[tuple[str, ...]] = ()
+
+    def model_settings(self) -> Any:
+        """The immutable settings object of this object's values (of the settings class behind its class)."""
+        cls = settings_class(type(self))
+        return cls(**{name: getattr(self, name) for name in cls.model_fields if name not in self.per_call})
+
+
+class EmbedderFields(SettingsFields, EmbedderSettings):
+    """Embedding settings as mutable pydantic fields (for adapter classes): :class:`EmbedderSettings`' fields."""
+
+    model_config = ConfigDict(frozen=False)
 
     def embedder_settings(self) -> dict[str, Any]:
         """The settings given, as keyword arguments for :func:`flag_core.build_embedder`."""
-        return given(self, EmbedderFields)
+        return given(self, settings_class(type(self)))
 
 
-class RerankerFields(BaseModel):
-    """Reranking settings (flag_core.FlagReranker's names)."""
+class RerankerFields(SettingsFields, RerankerSettings):
+    """Reranking settings as mutable pydantic fields: :class:`RerankerSettings`' fields."""
 
-    normalize: bool = Field(default=False, description="map scores through a sigmoid to (0, 1)")
-    model_class: str | None = Field(
-        default=None, description="encoder, llm or layerwise (None: the registry's, else read from the config)"
-    )
-    use_fp16: bool = Field(default=False, description="fp16 on accelerators (ignored on CPUs)")
-    use_bf16: bool = Field(default=False, description="bf16 (fast on CPUs with AVX512-BF16/AMX, slow without)")
-    batch_size: int = Field(default=128, gt=0, description="most pairs in one forward pass")
-    max_length: int = Field(default=512, gt=0, description="longest (query, passage) pair in tokens")
-    query_max_length: int | None = Field(
-        default=None, gt=0, description="longest query in tokens (None: 3/4 of max_length)"
-    )
-    max_tokens_per_batch: int | None = Field(default=None, gt=0, description=_BUDGET)
-    devices: Devices = Field(default=None, description=_DEVICES)
-    prompt: str | None = Field(
-        default=None, description="LLM rerankers: the prompt after query and passage (None: FlagEmbedding's)"
-    )
-    query_instruction_for_rerank: str | None = Field(
-        default=None, description="instruction put before each query (None: the class's, 'A: ' for LLM rerankers)"
-    )
-    query_instruction_format: str = Field(default="{}{}", description="how instruction and query join")
-    passage_instruction_for_rerank: str | None = Field(
-        default=None, description="instruction put before each passage (None: the class's, 'B: ' for LLM rerankers)"
-    )
-    passage_instruction_format: str = Field(default="{}{}", description="how instruction and passage join")
-    backend: Backend = Field(default="torch", description=_BACKEND)
-    trust_remote_code: bool = Field(default=False, description="run code shipped with a hub model")
-    cache_dir: str | None = Field(default=None, description="where hub downloads are kept")
-    show_progress_bar: bool = Field(default=False, description="show a progress bar while scoring")
+    model_config = ConfigDict(frozen=False)
+    per_call: ClassVar[tuple[str, ...]] = ("normalize",)
 
     def reranker_settings(self) -> dict[str, Any]:
         """The settings given, less ``normalize`` (a per-call option, so one loaded reranker serves both),
         as keyword arguments for :func:`flag_core.build_reranker`."""
-        return given(self, RerankerFields, exclude=("normalize",))
+        return given(self, settings_class(type(self)), exclude=("normalize",))
 
 
-class M3Fields(BaseModel):
-    """BGE-M3 settings (flag_core.BGEM3FlagModel's names), for the sparse embeddings and hybrid retrievers."""
+class M3Fields(SettingsFields, M3Settings):
+    """BGE-M3 settings as mutable pydantic fields (the sparse embeddings and hybrid retrievers)."""
 
-    query_instruction_for_retrieval: str | None = Field(
-        default=None, description="instruction put before each query (BGE-M3 needs none)"
-    )
-    query_instruction_format: str = Field(default="{}{}", description="how instruction and query join")
-    passage_instruction_for_retrieval: str | None = Field(
-        default=None, description="instruction put before each passage (BGE-M3 needs none)"
-    )
-    passage_instruction_format: str = Field(default="{}{}", description="how instruction and passage join")
-    normalize_embeddings: bool = Field(default=True, description="unit-length dense and ColBERT vectors")
-    query_max_length: int | None = Field(
-        default=None, gt=0, description="longest query in tokens (None: 512; at most what the model accepts)"
-    )
-    passage_max_length: int | None = Field(
-        default=None, gt=0, description="longest passage in tokens (None: 512; at most what the model accepts)"
-    )
-    batch_size: int = Field(default=256, gt=0, description="most texts in one forward pass")
-    max_tokens_per_batch: int | None = Field(default=None, gt=0, description=_BUDGET)
-    devices: Devices = Field(default=None, description=_DEVICES)
-    use_fp16: bool = Field(default=True, description="fp16 on accelerators (ignored on CPUs)")
-    use_bf16: bool = Field(default=False, description="bf16 (fast on CPUs with AVX512-BF16/AMX, slow without)")
-    truncate_dim: int | None = Field(default=None, gt=0, description="keep the first n dense dimensions")
-    colbert_dim: int = Field(default=-1, description="ColBERT vector size (-1: the checkpoint's)")
-    backend: Backend = Field(default="torch", description=_BACKEND)
-    trust_remote_code: bool = Field(default=False, description="run code shipped with a hub model")
-    cache_dir: str | None = Field(default=None, description="where hub downloads are kept")
-    show_progress_bar: bool = Field(default=False, description="show a progress bar while encoding")
+    model_config = ConfigDict(frozen=False)
 
     def m3_settings(self) -> dict[str, Any]:
         """The settings given, as keyword arguments for :func:`flag_core.build_m3`."""
-        return given(self, M3Fields)
+        return given(self, settings_class(type(self)))
+
+
+def __getattr__(name: str) -> Any:
+    if name == "RebuildsModel":  # moved to flag_core.frameworks (the adapters' helpers); importable here as before
+        from .frameworks import RebuildsModel
+
+        return RebuildsModel
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

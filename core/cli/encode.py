@@ -12,17 +12,18 @@ from typing import Any
 
 from ..fileio import CHECKSUM_SUFFIX, check_replaceable, checked_write
 from ..inference.embedder import Side
+from ..inference.kinds import DEFAULT_MAX_LENGTH
 from ..inference.streaming import write_npy
-from ..settings import EmbedderFields
 from .options import (
+    SETTINGS,
     default_model,
     given_settings,
+    model_options,
     overwrite_option,
     parser_kwargs,
     positive_int,
     quiet,
     read_lines,
-    setting,
 )
 from .tables import format_table, shorten
 
@@ -35,22 +36,29 @@ SAMPLE_TEXTS = [
 ]
 
 
+# embedding settings the commands leave out: instruction formats and the passage instruction (FlagEmbedding's
+# defaults serve), the LLM-Embedder task, normalisation (always on for retrieval), the two lengths (--max-length
+# sets both), the batch size (eval adds it), the token budget, fp16 (CPU runs), truncation, remote code and the
+# hub cache (the CLI loads local folders or hub ids as they are), the progress bar (--quiet)
+EMBEDDER_OMITTED = (
+    "query_instruction_format", "passage_instruction_for_retrieval", "passage_instruction_format", "task",
+    "normalize_embeddings", "query_max_length", "passage_max_length", "batch_size", "max_tokens_per_batch", "use_fp16",
+    "truncate_dim", "trust_remote_code", "cache_dir", "show_progress_bar",
+)
+
+
 def embedder_options(parser: argparse.ArgumentParser, query_instruction_help: str | None = None) -> None:
-    """The embedding settings a command takes (--pooling, --max-length, --device, --bf16, --backend, ...)."""
-    setting(parser, EmbedderFields, "query_instruction_for_retrieval", "--query-instruction",
-            help=query_instruction_help)
-    setting(parser, EmbedderFields, "pooling_method", "--pooling")
+    """The embedding settings a command takes (--pooling, --max-length, --device, --bf16, --backend, ...): every
+    setting of the embedder's settings class but :data:`EMBEDDER_OMITTED`."""
+    model_options(parser, "embedder", EMBEDDER_OMITTED, {"query_instruction_for_retrieval": query_instruction_help})
     parser.add_argument("--max-length", type=positive_int, default=None,
-                        help="longest query and passage in tokens (None: 512 for BGE-M3, else the model's "
-                        "max_seq_length, else 512; never more than the model accepts)")
-    setting(parser, EmbedderFields, "devices", "--device")
-    setting(parser, EmbedderFields, "use_bf16", "--bf16")
-    setting(parser, EmbedderFields, "backend")
+                        help=f"longest query and passage in tokens (None: {DEFAULT_MAX_LENGTH} for BGE-M3, else the "
+                        f"model's max_seq_length, else {DEFAULT_MAX_LENGTH}; never more than the model accepts)")
 
 
 def embedder_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The embedding settings of parsed options, lengths included."""
-    settings = given_settings(args, EmbedderFields)
+    settings = given_settings(args, SETTINGS["embedder"])
     settings.update(query_max_length=args.max_length, passage_max_length=args.max_length)
     return settings
 
@@ -181,7 +189,7 @@ def cmd_info(args: argparse.Namespace) -> int:
                                                         f"{quantized.get('backend')!r})"]]))
             return 0
         model = FlagModel(args.model, backend=quantized["backend"] if quantized else "torch")
-        resolved, path = model.resolved, Path(model.runtime.settings.path)
+        resolved, path = model.resolved, Path(model.runtime.path)
         reranker = lookup_reranker(args.model) if resolved.entry is None else None
         entry = resolved.entry or reranker
         st = read_sentence_transformers_config(path)

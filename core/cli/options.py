@@ -12,14 +12,23 @@ import dataclasses
 import sys
 import types
 import typing
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel
 
 from ..fileio import text_lines
+from ..inference.settings import EmbedderSettings, ModelSettings, RerankerSettings
 
 _UNSET: Any = object()
+
+# the settings class behind each model kind's options: the one declaration (a test puts a subclass here to show a
+# new setting reaching the command line with no other edit)
+SETTINGS: dict[str, type[ModelSettings]] = {"embedder": EmbedderSettings, "reranker": RerankerSettings}
+# settings whose option has a shorter name than --name-with-dashes
+FLAGS = {"pooling_method": "--pooling", "devices": "--device", "use_bf16": "--bf16",
+         "query_instruction_for_retrieval": "--query-instruction"}
 
 
 class Formatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -79,11 +88,13 @@ def setting(
     flags = flags or (f"--{name.replace('_', '-')}",)
     if members == (bool,):
         kwargs["action"] = "store_true" if kwargs["default"] is False else argparse.BooleanOptionalAction
+    elif isinstance(info.json_schema_extra, dict) and "choices" in info.json_schema_extra:
+        kwargs["choices"] = list(info.json_schema_extra["choices"])  # type: ignore[arg-type]
     elif len(members) == 1 and typing.get_origin(members[0]) is Literal:
         kwargs["choices"] = list(typing.get_args(members[0]))
     else:
         kwargs["metavar"] = flags[0].lstrip("-").upper().replace("-", "_")
-        if int in members:
+        if int in members and str not in members:  # devices (str or int) stay text: "cpu", "cuda:1", "0"
             kwargs["type"] = positive_int if any(getattr(m, "gt", None) == 0 for m in info.metadata) else int
     if not kwargs["help"]:
         raise ValueError(f"{fields.__name__}.{name} has no description to use as help")
@@ -114,6 +125,20 @@ def field_option(
     elif members[0] in (int, float, str):
         kwargs["type"] = members[0]
     parser.add_argument(*(flags or (f"--{name.replace('_', '-')}",)), **kwargs)
+
+
+def model_options(parser: argparse.ArgumentParser, kind: str, omit: Collection[str],
+                  helps: dict[str, str | None] | None = None) -> None:
+    """An option for every setting of model kind ``kind`` (``SETTINGS[kind]``) but those in ``omit`` (what a
+    command leaves out, each for a reason its caller gives), built by :func:`setting`."""
+    fields = SETTINGS[kind]
+    unknown = set(omit) - set(fields.model_fields)
+    if unknown:
+        raise ValueError(f"{fields.__name__} has no settings {sorted(unknown)}")
+    for name in fields.model_fields:
+        if name not in omit:
+            setting(parser, fields, name, *((FLAGS[name],) if name in FLAGS else ()),
+                    help=(helps or {}).get(name))
 
 
 def given_settings(args: argparse.Namespace, fields: type[BaseModel]) -> dict[str, Any]:

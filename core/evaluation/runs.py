@@ -27,7 +27,7 @@ def encode_cached(
     identity = {
         "side": side,
         "signature": model.signature(),
-        "weights": folder_fingerprint(model.runtime.settings.path),
+        "weights": folder_fingerprint(model.runtime.path),
         "precision": str(model.runtime.dtype),
     }
     return cache.get_or_compute(

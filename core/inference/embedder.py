@@ -4,21 +4,27 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator, Sequence, Sized
-from typing import Any, Literal, TypedDict, overload
+from typing import Any, ClassVar, Literal, TypedDict, overload
 
 import numpy as np
 import torch
 from typing_extensions import Unpack
 
-from .devices import resolve_devices
+from .front import ModelFront
 from .inputs import as_text_list, check_positive_int
-from .instructions import apply_instruction, llm_embedder_instruction
+from .instructions import (
+    DEFAULT_INSTRUCTION_FORMAT,
+    LLM_EMBEDDER_DEFAULT_TASK,
+    apply_instruction,
+    llm_embedder_instruction,
+)
 from .kinds import ModelKind
 from .m3 import BGEM3FlagModel
 from .model_files import resolve_model_path
 from .progress import progress_bar
 from .registry import ModelEntry, checkpoint_kind, clamp_length, resolve_embedder
-from .runtime import EmbedderSettings, EmbeddingRuntime
+from .runtime import EmbeddingRuntime
+from .settings import BackendName, Devices, EmbedderSettings
 from .streaming import DEFAULT_CHUNK_SIZE, NpyStream, encode_chunks, write_npy
 
 OutputFormat = Literal["numpy", "torch", "list"]
@@ -37,7 +43,7 @@ class EncodeOptions(TypedDict, total=False):
     show_progress_bar: bool | None
 
 
-class FlagModel:
+class FlagModel(ModelFront[EmbedderSettings]):
     """An embedding model with FlagEmbedding's ``FlagModel`` interface, on flagstack's runtime.
 
     Settings left as None are decided by :func:`~.registry.resolve_embedder` (``self.resolved``), as for every
@@ -45,8 +51,14 @@ class FlagModel:
     lengths; other folders take their sentence-transformers files (pooling, max_seq_length), then the
     registry of known models, then FlagEmbedding's defaults (cls pooling, 512 tokens). Instructions are used
     only when given, as in FlagEmbedding (``FlagAutoModel`` fills them from the registry). fp16 is used on
-    accelerators only; bf16 when asked, also on CPUs.
+    accelerators only; bf16 when asked, also on CPUs. The settings (:class:`EmbedderSettings`, resolved) read as
+    attributes (``model.pooling_method``, ``model.passage_max_length``).
     """
+
+    settings_class = EmbedderSettings
+    options: ClassVar[dict[str, Any]] = {"convert_to_numpy": True, "padding_side": None}
+    none_means: ClassVar[dict[str, Any]] = {"query_instruction_format": DEFAULT_INSTRUCTION_FORMAT}
+    runtime: EmbeddingRuntime
 
     def __init__(
         self,
@@ -55,7 +67,7 @@ class FlagModel:
         use_fp16: bool = True,
         query_instruction_for_retrieval: str | None = None,
         query_instruction_format: str = "{}{}",
-        devices: str | int | Sequence[str | int] | None = None,
+        devices: Devices = None,
         pooling_method: str | None = None,
         trust_remote_code: bool = False,
         cache_dir: str | None = None,
@@ -70,41 +82,23 @@ class FlagModel:
         max_tokens_per_batch: int | None = None,
         show_progress_bar: bool = False,
         padding_side: Literal["left", "right"] | None = None,
-        backend: Literal["torch", "onnx", "openvino"] = "torch",
+        backend: BackendName = "torch",
     ) -> None:
-        path = resolve_model_path(model_name_or_path, cache_dir)
-        self.model_name_or_path = str(model_name_or_path)
-        self.resolved = resolve_embedder(self.model_name_or_path, path, pooling=pooling_method,
-                                         query_max_length=query_max_length, passage_max_length=passage_max_length)
+        self._start(model_name_or_path, locals())
+        self._setup()
+
+    def _setup(self) -> None:
+        settings = self.settings
+        self.resolved = resolve_embedder(self.model_name_or_path, self.path, pooling=settings.pooling_method,
+                                         query_max_length=settings.query_max_length,
+                                         passage_max_length=settings.passage_max_length)
         self.entry: ModelEntry | None = self.resolved.entry
-        self.pooling_method = self.resolved.pooling
-        self.normalize_embeddings = bool(normalize_embeddings)
-        self.use_fp16 = bool(use_fp16)
-        self.use_bf16 = bool(use_bf16)
-        self.query_instruction_for_retrieval = query_instruction_for_retrieval
-        self.query_instruction_format = query_instruction_format
-        self.passage_instruction_for_retrieval = passage_instruction_for_retrieval
-        self.passage_instruction_format = passage_instruction_format
-        self.batch_size = check_positive_int(batch_size, "batch_size", allow_none=False) or 256
-        self.convert_to_numpy = bool(convert_to_numpy)
-        self.truncate_dim = check_positive_int(truncate_dim, "truncate_dim")
-        self.show_progress_bar = bool(show_progress_bar)
-        self.target_devices = resolve_devices(devices)
-        check_positive_int(max_tokens_per_batch, "max_tokens_per_batch")
-        self.runtime = EmbeddingRuntime(
-            EmbedderSettings(
-                path=str(path),
-                pooling=self.pooling_method,
-                use_fp16=self.use_fp16,
-                use_bf16=self.use_bf16,
-                trust_remote_code=bool(trust_remote_code),
-                padding_side=padding_side,
-                max_tokens_per_batch=max_tokens_per_batch,
-                backend=backend,
-            ),
-            self.target_devices,
-        )
-        self.query_max_length, self.passage_max_length = self.resolved.lengths(self.runtime.max_length)
+        settings = settings.model_copy(update={"pooling_method": self.resolved.pooling})
+        self.runtime = EmbeddingRuntime(str(self.path), settings, self.target_devices, self.padding_side)
+        query_length, passage_length = self.resolved.lengths(self.runtime.max_length)
+        self.runtime.settings = settings.model_copy(
+            update={"query_max_length": query_length, "passage_max_length": passage_length})
+        self.__dict__["settings"] = self.runtime.settings
 
     def _length(self, explicit: int, name: str) -> int:
         """A per-call length, at most what the model accepts (with the one warning line when it is cut)."""
@@ -348,42 +342,55 @@ class FlagModel:
             "task": getattr(self, "task", None),
         }
 
-    def stop_self_pool(self) -> None:
-        """Stop worker processes (several devices); FlagEmbedding's name for it."""
-        self.runtime.close()
+    @classmethod
+    def auto_keywords(cls, resolved: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+        """The keywords ``FlagAutoModel.from_finetuned`` passes to this class: the ``resolved`` ones and the
+        caller's other keywords (``given``)."""
+        return {**resolved, **given}
 
-    def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}({self.model_name_or_path!r}, pooling_method={self.pooling_method!r}, "
-            f"devices={self.target_devices}, query_max_length={self.query_max_length}, "
-            f"passage_max_length={self.passage_max_length})"
-        )
+    @classmethod
+    def adopt(cls, settings: EmbedderSettings) -> EmbedderSettings:
+        """``settings`` (with the registry's defaults filled in) as this class takes them."""
+        return settings
+
+    def describe(self) -> dict[str, Any]:
+        return {"pooling_method": self.pooling_method, "devices": self.target_devices,
+                "query_max_length": self.query_max_length, "passage_max_length": self.passage_max_length}
 
 
 class LLMEmbedder(FlagModel):
     """BAAI/llm-embedder: one model, six tasks, each with its own query and key instruction."""
+
+    none_means: ClassVar[dict[str, Any]] = {**FlagModel.none_means, "task": LLM_EMBEDDER_DEFAULT_TASK,
+                                            "pooling_method": "cls"}
+    task_decides: ClassVar[tuple[str, ...]] = ("query_instruction_for_retrieval", "query_instruction_format")
 
     def __init__(
         self,
         model_name_or_path: str | os.PathLike[str],
         normalize_embeddings: bool = True,
         use_fp16: bool = True,
-        devices: str | int | Sequence[str | int] | None = None,
+        devices: Devices = None,
         pooling_method: str | None = "cls",
-        task: str = "qa",
+        task: str = LLM_EMBEDDER_DEFAULT_TASK,
         **kwargs: Any,
     ) -> None:
         kwargs.pop("query_instruction_for_retrieval", None)  # the task decides the instruction
-        llm_embedder_instruction(task, "query")  # an unknown task fails here, not at the first call
-        self.task = task
-        super().__init__(
-            model_name_or_path,
-            normalize_embeddings=normalize_embeddings,
-            use_fp16=use_fp16,
-            devices=devices,
-            pooling_method=pooling_method,
-            **kwargs,
-        )
+        self._start(model_name_or_path, locals())
+        self._setup()
+
+    @classmethod
+    def auto_keywords(cls, resolved: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+        keep = {name: value for name, value in resolved.items() if name not in cls.task_decides}
+        return {**keep, **given}
+
+    @classmethod
+    def adopt(cls, settings: EmbedderSettings) -> EmbedderSettings:
+        return settings.model_copy(update=dict.fromkeys(cls.task_decides))
+
+    def _setup(self) -> None:
+        llm_embedder_instruction(self.task, "query")  # an unknown task fails here, not at the first call
+        super()._setup()
 
     def encode_queries(  # type: ignore[override]
         self,
@@ -451,7 +458,7 @@ class FlagAutoModel:
         normalize_embeddings: bool = True,
         use_fp16: bool = True,
         query_instruction_for_retrieval: str | None = None,
-        devices: str | int | Sequence[str | int] | None = None,
+        devices: Devices = None,
         pooling_method: str | None = None,
         trust_remote_code: bool = False,
         query_instruction_format: str | None = None,
@@ -469,53 +476,53 @@ class FlagAutoModel:
             query_instruction=query_instruction_for_retrieval, query_instruction_format=query_instruction_format,
             passage_instruction=kwargs.pop("passage_instruction_for_retrieval", None), registry_instructions=True,
         )
-        if resolved.kind is ModelKind.M3:
-            return BGEM3FlagModel(
-                model_name_or_path,
-                normalize_embeddings=normalize_embeddings,
-                use_fp16=use_fp16,
-                query_instruction_for_retrieval=resolved.query_instruction,
-                query_instruction_format=resolved.query_instruction_format,
-                passage_instruction_for_retrieval=resolved.passage_instruction,
-                devices=devices,
-                pooling_method=resolved.pooling,
-                trust_remote_code=bool(trust_remote_code),
-                **{key: value for key, value in kwargs.items() if value is not None},  # None: M3's own defaults
-            )
-        if resolved.kind is ModelKind.LLM_EMBEDDER:
-            return LLMEmbedder(
-                model_name_or_path,
-                normalize_embeddings=normalize_embeddings,
-                use_fp16=use_fp16,
-                devices=devices,
-                pooling_method=resolved.pooling,
-                trust_remote_code=bool(trust_remote_code),
-                passage_instruction_for_retrieval=resolved.passage_instruction,
-                **kwargs,
-            )
-        return FlagModel(
-            model_name_or_path,
-            normalize_embeddings=normalize_embeddings,
-            use_fp16=use_fp16,
-            query_instruction_for_retrieval=resolved.query_instruction,
-            query_instruction_format=resolved.query_instruction_format,
-            passage_instruction_for_retrieval=resolved.passage_instruction,
-            devices=devices,
-            pooling_method=resolved.pooling,
-            trust_remote_code=bool(trust_remote_code),
-            **kwargs,
-        )
+        chosen = _AUTO_CLASSES.get(resolved.kind, FlagModel)
+        keywords = {
+            "normalize_embeddings": normalize_embeddings,
+            "use_fp16": use_fp16,
+            "query_instruction_for_retrieval": resolved.query_instruction,
+            "query_instruction_format": resolved.query_instruction_format,
+            "passage_instruction_for_retrieval": resolved.passage_instruction,
+            "devices": devices,
+            "pooling_method": resolved.pooling,
+            "trust_remote_code": bool(trust_remote_code),
+        }
+        return chosen(model_name_or_path, **chosen.auto_keywords(keywords, kwargs))
 
 
-def dense_embedder(model_name_or_path: str | os.PathLike[str], **settings: Any) -> FlagModel:
-    """``FlagAutoModel.from_finetuned(model_name_or_path, **settings)`` where one dense vector per text is wanted
-    (the framework embeddings, STS): a BGE-M3 checkpoint gives its dense output (CLS pooled, the vectors
-    BGEM3FlagModel gives) as a :class:`FlagModel`."""
-    if "model_class" not in settings:
-        path = resolve_model_path(model_name_or_path, settings.get("cache_dir"))
-        if checkpoint_kind(os.fspath(model_name_or_path), path) is ModelKind.M3:
-            settings = {"model_class": "encoder-only-base", **settings}
-    model = FlagAutoModel.from_finetuned(model_name_or_path, **settings)
-    if not isinstance(model, FlagModel):
-        raise TypeError(f"{model_name_or_path} with {settings} is not a dense embedder")
-    return model
+_AUTO_CLASSES: dict[ModelKind, type[FlagModel | BGEM3FlagModel]] = {
+    ModelKind.M3: BGEM3FlagModel,
+    ModelKind.LLM_EMBEDDER: LLMEmbedder,
+}
+
+
+def dense_embedder(model_name_or_path: str | os.PathLike[str], settings: EmbedderSettings | None = None,
+                   **keywords: Any) -> FlagModel:
+    """The embedder for ``model_name_or_path`` where one dense vector per text is wanted (the framework embeddings,
+    STS), from a settings object (None in it: the registry's instruction, the model's pooling and lengths) or from
+    ``FlagAutoModel.from_finetuned``'s keywords: a BGE-M3 checkpoint gives its dense output (CLS pooled, the
+    vectors BGEM3FlagModel gives) as a :class:`FlagModel`, LLM-Embedder an :class:`LLMEmbedder`."""
+    if settings is None:
+        settings = EmbedderSettings(**{name: value for name, value in keywords.items() if name != "model_class"})
+        model_class = keywords.get("model_class")
+    elif keywords:
+        raise TypeError(f"give a settings object or keywords, not both ({sorted(keywords)})")
+    else:
+        model_class = None
+    path = resolve_model_path(model_name_or_path, settings.cache_dir)
+    name = os.fspath(model_name_or_path)
+    if model_class is None and checkpoint_kind(name, path) is ModelKind.M3:
+        model_class = "encoder-only-base"
+    resolved = resolve_embedder(
+        name, path, model_class=model_class, pooling=settings.pooling_method,
+        query_instruction=settings.query_instruction_for_retrieval,
+        query_instruction_format=settings.query_instruction_format,
+        passage_instruction=settings.passage_instruction_for_retrieval, registry_instructions=True,
+    )
+    chosen = _AUTO_CLASSES.get(resolved.kind, FlagModel)
+    if not issubclass(chosen, FlagModel):
+        raise TypeError(f"{model_name_or_path} is not a dense embedder (it is {resolved.kind})")
+    filled = {"query_instruction_for_retrieval": resolved.query_instruction,
+              "query_instruction_format": resolved.query_instruction_format,
+              "passage_instruction_for_retrieval": resolved.passage_instruction, "pooling_method": resolved.pooling}
+    return chosen.from_settings(model_name_or_path, chosen.adopt(settings.model_copy(update=filled)))

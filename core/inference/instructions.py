@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 DEFAULT_INSTRUCTION_FORMAT = "{}{}"
+LLM_EMBEDDER_DEFAULT_TASK = "qa"  # LLMEmbedder's task when none is given
 
 BGE_EN_QUERY_INSTRUCTION = "Represent this sentence for searching relevant passages: "
 BGE_ZH_QUERY_INSTRUCTION = "为这个句子生成表示以用于检索相关文章："

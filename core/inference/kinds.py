@@ -12,11 +12,12 @@ from enum import Enum
 from typing import Any
 
 POOLING_METHODS = ("cls", "mean", "last_token")
+DEFAULT_MAX_LENGTH = 512  # FlagEmbedding's default query, passage and (query, passage) pair length
 
 # FlagEmbedding's BGEM3FlagModel: the dense output is the CLS state, and both lengths default to 512 tokens,
 # whatever the checkpoint's sentence-transformers files say
 M3_POOLING = "cls"
-M3_MAX_LENGTH = 512
+M3_MAX_LENGTH = DEFAULT_MAX_LENGTH
 
 
 def check_pooling(method: str) -> str:

@@ -15,30 +15,30 @@ processes, and the ONNX backend (which computes the hidden states; the small hea
 
 from __future__ import annotations
 
-import math
 import os
 import pickle
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..fileio import ArtefactError
-from .batching import pad_batch, pad_token_id, run_batched_items, tokenize_texts, warn_truncated
-from .devices import resolve_devices
+from .batching import run_batched_items
+from .front import ModelFront
+from .fusion import MODES, SCORE_MODES, check_mode_weights, colbert_score, fuse, lexical_matching_score
 from .inputs import as_pair_list, as_text_list, check_positive_int
 from .instructions import apply_instruction
-from .kinds import Head, ModelKind, check_pooling
-from .model_files import M3_HEAD_FILES, resolve_model_path
+from .kinds import ModelKind
+from .model_files import M3_HEAD_FILES
 from .registry import clamp_length, resolve_embedder
-from .runtime import EmbedderSettings, Runtime
+from .runtime import EncoderRuntime
+from .settings import BackendName, Devices, M3Settings
 
 HEAD_FILES = M3_HEAD_FILES
-SCORE_MODES = ("dense", "sparse", "colbert", "sparse+dense", "colbert+sparse+dense")
 LexicalWeights = dict[str, float]
 
 
@@ -105,15 +105,16 @@ def _linear(file: Path, out_features: int | None, in_features: int) -> torch.nn.
     return layer.eval()
 
 
-class M3Runtime(Runtime[str, M3Options, list[M3Vectors]]):
+class M3Runtime(EncoderRuntime[M3Options, list[M3Vectors]]):
     """Encodes texts into BGE-M3's dense, sparse and ColBERT outputs on one or more devices."""
 
-    settings: EmbedderSettings
+    settings: M3Settings
+    batched = staticmethod(run_batched_items)
 
-    def __init__(self, settings: EmbedderSettings, devices: list[str], colbert_dim: int = -1) -> None:
-        check_pooling(settings.pooling)
-        super().__init__(settings, devices)
-        folder = Path(settings.path)
+    def __init__(self, path: str, settings: M3Settings, devices: list[str], padding_side: str | None = None) -> None:
+        super().__init__(path, settings, devices, padding_side)
+        folder = Path(path)
+        colbert_dim = settings.colbert_dim
         hidden = int(self.loaded.config.hidden_size)
         self.heads: dict[str, torch.nn.Linear] = {}
         colbert_file, sparse_file = folder / HEAD_FILES["colbert"], folder / HEAD_FILES["sparse"]
@@ -133,20 +134,12 @@ class M3Runtime(Runtime[str, M3Options, list[M3Vectors]]):
             for name in ("cls_token", "eos_token", "pad_token", "unk_token") if name in tokenizer.special_tokens_map
         }
 
-    @property
-    def head(self) -> Head:
-        return Head.BASE
-
-    @property
-    def padding_side(self) -> str | None:
-        return self.settings.padding_side
-
     def require(self, options: M3Options) -> None:
         """A clear error when a requested output's head file is missing (never silent zeros)."""
         for name in ("sparse", "colbert"):
             if getattr(options, name) and name not in self.heads:
                 raise ValueError(
-                    f"{self.settings.path} has no {HEAD_FILES[name]}: it is not a BGE-M3 checkpoint with a {name} "
+                    f"{self.path} has no {HEAD_FILES[name]}: it is not a BGE-M3 checkpoint with a {name} "
                     f"head; ask for return_{'sparse' if name == 'sparse' else 'colbert_vecs'}=False or use the "
                     "full BAAI/bge-m3 folder"
                 )
@@ -162,22 +155,10 @@ class M3Runtime(Runtime[str, M3Options, list[M3Vectors]]):
 
     def compute(self, items: list[str], options: M3Options) -> list[M3Vectors]:
         self.require(options)
-        loaded = self.loaded
-        tokenizer = loaded.tokenizer
-        pad_id = pad_token_id(tokenizer)
-        token_types = "token_type_ids" in getattr(tokenizer, "model_input_names", ())
-        with loaded.lock:
-            ids, truncated = tokenize_texts(tokenizer, items, options.max_length)
-            warn_truncated(truncated, len(items), options.max_length, self.settings.path)
+        return super().compute(items, options)
 
-            def forward(indices: list[int]) -> list[M3Vectors]:
-                batch = pad_batch([ids[i] for i in indices], pad_id, tokenizer.padding_side, loaded.device, token_types)
-                hidden = loaded.model(**loaded.inputs(batch), return_dict=True).last_hidden_state.float()
-                return self._outputs(hidden, batch["input_ids"], batch["attention_mask"], options)
-
-            with torch.inference_mode():
-                return run_batched_items(ids, forward, self.token_budget, options.batch_size, options.show_progress,
-                                         desc="Encoding")
+    def outputs(self, hidden: torch.Tensor, batch: dict[str, torch.Tensor], options: M3Options) -> list[M3Vectors]:
+        return self._outputs(hidden, batch["input_ids"], batch["attention_mask"], options)
 
     def _outputs(
         self, hidden: torch.Tensor, input_ids: torch.Tensor, mask: torch.Tensor, options: M3Options
@@ -212,47 +193,16 @@ class M3Runtime(Runtime[str, M3Options, list[M3Vectors]]):
         return result
 
 
-def check_mode_weights(weights: Any, name: str = "weights") -> tuple[float, float, float]:
-    """The one rule for BGE-M3's fusion weights (compute_score, HybridIndex, the hybrid retrievers, the command
-    line): three finite, non-negative numbers (dense, sparse, colbert) with dense + sparse positive, since the
-    sparse+dense fusion divides by dense + sparse and the three-way fusion by their sum (FlagEmbedding gives NaN or
-    infinite scores there); returned as floats."""
-    if isinstance(weights, str | bytes) or not isinstance(weights, Sequence | np.ndarray):
-        raise TypeError(f"{name} must be three numbers (dense, sparse, colbert), got {type(weights).__name__} "
-                        f"({weights!r:.60})")
-    values: list[float] = []
-    for i, weight in enumerate(weights):
-        if isinstance(weight, bool) or not isinstance(weight, int | float | np.integer | np.floating):
-            raise TypeError(f"{name}[{i}] must be a number, got {type(weight).__name__} ({weight!r:.60})")
-        values.append(float(weight))
-    if len(values) != 3 or any(not math.isfinite(w) or w < 0 for w in values) or values[0] + values[1] <= 0:
-        raise ValueError(
-            f"{name} must be three finite, non-negative numbers (dense, sparse, colbert) with dense + sparse "
-            f"positive (the sparse+dense score is divided by it; rank by ColBERT alone with the colbert mode), "
-            f"got {tuple(weights)!r}"
-        )
-    return values[0], values[1], values[2]
-
-
-def lexical_matching_score(weights_1: LexicalWeights, weights_2: LexicalWeights) -> float:
-    """The sparse score of two texts: the sum of weight products over the token ids they share."""
-    if len(weights_2) < len(weights_1):
-        weights_1, weights_2 = weights_2, weights_1
-    return float(sum(weight * weights_2[token] for token, weight in weights_1.items() if token in weights_2))
-
-
-def colbert_score(query: np.ndarray, passage: np.ndarray) -> float:
-    """ColBERT MaxSim: each query token's best match among the passage tokens, averaged over query tokens."""
-    q, p = np.asarray(query, dtype=np.float32), np.asarray(passage, dtype=np.float32)
-    if q.shape[0] == 0 or p.shape[0] == 0:
-        return 0.0
-    return float((q @ p.T).max(axis=1).sum() / q.shape[0])
-
-
-class BGEM3FlagModel:
+class BGEM3FlagModel(ModelFront[M3Settings]):
     """BGE-M3 with FlagEmbedding's ``BGEM3FlagModel`` interface: ``encode`` gives ``dense_vecs``,
     ``lexical_weights`` (token id as a str -> weight) and ``colbert_vecs`` (one array per text, no padding rows),
-    as asked by ``return_dense`` / ``return_sparse`` / ``return_colbert_vecs``."""
+    as asked by ``return_dense`` / ``return_sparse`` / ``return_colbert_vecs``. The settings
+    (:class:`M3Settings`, lengths resolved) read as attributes."""
+
+    settings_class = M3Settings
+    options: ClassVar[dict[str, Any]] = {"pooling_method": "cls", "return_dense": True, "return_sparse": False,
+                                         "return_colbert_vecs": False}
+    runtime: M3Runtime
 
     def __init__(
         self,
@@ -261,7 +211,7 @@ class BGEM3FlagModel:
         use_fp16: bool = True,
         query_instruction_for_retrieval: str | None = None,
         query_instruction_format: str = "{}{}",
-        devices: str | int | Sequence[str | int] | None = None,
+        devices: Devices = None,
         pooling_method: str = "cls",
         trust_remote_code: bool = False,
         cache_dir: str | None = None,
@@ -278,36 +228,32 @@ class BGEM3FlagModel:
         truncate_dim: int | None = None,
         max_tokens_per_batch: int | None = None,
         show_progress_bar: bool = False,
-        backend: str = "torch",
+        backend: BackendName = "torch",
     ) -> None:
-        path = resolve_model_path(model_name_or_path, cache_dir)
-        self.model_name_or_path = str(model_name_or_path)
-        self.resolved = resolve_embedder(self.model_name_or_path, path, model_class=ModelKind.M3,
-                                         pooling=pooling_method, query_max_length=query_max_length,
-                                         passage_max_length=passage_max_length)
+        self._start(model_name_or_path, locals())
+        self._setup()
+
+    def _setup(self) -> None:
+        settings = self.settings
+        self.resolved = resolve_embedder(self.model_name_or_path, self.path, model_class=ModelKind.M3,
+                                         pooling=self.pooling_method, query_max_length=settings.query_max_length,
+                                         passage_max_length=settings.passage_max_length)
         if self.resolved.pooling != "cls":
-            raise ValueError(f"BGE-M3's dense output is CLS pooled; pooling_method={pooling_method!r} is not supported")
-        self.pooling_method = self.resolved.pooling
-        self.normalize_embeddings = bool(normalize_embeddings)
-        self.query_instruction_for_retrieval = query_instruction_for_retrieval
-        self.query_instruction_format = query_instruction_format
-        self.passage_instruction_for_retrieval = passage_instruction_for_retrieval
-        self.passage_instruction_format = passage_instruction_format
-        self.batch_size = check_positive_int(batch_size, "batch_size", allow_none=False) or 256
-        self.truncate_dim = check_positive_int(truncate_dim, "truncate_dim")
-        self.return_dense, self.return_sparse = bool(return_dense), bool(return_sparse)
-        self.return_colbert_vecs = bool(return_colbert_vecs)
-        self.show_progress_bar = bool(show_progress_bar)
-        self.target_devices = resolve_devices(devices)
-        check_positive_int(max_tokens_per_batch, "max_tokens_per_batch")
-        self.runtime = M3Runtime(
-            EmbedderSettings(path=str(path), pooling=self.pooling_method, use_fp16=bool(use_fp16),
-                             use_bf16=bool(use_bf16), trust_remote_code=bool(trust_remote_code),
-                             max_tokens_per_batch=max_tokens_per_batch, backend=backend),
-            self.target_devices,
-            colbert_dim,
-        )
-        self.query_max_length, self.passage_max_length = self.resolved.lengths(self.runtime.max_length)
+            raise ValueError(f"BGE-M3's dense output is CLS pooled; pooling_method={self.pooling_method!r} is not "
+                             "supported")
+        for name in ("return_dense", "return_sparse", "return_colbert_vecs"):
+            self.__dict__[name] = bool(self.__dict__[name])
+        self.runtime = M3Runtime(str(self.path), settings, self.target_devices)
+        query_length, passage_length = self.resolved.lengths(self.runtime.max_length)
+        self.runtime.settings = settings.model_copy(
+            update={"query_max_length": query_length, "passage_max_length": passage_length})
+        self.__dict__["settings"] = self.runtime.settings
+
+    @classmethod
+    def auto_keywords(cls, resolved: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+        """The keywords ``FlagAutoModel.from_finetuned`` passes: the resolved ones and the caller's others that are
+        not None (None: BGE-M3's own defaults)."""
+        return {**resolved, **{name: value for name, value in given.items() if value is not None}}
 
     def _length(self, value: int | None, default: int, name: str) -> int:
         """``value`` (a length asked for in a call) within what the model accepts, with the one warning line when
@@ -413,7 +359,8 @@ class BGEM3FlagModel:
     ) -> dict[str, Any]:
         """Scores of (query, passage) pairs in FlagEmbedding's five modes: dense, sparse, colbert, sparse+dense and
         colbert+sparse+dense (weighted by ``weights_for_different_modes`` = [dense, sparse, colbert], default
-        [1, 1, 1], checked by :func:`check_mode_weights`). Lists of floats, or floats for one pair."""
+        [1, 1, 1], checked by :func:`check_mode_weights`), fused by :func:`~.fusion.fuse` and keyed by FlagEmbedding's
+        names (:data:`~.fusion.SCORE_MODES`). Lists of floats, or floats for one pair."""
         single = isinstance(sentence_pairs, tuple | list) and len(sentence_pairs) == 2 and isinstance(
             sentence_pairs[0], str)
         pairs = as_pair_list(sentence_pairs)
@@ -422,13 +369,8 @@ class BGEM3FlagModel:
         scores = pair_scores(self, pairs, batch_size, self._length(max_query_length, self.query_max_length,
                                                                    "max_query_length"),
                              self._length(max_passage_length, self.passage_max_length, "max_passage_length"))
-        dense, sparse, colbert = (np.asarray(scores[mode], dtype=np.float64) for mode in ("dense", "sparse", "colbert"))
-        fused = {
-            "dense": dense, "sparse": sparse, "colbert": colbert,
-            "sparse+dense": (sparse * weights[1] + dense * weights[0]) / (weights[1] + weights[0]),
-            "colbert+sparse+dense": (colbert * weights[2] + sparse * weights[1] + dense * weights[0]) / sum(weights),
-        }
-        result = {mode: [float(v) for v in fused[mode]] for mode in SCORE_MODES}
+        fused = fuse(scores["dense"], scores["sparse"], scores["colbert"], weights)
+        result = {name: [float(v) for v in fused[mode]] for name, mode in zip(SCORE_MODES, MODES, strict=True)}
         return {mode: values[0] for mode, values in result.items()} if single else result
 
     def convert_id_to_token(
@@ -454,12 +396,6 @@ class BGEM3FlagModel:
             "passage_max_length": self.passage_max_length,
         }
 
-    def stop_self_pool(self) -> None:
-        """Stop worker processes (several devices); FlagEmbedding's name for it."""
-        self.runtime.close()
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.model_name_or_path!r}, devices={self.target_devices})"
 
 
 def pair_scores(

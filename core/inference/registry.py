@@ -17,12 +17,12 @@ from pathlib import Path
 
 from .inputs import check_positive_int
 from .instructions import BGE_EN_QUERY_INSTRUCTION, BGE_ZH_QUERY_INSTRUCTION
-from .kinds import ModelKind, check_pooling, embedder_class
+from .kinds import DEFAULT_MAX_LENGTH, ModelKind, check_pooling, embedder_class
 from .model_files import has_m3_heads, read_sentence_transformers_config
 
 logger = logging.getLogger(__name__)
 
-FALLBACK_MAX_LENGTH = 512  # FlagEmbedding's default query and passage length
+FALLBACK_MAX_LENGTH = DEFAULT_MAX_LENGTH  # FlagEmbedding's default query and passage length
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,10 @@ from .batching import (
     tokenize_plain,
     warn_truncated,
 )
+from .inputs import check_positive_int
 from .kinds import Head, ModelKind
-from .runtime import Runtime, RuntimeSettings
+from .runtime import Runtime
+from .settings import RerankerSettings
 
 logger = logging.getLogger(__name__)
 
@@ -35,13 +37,6 @@ DEFAULT_LLM_PROMPT = (
     "Given a query A and a passage B, determine whether the passage contains an answer to the query by "
     "providing a prediction of either 'Yes' or 'No'."
 )
-
-
-@dataclass(frozen=True)
-class RerankerSettings(RuntimeSettings):
-    """A reranking runtime's settings."""
-
-    kind: ModelKind = ModelKind.RERANKER
 
 
 @dataclass(frozen=True)
@@ -66,29 +61,43 @@ class RerankerRuntime(Runtime[tuple[str, str], ScoreOptions, torch.Tensor]):
 
     settings: RerankerSettings
 
-    def __init__(self, settings: RerankerSettings, devices: list[str]) -> None:
-        if not isinstance(settings.kind, ModelKind) or not settings.kind.is_reranker:
-            raise ValueError(f"{settings.kind!r} is not a reranker kind")
-        super().__init__(settings, devices)
+    def __init__(self, path: str, settings: RerankerSettings, devices: list[str],
+                 kind: ModelKind = ModelKind.RERANKER) -> None:
+        if not isinstance(kind, ModelKind) or not kind.is_reranker:
+            raise ValueError(f"{kind!r} is not a reranker kind")
+        self.kind = kind
+        super().__init__(path, settings, devices)
         if self.cross_encoder and getattr(self.loaded.config, "num_labels", 1) != 1:
             raise ValueError(
-                f"{settings.path} has {self.loaded.config.num_labels} output labels; a reranker needs exactly one "
+                f"{path} has {self.loaded.config.num_labels} output labels; a reranker needs exactly one "
                 "(a relevance logit)"
             )
         self._forward_params = set(inspect.signature(self.loaded.model.forward).parameters)
+        self.settings = settings.model_copy(update={"max_length": self.cap(settings.max_length)})
+
+    def rebuild_arguments(self) -> dict[str, Any]:
+        return {"kind": self.kind}
+
+    def cap(self, length: int) -> int:
+        """``length`` (a pair length), at most what a cross-encoder accepts (with a warning when cut)."""
+        limit = self.max_length
+        if self.cross_encoder and limit is not None and length > limit:
+            logger.warning("max_length=%d is more than the model accepts; using %d", length, limit)
+            return limit
+        return length
 
     @property
     def head(self) -> Head:
-        return self.settings.kind.head
+        return self.kind.head
 
     @property
     def padding_side(self) -> str | None:
         # decoders read the last position: left padding puts it at -1 (positions are passed explicitly)
-        return "left" if self.settings.kind.is_decoder else None
+        return "left" if self.kind.is_decoder else None
 
     @property
     def cross_encoder(self) -> bool:
-        return self.settings.kind is ModelKind.RERANKER
+        return self.kind is ModelKind.RERANKER
 
     @property
     def num_layers(self) -> int:
@@ -97,17 +106,28 @@ class RerankerRuntime(Runtime[tuple[str, str], ScoreOptions, torch.Tensor]):
     def score(
         self,
         pairs: list[tuple[str, str]],
-        query_max_length: int,
-        max_length: int,
-        batch_size: int,
-        show_progress: bool = False,
+        query_max_length: int | None = None,
+        max_length: int | None = None,
+        batch_size: int | None = None,
+        show_progress: bool | None = None,
         prompt: str | None = None,
         cutoff_layers: Sequence[int] | None = None,
     ) -> torch.Tensor:
         """Float32 scores, shape (pairs, layers) (layers is 1 unless ``cutoff_layers`` asks for more),
-        in input order. Repeated pairs are scored once."""
-        layers = tuple(cutoff_layers) if cutoff_layers else None
-        return self.run(pairs, ScoreOptions(query_max_length, max_length, batch_size, show_progress, prompt, layers))
+        in input order. Repeated pairs are scored once. A per-call value left as None is the settings'."""
+        settings = self.settings
+        length = settings.max_length if max_length is None else self.cap(
+            check_positive_int(max_length, "max_length", allow_none=False))
+        query_length = check_positive_int(query_max_length, "query_max_length") or settings.query_max_length
+        options = ScoreOptions(
+            query_max_length=length * 3 // 4 if query_length is None else query_length,
+            max_length=length,
+            batch_size=check_positive_int(batch_size, "batch_size") or settings.batch_size,
+            show_progress=settings.show_progress_bar if show_progress is None else bool(show_progress),
+            prompt=prompt or settings.prompt,
+            cutoff_layers=tuple(cutoff_layers) if cutoff_layers else None,
+        )
+        return self.run(pairs, options)
 
     def empty(self, options: ScoreOptions) -> torch.Tensor:
         return torch.zeros((0, options.width), dtype=torch.float32)
@@ -122,7 +142,7 @@ class RerankerRuntime(Runtime[tuple[str, str], ScoreOptions, torch.Tensor]):
                 ids, truncated = self._decoder_inputs(items, options.query_max_length, options.max_length,
                                                       options.prompt)
                 forward = self._decoder_forward(ids, options.cutoff_layers)
-            warn_truncated(truncated, len(items), options.max_length, self.settings.path)
+            warn_truncated(truncated, len(items), options.max_length, self.path)
             with torch.inference_mode():
                 return run_batched(ids, forward, self.token_budget, options.batch_size, options.show_progress,
                                    desc="Reranking")
@@ -224,7 +244,7 @@ class RerankerRuntime(Runtime[tuple[str, str], ScoreOptions, torch.Tensor]):
         norm = getattr(decoder, "norm", None)
         head = model.get_output_embeddings()
         if not isinstance(norm, torch.nn.Module) or not isinstance(head, torch.nn.Module):
-            raise ValueError(f"{self.settings.path} does not expose its layers; cutoff_layers needs a layerwise model")
+            raise ValueError(f"{self.path} does not expose its layers; cutoff_layers needs a layerwise model")
         hidden_states = model(**batch, return_dict=True, output_hidden_states=True).hidden_states
         cap = getattr(self.loaded.config, "final_logit_softcapping", None)
         columns = []

@@ -11,10 +11,10 @@ from __future__ import annotations
 import functools
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -24,11 +24,11 @@ from .devices import cpu_has_native_bf16, resolve_dtype
 from .kinds import Head
 from .loading import LoadedModel, load_model, model_max_length
 from .pooling import check_pooling, pool
+from .settings import CPU_TOKEN_BUDGET, ModelSettings, TextSettings
 from .workers import DevicePool
 
 logger = logging.getLogger(__name__)
 
-CPU_TOKEN_BUDGET = 2048
 ACCELERATOR_TOKEN_BUDGET = 65536  # where the card's free memory cannot be read
 ACCELERATOR_BUDGET_RANGE = (8192, 1 << 20)
 ACCELERATOR_MEMORY_SHARE = 0.4  # of the free memory, for one batch's activations
@@ -60,21 +60,10 @@ def default_token_budget(device: str, config: Any = None, dtype: torch.dtype = t
     return int(min(high, max(low, ACCELERATOR_MEMORY_SHARE * free // per_token)))
 
 
-@dataclass(frozen=True)
-class RuntimeSettings:
-    """What every runtime is built from (picklable, so worker processes rebuild the runtime from it)."""
-
-    path: str
-    use_fp16: bool = False
-    use_bf16: bool = False
-    trust_remote_code: bool = False
-    max_tokens_per_batch: int | None = None
-    backend: str = "torch"
-
-
-def _worker_runtime(runtime_class: type[Runtime[Any, Any, Any]], settings: RuntimeSettings, device: str) -> Any:
-    """What a worker process holds: the runtime rebuilt on its device."""
-    return runtime_class(settings, [device])
+def _worker_runtime(runtime_class: type[Runtime[Any, Any, Any]], path: str, settings: ModelSettings,
+                    extra: dict[str, Any], device: str) -> Any:
+    """What a worker process holds: the runtime rebuilt on its device from the same settings object."""
+    return runtime_class(path, settings, [device], **extra)
 
 
 class Runtime(ABC, Generic[ItemT, OptionsT, ResultT]):
@@ -85,21 +74,15 @@ class Runtime(ABC, Generic[ItemT, OptionsT, ResultT]):
     item and describes the model (limits, dimension) even when the work runs in worker processes.
     """
 
-    def __init__(self, settings: RuntimeSettings, devices: list[str]) -> None:
+    def __init__(self, path: str, settings: ModelSettings, devices: list[str]) -> None:
+        self.path = path
         self.settings = settings
         self.devices = devices
         self.dtype = resolve_dtype(devices[0], settings.use_fp16, settings.use_bf16)
         if self.dtype == torch.bfloat16 and torch.device(devices[0]).type == "cpu" and not cpu_has_native_bf16():
             logger.warning("use_bf16=True on a CPU without native bf16 (AVX512-BF16/AMX): expect it slower than fp32")
-        self.loaded: LoadedModel = load_model(
-            Path(settings.path),
-            self.head,
-            devices[0],
-            self.dtype,
-            settings.trust_remote_code,
-            self.padding_side,
-            settings.backend,
-        )
+        self.loaded: LoadedModel = load_model(Path(path), self.head, devices[0], self.dtype, settings.trust_remote_code,
+                                              self.padding_side, settings.backend)
         self._pool: DevicePool | None = None
         self._budget: int | None = None
 
@@ -138,13 +121,18 @@ class Runtime(ABC, Generic[ItemT, OptionsT, ResultT]):
             return self.empty(options)
         if len(self.devices) > 1 and len(distinct) > 1:
             if self._pool is None:
-                self._pool = DevicePool(functools.partial(_worker_runtime, type(self), self.settings), self.devices)
+                self._pool = DevicePool(functools.partial(_worker_runtime, type(self), self.path, self.settings,
+                                                          self.rebuild_arguments()), self.devices)
             result = self.join(self._pool.map_sharded(type(self).compute, distinct, options))
         else:
             result = self.compute(distinct, options)
         if len(distinct) == len(items):
             return result
         return self.select(result, positions)
+
+    def rebuild_arguments(self) -> dict[str, Any]:
+        """The constructor's arguments besides path, settings and devices (for worker processes)."""
+        return {}
 
     @abstractmethod
     def compute(self, items: list[ItemT], options: OptionsT) -> ResultT:
@@ -170,14 +158,6 @@ class Runtime(ABC, Generic[ItemT, OptionsT, ResultT]):
 
 
 @dataclass(frozen=True)
-class EmbedderSettings(RuntimeSettings):
-    """An embedding runtime's settings."""
-
-    pooling: str = "cls"
-    padding_side: str | None = None
-
-
-@dataclass(frozen=True)
 class EmbedOptions:
     """How one call encodes its texts."""
 
@@ -188,14 +168,39 @@ class EmbedOptions:
     show_progress: bool = False
 
 
-class EmbeddingRuntime(Runtime[str, EmbedOptions, torch.Tensor]):
-    """Encodes texts with one embedding model on one or more devices."""
+class BatchOptions(Protocol):
+    """What a call's options say about batching (EmbedOptions, M3Options)."""
 
-    settings: EmbedderSettings
+    @property
+    def max_length(self) -> int: ...
+    @property
+    def batch_size(self) -> int: ...
+    @property
+    def show_progress(self) -> bool: ...
 
-    def __init__(self, settings: EmbedderSettings, devices: list[str]) -> None:
-        check_pooling(settings.pooling)
-        super().__init__(settings, devices)
+
+BatchOptionsT = TypeVar("BatchOptionsT", bound=BatchOptions)
+
+
+class EncoderRuntime(Runtime[str, BatchOptionsT, ResultT]):
+    """Texts through an encoder: tokenised once within ``options.max_length``, run in token-budget batches, and each
+    batch's last hidden states turned into results by :meth:`outputs` (the embedder's pooled vectors, BGE-M3's
+    three outputs)."""
+
+    settings: TextSettings
+    batched: Callable[..., Any] = staticmethod(run_batched)  # run_batched_items for results of varying shape
+
+    def __init__(self, path: str, settings: TextSettings, devices: list[str], padding_side: str | None = None) -> None:
+        self._padding_side = padding_side
+        super().__init__(path, settings, devices)
+
+    @property
+    def pooling(self) -> str:
+        """How token states become one vector: the settings' (resolved) pooling method; CLS for BGE-M3."""
+        return check_pooling(getattr(self.settings, "pooling_method", None) or "cls")
+
+    def rebuild_arguments(self) -> dict[str, Any]:
+        return {"padding_side": self._padding_side}
 
     @property
     def head(self) -> Head:
@@ -203,7 +208,33 @@ class EmbeddingRuntime(Runtime[str, EmbedOptions, torch.Tensor]):
 
     @property
     def padding_side(self) -> str | None:
-        return self.settings.padding_side
+        return self._padding_side
+
+    @abstractmethod
+    def outputs(self, hidden: torch.Tensor, batch: dict[str, torch.Tensor], options: BatchOptionsT) -> Any:
+        """One batch's results from its float32 last hidden states and its padded inputs."""
+
+    def compute(self, items: list[str], options: BatchOptionsT) -> ResultT:
+        loaded = self.loaded
+        tokenizer = loaded.tokenizer
+        pad_id = pad_token_id(tokenizer)
+        token_types = "token_type_ids" in getattr(tokenizer, "model_input_names", ())
+        with loaded.lock:
+            ids, truncated = tokenize_texts(tokenizer, items, options.max_length)
+            warn_truncated(truncated, len(items), options.max_length, self.path)
+
+            def forward(indices: list[int]) -> Any:
+                batch = pad_batch([ids[i] for i in indices], pad_id, tokenizer.padding_side, loaded.device, token_types)
+                hidden = loaded.model(**loaded.inputs(batch), return_dict=True).last_hidden_state
+                return self.outputs(hidden.float(), batch, options)
+
+            with torch.inference_mode():
+                return self.batched(  # type: ignore[no-any-return]
+                    ids, forward, self.token_budget, options.batch_size, options.show_progress, desc="Encoding")
+
+
+class EmbeddingRuntime(EncoderRuntime[EmbedOptions, torch.Tensor]):
+    """Encodes texts with one embedding model on one or more devices."""
 
     @property
     def dimension(self) -> int:
@@ -229,26 +260,8 @@ class EmbeddingRuntime(Runtime[str, EmbedOptions, torch.Tensor]):
         dim = self.dimension if options.truncate_dim is None else min(options.truncate_dim, self.dimension)
         return torch.zeros((0, dim), dtype=torch.float32)
 
-    def compute(self, items: list[str], options: EmbedOptions) -> torch.Tensor:
-        loaded = self.loaded
-        tokenizer = loaded.tokenizer
-        pad_id = pad_token_id(tokenizer)
-        token_types = "token_type_ids" in getattr(tokenizer, "model_input_names", ())
-
-        with loaded.lock:
-            ids, truncated = tokenize_texts(tokenizer, items, options.max_length)
-            warn_truncated(truncated, len(items), options.max_length, self.settings.path)
-
-            def forward(indices: list[int]) -> torch.Tensor:
-                batch = pad_batch(
-                    [ids[i] for i in indices], pad_id, tokenizer.padding_side, loaded.device, token_types
-                )
-                hidden = loaded.model(**loaded.inputs(batch), return_dict=True).last_hidden_state
-                pooled = pool(hidden.float(), batch["attention_mask"], self.settings.pooling)
-                if options.truncate_dim is not None:
-                    pooled = pooled[:, : options.truncate_dim]
-                return F.normalize(pooled, dim=-1) if options.normalize else pooled
-
-            with torch.inference_mode():
-                return run_batched(ids, forward, self.token_budget, options.batch_size, options.show_progress,
-                                   desc="Encoding")
+    def outputs(self, hidden: torch.Tensor, batch: dict[str, torch.Tensor], options: EmbedOptions) -> torch.Tensor:
+        pooled = pool(hidden, batch["attention_mask"], self.pooling)
+        if options.truncate_dim is not None:
+            pooled = pooled[:, : options.truncate_dim]
+        return F.normalize(pooled, dim=-1) if options.normalize else pooled

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..inference.inputs import check_positive_int
+from ..inference.kinds import DEFAULT_MAX_LENGTH
 from ..inference.loading import length_limit
 from ..inference.model_files import (
     load_tokenizer,
@@ -59,7 +60,7 @@ class PretrainArgs(RunArgs):
     """RetroMAE settings (FlagEmbedding's pretraining example: 512 tokens, masks 0.3 / 0.5, lr 2e-5)."""
 
     learning_rate: float = 2e-5
-    max_length: int = 512
+    max_length: int = DEFAULT_MAX_LENGTH
     encoder_mlm_probability: float = 0.3
     decoder_mlm_probability: float = 0.5
     decoder_layers: int = 1

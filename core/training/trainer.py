@@ -37,6 +37,7 @@ from ..fileio import (
 from ..inference.batching import PairLayout, cut_second, pad_batch, pad_token_id, tokenize_plain
 from ..inference.inputs import check_positive_int
 from ..inference.instructions import apply_instruction
+from ..inference.kinds import DEFAULT_MAX_LENGTH
 from ..inference.loading import length_limit
 from ..inference.model_files import (
     load_tokenizer,
@@ -176,7 +177,7 @@ class RerankerTrainingArgs(TrainingArgs):
     limit (with one warning line)."""
 
     learning_rate: float = 2e-5
-    max_length: int = 512
+    max_length: int = DEFAULT_MAX_LENGTH
     query_max_length: int | None = None
 
     def check(self) -> None:

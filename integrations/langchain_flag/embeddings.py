@@ -56,7 +56,7 @@ class FlagEmbeddings(RebuildsModel, FromMerge, EmbedderFields, Embeddings, Seria
         return True
 
     def model_post_init(self, context: Any, /) -> None:
-        self._model = build_embedder(self.model_name, **self.embedder_settings())
+        self._model = build_embedder(self.model_name, self.model_settings())
 
     @property
     def client(self) -> FlagModel:

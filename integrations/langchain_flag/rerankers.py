@@ -64,7 +64,7 @@ class FlagReranker(RebuildsModel, FromMerge, RerankerFields, BaseDocumentCompres
     def model_post_init(self, context: Any, /) -> None:
         if self.top_n is not None and self.top_n <= 0:
             raise ValueError(f"top_n must be a positive int or None, got {self.top_n}")
-        self._model = build_reranker(self.model_name, **self.reranker_settings())
+        self._model = build_reranker(self.model_name, self.model_settings())
 
     @property
     def client(self) -> CoreReranker:

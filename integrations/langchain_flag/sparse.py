@@ -43,7 +43,7 @@ class FlagSparseEmbeddings(RebuildsModel, M3Fields, SparseEmbeddings):
     _model: BGEM3FlagModel = PrivateAttr()
 
     def model_post_init(self, context: Any, /) -> None:
-        self._model = build_m3(self.model_name, **self.m3_settings())
+        self._model = build_m3(self.model_name, self.model_settings())
 
     @property
     def client(self) -> BGEM3FlagModel:

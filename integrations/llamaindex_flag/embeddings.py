@@ -61,7 +61,7 @@ class FlagEmbedding(RebuildsModel, FromMerge, BaseEmbedding, EmbedderFields):
         return values
 
     def model_post_init(self, context: Any, /) -> None:
-        self._model = build_embedder(self.model_name, **self.embedder_settings())
+        self._model = build_embedder(self.model_name, self.model_settings())
 
     @classmethod
     def class_name(cls) -> str:

@@ -65,10 +65,10 @@ class FlagReranker(RebuildsModel, FromMerge, BaseNodePostprocessor, RerankerFiel
         return values
 
     def model_post_init(self, context: Any, /) -> None:
-        settings = self.reranker_settings()
-        if self.device is not None and self.devices is None:
-            settings["devices"] = self.device
-        self._model = build_reranker(self.model, **settings)
+        settings = self.model_settings()
+        if self.device is not None and self.devices is None:  # LlamaIndex's name for it
+            settings = type(settings)(**{**dict(settings), "devices": self.device})  # checked
+        self._model = build_reranker(self.model, settings)
 
     @classmethod
     def class_name(cls) -> str:

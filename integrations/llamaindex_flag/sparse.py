@@ -40,7 +40,7 @@ class FlagSparseEmbedding(RebuildsModel, BaseSparseEmbedding, M3Fields):
     _model: BGEM3FlagModel = PrivateAttr()
 
     def model_post_init(self, context: Any, /) -> None:
-        self._model = build_m3(self.model_name, **self.m3_settings())
+        self._model = build_m3(self.model_name, self.model_settings())
 
     @classmethod
     def class_name(cls) -> str:

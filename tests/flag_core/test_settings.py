@@ -158,3 +158,63 @@ def test_m3_fields_agree_with_bgem3flagmodel() -> None:
     assert set(constructor) - set(fields) == per_call  # the model, CLS pooling, and what each call asks for
     assert set(fields) <= set(constructor)
     assert {name: (fields[name], constructor[name]) for name in fields if fields[name] != constructor[name]} == {}
+
+
+# one declaration: a setting added to a settings class reaches everything without other edits ----------------------
+
+
+def scratch_settings() -> type[Any]:
+    """A subclass of the embedder's settings with one setting no code knows of."""
+    from pydantic import Field
+
+    from flag_core.settings import EmbedderSettings
+
+    class ScratchSettings(EmbedderSettings):
+        knob: int = Field(default=3, gt=0, description="a setting only this test declares")
+
+    return ScratchSettings
+
+
+def test_a_new_setting_reaches_the_command_line(monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    from flag_core.cli import options as cli_options
+
+    scratch = scratch_settings()
+    monkeypatch.setitem(cli_options.SETTINGS, "embedder", scratch)
+    commands = dict(subparsers(build_parser()))
+    for command in ("flagstack encode", "flagstack eval retrieval", "flagstack eval sts"):
+        knob = options(commands[command])["knob"]
+        assert knob.option_strings == ["--knob"] and knob.default == 3
+        assert knob.help == "a setting only this test declares"
+    args = build_parser().parse_args(["encode", "--knob", "5"])
+    assert cli_options.given_settings(args, scratch)["knob"] == 5
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["encode", "--knob", "0"])  # its bound (gt=0) is the option's too
+    assert "expected a positive int" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("framework", ["langchain", "llamaindex"])
+def test_a_new_setting_reaches_both_frameworks_and_the_runtime(model_path: str, framework: str) -> None:
+    if framework == "langchain":
+        from langchain_flag import FlagEmbeddings as Adapter
+    else:
+        from llamaindex_flag import FlagEmbedding as Adapter  # type: ignore[assignment]
+    scratch = scratch_settings()
+    mixed = type("ScratchAdapter", (scratch, Adapter), {})  # the adapter with the new setting, nothing else
+    info = mixed.model_fields["knob"]
+    assert (info.default, info.description) == (3, "a setting only this test declares")
+    adapter = mixed(model_name=model_path, knob=7, devices="cpu")
+    settings = adapter.client.runtime.settings  # what the forward pass reads
+    assert isinstance(settings, scratch) and settings.knob == 7
+    assert adapter.client.knob == 7  # the FlagEmbedding-style attribute too
+    with pytest.raises(ValueError, match="knob"):
+        mixed(model_name=model_path, knob=0)  # validated where it is declared
+
+
+def test_the_backend_type_names_the_registered_backends() -> None:
+    import typing
+
+    from flag_core.inference.backends import BACKENDS
+    from flag_core.inference.settings import BackendName
+
+    assert typing.get_args(BackendName) == BACKENDS

@@ -1,0 +1,114 @@
+"""What the FlagEmbedding-compatible classes (FlagModel, FlagReranker, BGEM3FlagModel and their subclasses) share:
+the model's name and folder, its settings object, the devices, the runtime, close and repr.
+
+A front object holds one immutable settings object (:mod:`.settings`); its settings read as attributes
+(``model.batch_size``), and assigning one (``model.batch_size = 32``, as FlagEmbedding users do) replaces the
+settings object with a checked copy, so what a call reads is always what the object says.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, ClassVar, Generic, TypeVar
+
+from .devices import resolve_devices
+from .model_files import resolve_model_path
+from .runtime import Runtime
+from .settings import ModelSettings
+
+SettingsT = TypeVar("SettingsT", bound=ModelSettings)
+FrontT = TypeVar("FrontT", bound="ModelFront[Any]")
+
+
+class ModelFront(Generic[SettingsT]):
+    """The base of the FlagEmbedding-compatible classes: ``settings`` (the kind's settings object), ``path`` (the
+    local folder), ``target_devices``, ``runtime``, ``stop_self_pool`` / ``close`` and ``repr``."""
+
+    settings_class: ClassVar[type[ModelSettings]]
+    # constructor arguments that are not settings (FlagModel's convert_to_numpy, BGE-M3's return_* flags): name ->
+    # default; they are kept as plain attributes
+    options: ClassVar[dict[str, Any]] = {}
+    # what a setting left as None means for this class when the settings object comes from elsewhere (an adapter,
+    # where None means "the class's own"); FlagEmbedding's constructors say it with their defaults
+    none_means: ClassVar[dict[str, Any]] = {}
+
+    settings: SettingsT
+    runtime: Runtime[Any, Any, Any]
+
+    def _start(self, model_name_or_path: str | os.PathLike[str], keywords: dict[str, Any]) -> None:
+        """Build the settings object from a constructor's ``keywords`` (its ``locals()``, or keyword arguments),
+        refusing a name that is neither a setting nor an option, and find the model's folder and devices."""
+        keywords = dict(keywords)
+        extra = keywords.pop("kwargs", None) or {}  # a constructor's **kwargs
+        twice = sorted(set(extra) & set(keywords))
+        if twice:
+            raise TypeError(f"{type(self).__name__}() got multiple values for {twice}")
+        keywords.update(extra)
+        fields, options = type(self).settings_class.model_fields, type(self).options
+        unknown = sorted(set(keywords) - set(fields) - set(options) - {"self", "model_name_or_path", "__class__"})
+        if unknown:
+            raise TypeError(f"{type(self).__name__}() got unexpected keyword arguments {unknown}")
+        settings = type(self).settings_class(**{name: keywords[name] for name in fields if name in keywords})
+        self._begin(model_name_or_path, settings, {name: keywords.get(name, value) for name, value in options.items()})
+
+    def _begin(self, model_name_or_path: str | os.PathLike[str], settings: ModelSettings,
+               options: dict[str, Any]) -> None:
+        self.__dict__["settings"] = settings
+        self.__dict__.update(options)
+        self.model_name_or_path = os.fspath(model_name_or_path)
+        self.path: Path = resolve_model_path(model_name_or_path, settings.cache_dir)
+        self.target_devices = resolve_devices(settings.devices)
+
+    def _setup(self) -> None:
+        """Build the runtime (and whatever else the class holds) from ``self.settings``."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_settings(cls: type[FrontT], model_name_or_path: str | os.PathLike[str], settings: ModelSettings,
+                      **options: Any) -> FrontT:
+        """The model for ``model_name_or_path`` with a settings object made elsewhere (an adapter, the CLI, a
+        worker); a setting left as None takes the class's own meaning (:attr:`none_means`)."""
+        if not isinstance(settings, cls.settings_class):
+            raise TypeError(f"{cls.__name__} takes {cls.settings_class.__name__}, got {type(settings).__name__}")
+        unknown = sorted(set(options) - set(cls.options))
+        if unknown:
+            raise TypeError(f"{cls.__name__}.from_settings() got unexpected options {unknown}")
+        filled = {name: value for name, value in cls.none_means.items() if getattr(settings, name) is None}
+        model = cls.__new__(cls)
+        model._begin(model_name_or_path, settings.model_copy(update=filled) if filled else settings,
+                     {**cls.options, **options})
+        model._setup()
+        return model
+
+    def __getattr__(self, name: str) -> Any:
+        settings = self.__dict__.get("settings")
+        if settings is not None and name in type(settings).model_fields:
+            return getattr(settings, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        settings = self.__dict__.get("settings")
+        if settings is not None and name in type(settings).model_fields:
+            settings = type(settings)(**{**dict(settings), name: value})  # checked again
+            self.__dict__["settings"] = settings
+            if "runtime" in self.__dict__:
+                self.runtime.settings = settings
+        else:
+            super().__setattr__(name, value)
+
+    def stop_self_pool(self) -> None:
+        """Stop worker processes (several devices); FlagEmbedding's name for it."""
+        self.runtime.close()
+
+    def close(self) -> None:
+        """Stop worker processes (several devices)."""
+        self.runtime.close()
+
+    def describe(self) -> dict[str, Any]:
+        """What ``repr`` shows besides the model name."""
+        return {"devices": self.target_devices}
+
+    def __repr__(self) -> str:
+        details = "".join(f", {name}={value!r}" for name, value in self.describe().items())
+        return f"{type(self).__name__}({self.model_name_or_path!r}{details})"

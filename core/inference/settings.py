@@ -1,0 +1,186 @@
+"""The settings of each model kind, declared once: name, type, default, bound and description.
+
+One immutable object per model kind (:class:`EmbedderSettings`, :class:`RerankerSettings`, :class:`M3Settings`,
+on the base :class:`ModelSettings` for what they share), validated when it is made and then carried whole: the
+FlagEmbedding-compatible constructors build it from their keywords, the shared-instance cache keys on it, the
+runtime, its worker processes and the backends read it, the command line's options and the LangChain / LlamaIndex
+fields are made from its fields (:mod:`flag_core.settings`), and saved indexes record it.
+
+A setting left as None is decided by flag_core: the registry's instruction for the model, the model's own
+pooling and length (:func:`~.registry.resolve_embedder`), every accelerator, the reranker class's instructions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.fields import FieldInfo
+
+from .backends import BACKENDS
+from .devices import resolve_devices
+from .inputs import check_positive_int
+from .kinds import DEFAULT_MAX_LENGTH, POOLING_METHODS, check_pooling
+
+CPU_TOKEN_BUDGET = 2048  # tokens in one padded batch on a CPU (cache-friendly)
+
+Devices = str | int | Sequence[str | int] | None
+# the backend names as a static type, for the FlagEmbedding-compatible signatures (the names themselves are
+# backends.BACKENDS, read from its registry; tests/flag_core/test_settings.py holds the two equal)
+BackendName = Literal["torch", "onnx", "openvino"]
+
+SettingsT = TypeVar("SettingsT", bound="ModelSettings")
+
+
+def kind_default(owner: type[BaseModel], name: str, default: Any) -> Any:
+    """``owner``'s field ``name`` (its type bound and description) with another default, for a model kind whose
+    default differs (an embedder's fp16 is on, a reranker's off)."""
+    info: FieldInfo = owner.model_fields[name]
+    bounds = {key: getattr(meta, key) for meta in info.metadata for key in ("gt", "ge") if hasattr(meta, key)}
+    return Field(default=default, description=info.description, gt=bounds.get("gt"), ge=bounds.get("ge"))
+
+
+class ModelSettings(BaseModel):
+    """What every model kind takes: where it runs, in which precision, with which backend, in what batches."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=())
+
+    kind_name: ClassVar[str] = "model"
+
+    devices: Devices = Field(
+        default=None,
+        description="cpu, cuda, cuda:1, mps, or a list (one worker process per device); None: every accelerator, "
+        "else the CPU",
+    )
+    use_fp16: bool = Field(default=True, description="fp16 on accelerators (ignored on CPUs)")
+    use_bf16: bool = Field(default=False, description="bf16 (fast on CPUs with AVX512-BF16/AMX, slow without)")
+    batch_size: int = Field(default=256, gt=0, description="most inputs in one forward pass")
+    max_tokens_per_batch: int | None = Field(
+        default=None, gt=0,
+        description=f"most tokens in one padded batch (None: {CPU_TOKEN_BUDGET} on a CPU, more on accelerators)",
+    )
+    backend: str = Field(
+        default="torch",
+        description="torch, onnx (ONNX Runtime) or openvino (OpenVINO): the CPU backends run encoders and "
+        "cross-encoders, fp32 or a flagstack quantize folder (needs the onnx / openvino extra)",
+        json_schema_extra={"choices": list(BACKENDS)},
+    )
+    trust_remote_code: bool = Field(default=False, description="run code shipped with a hub model")
+    cache_dir: str | None = Field(default=None, description="where hub downloads are kept")
+    show_progress_bar: bool = Field(default=False, description="show a progress bar while running")
+
+    @field_validator("batch_size", "max_tokens_per_batch", "query_max_length", "passage_max_length", "truncate_dim",
+                     "max_length", mode="before", check_fields=False)
+    @classmethod
+    def _positive(cls, value: Any, info: Any) -> Any:
+        # the one check of a count: a TypeError for a bool or a non-integer, a ValueError naming it for 0 or less
+        return check_positive_int(value, info.field_name, allow_none=cls.model_fields[info.field_name].default is None)
+
+    @field_validator("devices", mode="before")
+    @classmethod
+    def _devices(cls, value: Any) -> Any:
+        if isinstance(value, tuple):
+            value = list(value)
+        resolve_devices(value)  # names a bad device here, once
+        return value
+
+    @field_validator("backend")
+    @classmethod
+    def _backend(cls, value: str) -> str:
+        if value not in BACKENDS:
+            raise ValueError(f"unknown backend {value!r}; use one of {BACKENDS}")
+        return value
+
+    @classmethod
+    def from_keywords(cls: type[SettingsT], keywords: dict[str, Any]) -> SettingsT:
+        """The settings among ``keywords`` (a constructor's ``locals()``): the other names are left out."""
+        return cls(**{name: keywords[name] for name in cls.model_fields if name in keywords})
+
+    def given(self, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
+        """The settings that are not None (None: flag_core decides), as keyword arguments."""
+        return {name: value for name in type(self).model_fields
+                if name not in exclude and (value := getattr(self, name)) is not None}
+
+    def key(self) -> str:
+        """A stable text of every setting (the shared-instance cache's key)."""
+        return f"{type(self).__module__}.{type(self).__qualname__}:{self.model_dump_json()}"
+
+
+class TextSettings(ModelSettings):
+    """What the embedders (dense and BGE-M3) share: instructions, lengths, normalisation, truncation."""
+
+    query_instruction_for_retrieval: str | None = Field(
+        default=None, description="instruction put before each query (None: the registry's for the model; '': none)"
+    )
+    query_instruction_format: str | None = Field(
+        default="{}{}", description="how instruction and query join, e.g. '{}{}' (None: the registry's, else '{}{}')"
+    )
+    passage_instruction_for_retrieval: str | None = Field(
+        default=None, description="instruction put before each passage (None: the registry's, usually none)"
+    )
+    passage_instruction_format: str = Field(default="{}{}", description="how instruction and passage join")
+    normalize_embeddings: bool = Field(default=True, description="unit-length vectors")
+    query_max_length: int | None = Field(
+        default=None, gt=0, description=f"longest query in tokens (None: {DEFAULT_MAX_LENGTH} for BGE-M3, else the "
+        f"model's max_seq_length, else {DEFAULT_MAX_LENGTH}; at most what the model accepts)"
+    )
+    passage_max_length: int | None = Field(
+        default=None, gt=0, description=f"longest passage in tokens (None: {DEFAULT_MAX_LENGTH} for BGE-M3, else the "
+        f"model's max_seq_length, else {DEFAULT_MAX_LENGTH}; at most what the model accepts)"
+    )
+    truncate_dim: int | None = Field(default=None, gt=0, description="keep the first n dimensions (Matryoshka)")
+
+
+class EmbedderSettings(TextSettings):
+    """A dense embedder's settings (FlagModel's names)."""
+
+    kind_name: ClassVar[str] = "embedder"
+
+    query_instruction_format: str | None = kind_default(TextSettings, "query_instruction_format", None)
+    task: str | None = Field(default=None, description="LLM-Embedder task: qa, convsearch, chat, lrlm, icl or tool")
+    pooling_method: str | None = Field(
+        default=None, description="cls, mean or last_token (None: cls for BGE-M3 and LLM-Embedder, else the model's "
+        "sentence-transformers config, the registry's, else cls)", json_schema_extra={"choices": list(POOLING_METHODS)},
+    )
+
+    @field_validator("pooling_method")
+    @classmethod
+    def _pooling(cls, value: str | None) -> str | None:
+        return None if value is None else check_pooling(value)
+
+
+class M3Settings(TextSettings):
+    """BGE-M3's settings (BGEM3FlagModel's names): dense, sparse and ColBERT outputs of one encoder pass."""
+
+    kind_name: ClassVar[str] = "m3"
+
+    colbert_dim: int = Field(default=-1, description="ColBERT vector size (-1: the checkpoint's)")
+
+
+class RerankerSettings(ModelSettings):
+    """A reranker's settings (FlagReranker's names)."""
+
+    kind_name: ClassVar[str] = "reranker"
+
+    use_fp16: bool = kind_default(ModelSettings, "use_fp16", False)
+    batch_size: int = kind_default(ModelSettings, "batch_size", 128)
+    normalize: bool = Field(default=False, description="map scores through a sigmoid to (0, 1)")
+    model_class: str | None = Field(
+        default=None, description="encoder, llm or layerwise (None: the registry's, else read from the config)"
+    )
+    max_length: int = Field(default=DEFAULT_MAX_LENGTH, gt=0, description="longest (query, passage) pair in tokens")
+    query_max_length: int | None = Field(
+        default=None, gt=0, description="longest query in tokens (None: 3/4 of max_length)"
+    )
+    prompt: str | None = Field(
+        default=None, description="LLM rerankers: the prompt after query and passage (None: FlagEmbedding's)"
+    )
+    query_instruction_for_rerank: str | None = Field(
+        default=None, description="instruction put before each query (None: the class's, 'A: ' for LLM rerankers)"
+    )
+    query_instruction_format: str = Field(default="{}{}", description="how instruction and query join")
+    passage_instruction_for_rerank: str | None = Field(
+        default=None, description="instruction put before each passage (None: the class's, 'B: ' for LLM rerankers)"
+    )
+    passage_instruction_format: str = Field(default="{}{}", description="how instruction and passage join")
