@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import copy
+import numbers
 import os
 from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar, Literal
@@ -84,17 +85,20 @@ def expand_settings(
     kwargs: Mapping[str, Any], settings: Mapping[str, Any] | None, fields: Iterable[str], name: str
 ) -> dict[str, Any]:
     """``kwargs`` with a dict of settings (the argument ``name``, e.g. ``m3_settings={...}``) merged in as
-    keyword arguments; a key that is not one of ``fields``, or that ``kwargs`` gives too, is a ValueError naming
-    it (never silently dropped or overridden)."""
+    keyword arguments; a key that is not one of ``fields`` is a TypeError (as an unknown keyword is), one that
+    ``kwargs`` gives too a ValueError, each naming it (never silently dropped or overridden)."""
     merged = dict(kwargs)
     if settings is None:
         return merged
     if not isinstance(settings, Mapping):
-        raise TypeError(f"{name} must be a dict of settings, got {type(settings).__name__}")
+        try:
+            settings = dict(settings)  # (key, value) pairs, as dict() reads them
+        except (TypeError, ValueError):
+            raise TypeError(f"{name} must be a dict of settings, got {type(settings).__name__}") from None
     known = set(fields)
     for key, value in settings.items():
         if key not in known:
-            raise ValueError(f"{name} has {key!r}, which is not a setting; the settings are {', '.join(sorted(known))}")
+            raise TypeError(f"{name} has {key!r}, which is not a setting; the settings are {', '.join(sorted(known))}")
         if key in merged:
             raise ValueError(f"{key} is given twice, as a keyword and in {name}: give it once")
         merged[key] = value
@@ -135,6 +139,12 @@ class HybridIndexHolder(RebuildsModel, BaseModel):
     @classmethod
     def _mode(cls, value: Any) -> Any:
         return check_mode(value) if isinstance(value, str) else value  # an alias as its canonical name
+
+    @field_validator("candidates", "similarity_top_k", "k", mode="before", check_fields=False)
+    @classmethod
+    def _count(cls, value: Any, info: Any) -> Any:
+        # a bool is not a count (pydantic would read True as 1); "3" from a config is read as 3 by pydantic
+        return check_positive_int(value, info.field_name) if isinstance(value, numbers.Integral) else value
 
     @field_validator("weights", mode="before")
     @classmethod

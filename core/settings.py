@@ -13,12 +13,15 @@ A setting left as None is not passed on: flag_core decides (see :mod:`flag_core.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from .inference.kinds import POOLING_METHODS
 from .inference.settings import (
+    CPU_TOKEN_BUDGET,
     DEFAULT_MAX_LENGTH,
+    BackendName,
     Devices,
     EmbedderSettings,
     M3Settings,
@@ -26,14 +29,22 @@ from .inference.settings import (
     RerankerSettings,
 )
 
+Backend = BackendName  # the names flag_core.settings gave these types before
+Pooling = Literal["cls", "mean", "last_token"]  # POOLING_METHODS as a static type (a test holds them equal)
+
 __all__ = [
+    "CPU_TOKEN_BUDGET",
     "DEFAULT_MAX_LENGTH",
+    "POOLING_METHODS",
+    "Backend",
+    "BackendName",
     "Devices",
     "EmbedderFields",
     "EmbedderSettings",
     "M3Fields",
     "M3Settings",
     "ModelSettings",
+    "Pooling",
     "RerankerFields",
     "RerankerSettings",
     "SettingsFields",

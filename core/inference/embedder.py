@@ -57,6 +57,7 @@ class FlagModel(ModelFront[EmbedderSettings]):
 
     settings_class = EmbedderSettings
     options: ClassVar[dict[str, Any]] = {"convert_to_numpy": True, "padding_side": None}
+    not_in_constructor: ClassVar[tuple[str, ...]] = ("task",)
     none_means: ClassVar[dict[str, Any]] = {"query_instruction_format": DEFAULT_INSTRUCTION_FORMAT}
     runtime: EmbeddingRuntime
 
@@ -364,6 +365,7 @@ class LLMEmbedder(FlagModel):
     none_means: ClassVar[dict[str, Any]] = {**FlagModel.none_means, "task": LLM_EMBEDDER_DEFAULT_TASK,
                                             "pooling_method": "cls"}
     task_decides: ClassVar[tuple[str, ...]] = ("query_instruction_for_retrieval", "query_instruction_format")
+    not_in_constructor: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,
@@ -502,13 +504,18 @@ def dense_embedder(model_name_or_path: str | os.PathLike[str], settings: Embedde
     STS), from a settings object (None in it: the registry's instruction, the model's pooling and lengths) or from
     ``FlagAutoModel.from_finetuned``'s keywords: a BGE-M3 checkpoint gives its dense output (CLS pooled, the
     vectors BGEM3FlagModel gives) as a :class:`FlagModel`, LLM-Embedder an :class:`LLMEmbedder`."""
-    if settings is None:
-        settings = EmbedderSettings(**{name: value for name, value in keywords.items() if name != "model_class"})
-        model_class = keywords.get("model_class")
-    elif keywords:
+    if settings is None:  # FlagAutoModel.from_finetuned's keywords (any it takes), read by it
+        if "model_class" not in keywords:
+            path = resolve_model_path(model_name_or_path, keywords.get("cache_dir"))
+            if checkpoint_kind(os.fspath(model_name_or_path), path) is ModelKind.M3:
+                keywords = {"model_class": "encoder-only-base", **keywords}
+        model = FlagAutoModel.from_finetuned(model_name_or_path, **keywords)
+        if not isinstance(model, FlagModel):
+            raise TypeError(f"{model_name_or_path} with {keywords} is not a dense embedder")
+        return model
+    if keywords:
         raise TypeError(f"give a settings object or keywords, not both ({sorted(keywords)})")
-    else:
-        model_class = None
+    model_class = None
     path = resolve_model_path(model_name_or_path, settings.cache_dir)
     name = os.fspath(model_name_or_path)
     if model_class is None and checkpoint_kind(name, path) is ModelKind.M3:
@@ -522,6 +529,9 @@ def dense_embedder(model_name_or_path: str | os.PathLike[str], settings: Embedde
     chosen = _AUTO_CLASSES.get(resolved.kind, FlagModel)
     if not issubclass(chosen, FlagModel):
         raise TypeError(f"{model_name_or_path} is not a dense embedder (it is {resolved.kind})")
+    if settings.task is not None and "task" in chosen.not_in_constructor:
+        raise TypeError(f"task={settings.task!r} is an LLM-Embedder setting; {model_name_or_path} is not an "
+                        f"LLM-Embedder (its kind: {resolved.kind.value})")
     filled = {"query_instruction_for_retrieval": resolved.query_instruction,
               "query_instruction_format": resolved.query_instruction_format,
               "passage_instruction_for_retrieval": resolved.passage_instruction, "pooling_method": resolved.pooling}

@@ -9,13 +9,16 @@ settings object with a checked copy, so what a call reads is always what the obj
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
 
 from .devices import resolve_devices
 from .model_files import resolve_model_path
 from .runtime import Runtime
-from .settings import ModelSettings
+from .settings import ModelSettings, load_settings
+
+_ASSIGN = threading.Lock()  # one settings replacement at a time (two threads assigning lose neither value)
 
 SettingsT = TypeVar("SettingsT", bound=ModelSettings)
 FrontT = TypeVar("FrontT", bound="ModelFront[Any]")
@@ -32,6 +35,8 @@ class ModelFront(Generic[SettingsT]):
     # what a setting left as None means for this class when the settings object comes from elsewhere (an adapter,
     # where None means "the class's own"); FlagEmbedding's constructors say it with their defaults
     none_means: ClassVar[dict[str, Any]] = {}
+    # settings of the kind that this class's constructor does not take (they come only in a settings object)
+    not_in_constructor: ClassVar[tuple[str, ...]] = ()
 
     settings: SettingsT
     runtime: Runtime[Any, Any, Any]
@@ -45,11 +50,17 @@ class ModelFront(Generic[SettingsT]):
         if twice:
             raise TypeError(f"{type(self).__name__}() got multiple values for {twice}")
         keywords.update(extra)
-        fields, options = type(self).settings_class.model_fields, type(self).options
-        unknown = sorted(set(keywords) - set(fields) - set(options) - {"self", "model_name_or_path", "__class__"})
+        cls = type(self)
+        fields, options = cls.settings_class.model_fields, cls.options
+        unknown = sorted((set(keywords) - set(fields) - set(options) - {"self", "model_name_or_path", "__class__"})
+                         | (set(keywords) & set(cls.not_in_constructor)))
         if unknown:
-            raise TypeError(f"{type(self).__name__}() got unexpected keyword arguments {unknown}")
-        settings = type(self).settings_class(**{name: keywords[name] for name in fields if name in keywords})
+            raise TypeError(f"{cls.__name__}() got unexpected keyword arguments {unknown}")
+        # a setting this constructor has no parameter for (a subclass's **kwargs left it out) means what
+        # none_means says, as the constructor it forwards to would have given it
+        values = {name: keywords[name] if name in keywords else cls.none_means[name]
+                  for name in fields if name in keywords or name in cls.none_means}
+        settings = cls.settings_class.checked(values)
         self._begin(model_name_or_path, settings, {name: keywords.get(name, value) for name, value in options.items()})
 
     def _begin(self, model_name_or_path: str | os.PathLike[str], settings: ModelSettings,
@@ -89,13 +100,18 @@ class ModelFront(Generic[SettingsT]):
 
     def __setattr__(self, name: str, value: Any) -> None:
         settings = self.__dict__.get("settings")
-        if settings is not None and name in type(settings).model_fields:
-            settings = type(settings)(**{**dict(settings), name: value})  # checked again
+        if settings is None or name not in type(settings).model_fields:
+            super().__setattr__(name, value)
+            return
+        if name in load_settings(type(settings)) and "runtime" in self.__dict__:
+            raise AttributeError(f"{name} decides how the model is loaded, so it is fixed for a loaded model; build "
+                                 f"another one: {type(self).__name__}(..., {name}={value!r})")
+        with _ASSIGN:  # the next call reads the new value; a call already running keeps the one it started with
+            settings = self.__dict__["settings"]
+            settings = type(settings).checked({**dict(settings), name: value})
             self.__dict__["settings"] = settings
             if "runtime" in self.__dict__:
                 self.runtime.settings = settings
-        else:
-            super().__setattr__(name, value)
 
     def stop_self_pool(self) -> None:
         """Stop worker processes (several devices); FlagEmbedding's name for it."""

@@ -33,6 +33,7 @@ class FlagReranker(ModelFront[RerankerSettings]):
 
     kind: ClassVar[ModelKind] = ModelKind.RERANKER
     settings_class = RerankerSettings
+    not_in_constructor: ClassVar[tuple[str, ...]] = ("model_class", "prompt")
     runtime: RerankerRuntime
 
     def __init__(
@@ -116,6 +117,7 @@ class FlagLLMReranker(FlagReranker):
         "query_instruction_for_rerank": LLM_QUERY_INSTRUCTION,
         "passage_instruction_for_rerank": LLM_PASSAGE_INSTRUCTION,
     }
+    not_in_constructor: ClassVar[tuple[str, ...]] = ("model_class",)
 
     def __init__(
         self,

@@ -12,10 +12,13 @@ pooling and length (:func:`~.registry.resolve_embedder`), every accelerator, the
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import numbers
+import os
+from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.fields import FieldInfo
 
 from .backends import BACKENDS
@@ -38,7 +41,26 @@ def kind_default(owner: type[BaseModel], name: str, default: Any) -> Any:
     default differs (an embedder's fp16 is on, a reranker's off)."""
     info: FieldInfo = owner.model_fields[name]
     bounds = {key: getattr(meta, key) for meta in info.metadata for key in ("gt", "ge") if hasattr(meta, key)}
-    return Field(default=default, description=info.description, gt=bounds.get("gt"), ge=bounds.get("ge"))
+    return Field(default=default, description=info.description, gt=bounds.get("gt"), ge=bounds.get("ge"),
+                 json_schema_extra=info.json_schema_extra)
+
+
+def _flag(value: Any, name: str) -> bool:
+    """A yes/no setting: a bool (None, 0 and 1 read as bool() reads them, as FlagEmbedding's constructors did);
+    anything else, a str above all ("no" would read as True), is a TypeError naming it."""
+    if value is None or isinstance(value, bool | np.bool_) or (isinstance(value, numbers.Integral) and value in (0, 1)):
+        return bool(value)
+    raise TypeError(f"{name} must be True or False, got {type(value).__name__} ({value!r:.60})")
+
+
+# marks a setting that decides how the model is loaded: fixed for a loaded model (assigning it is an error)
+LOAD: dict[str, Any] = {"load": True}
+
+
+def load_settings(cls: type[BaseModel]) -> frozenset[str]:
+    """The settings of ``cls`` that decide how the model is loaded (marked with :data:`LOAD`)."""
+    return frozenset(name for name, info in cls.model_fields.items()
+                     if isinstance(info.json_schema_extra, dict) and info.json_schema_extra.get("load"))
 
 
 class ModelSettings(BaseModel):
@@ -51,38 +73,46 @@ class ModelSettings(BaseModel):
     devices: Devices = Field(
         default=None,
         description="cpu, cuda, cuda:1, mps, or a list (one worker process per device); None: every accelerator, "
-        "else the CPU",
+        "else the CPU", json_schema_extra=LOAD,
     )
-    use_fp16: bool = Field(default=True, description="fp16 on accelerators (ignored on CPUs)")
-    use_bf16: bool = Field(default=False, description="bf16 (fast on CPUs with AVX512-BF16/AMX, slow without)")
+    use_fp16: bool = Field(default=True, description="fp16 on accelerators (ignored on CPUs)", json_schema_extra=LOAD)
+    use_bf16: bool = Field(default=False, description="bf16 (fast on CPUs with AVX512-BF16/AMX, slow without)",
+                           json_schema_extra=LOAD)
     batch_size: int = Field(default=256, gt=0, description="most inputs in one forward pass")
     max_tokens_per_batch: int | None = Field(
         default=None, gt=0,
         description=f"most tokens in one padded batch (None: {CPU_TOKEN_BUDGET} on a CPU, more on accelerators)",
+        json_schema_extra=LOAD,
     )
     backend: str = Field(
         default="torch",
         description="torch, onnx (ONNX Runtime) or openvino (OpenVINO): the CPU backends run encoders and "
         "cross-encoders, fp32 or a flagstack quantize folder (needs the onnx / openvino extra)",
-        json_schema_extra={"choices": list(BACKENDS)},
+        json_schema_extra={"choices": list(BACKENDS), **LOAD},
     )
-    trust_remote_code: bool = Field(default=False, description="run code shipped with a hub model")
-    cache_dir: str | None = Field(default=None, description="where hub downloads are kept")
+    trust_remote_code: bool = Field(default=False, description="run code shipped with a hub model",
+                                    json_schema_extra=LOAD)
+    cache_dir: str | None = Field(default=None, description="where hub downloads are kept", json_schema_extra=LOAD)
     show_progress_bar: bool = Field(default=False, description="show a progress bar while running")
 
-    @field_validator("batch_size", "max_tokens_per_batch", "query_max_length", "passage_max_length", "truncate_dim",
-                     "max_length", mode="before", check_fields=False)
+    @field_validator("*", mode="before")
     @classmethod
-    def _positive(cls, value: Any, info: Any) -> Any:
-        # the one check of a count: a TypeError for a bool or a non-integer, a ValueError naming it for 0 or less
-        return check_positive_int(value, info.field_name, allow_none=cls.model_fields[info.field_name].default is None)
-
-    @field_validator("devices", mode="before")
-    @classmethod
-    def _devices(cls, value: Any) -> Any:
-        if isinstance(value, tuple):
-            value = list(value)
-        resolve_devices(value)  # names a bad device here, once
+    def _value(cls, value: Any, info: Any) -> Any:
+        # the one check of each value's kind, with the messages flag_core's constructors always gave
+        name = info.field_name
+        field = cls.model_fields[name]
+        if field.annotation is bool:
+            return _flag(value, name)
+        if any(getattr(meta, "gt", None) == 0 for meta in field.metadata):  # a count
+            if isinstance(value, numbers.Integral | np.bool_) or (value is None and field.default is not None):
+                return check_positive_int(value, name, allow_none=False)
+            return value  # None where allowed; "8" or 8.0 from a config: pydantic reads them as ints, or refuses
+        if name == "cache_dir" and isinstance(value, os.PathLike):
+            return os.fspath(value)
+        if name == "devices" and not isinstance(value, str | int | list | type(None)):
+            value = list(value) if isinstance(value, Iterable) else value  # a tuple or a set of devices
+        if name == "devices":
+            resolve_devices(value)  # names a bad device here, once
         return value
 
     @field_validator("backend")
@@ -102,6 +132,18 @@ class ModelSettings(BaseModel):
         return {name: value for name in type(self).model_fields
                 if name not in exclude and (value := getattr(self, name)) is not None}
 
+    @classmethod
+    def checked(cls: type[SettingsT], values: dict[str, Any]) -> SettingsT:
+        """``cls(**values)``, a bad value being a ValueError (or TypeError) that names the setting in one line, not
+        pydantic's report (a constructor's or the command line's error)."""
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(map(str, error['loc']))}: {str(error['msg']).removeprefix('Value error, ')}"
+                for error in exc.errors())
+            raise ValueError(problems) from None
+
     def key(self) -> str:
         """A stable text of every setting (the shared-instance cache's key)."""
         return f"{type(self).__module__}.{type(self).__qualname__}:{self.model_dump_json()}"
@@ -119,7 +161,7 @@ class TextSettings(ModelSettings):
     passage_instruction_for_retrieval: str | None = Field(
         default=None, description="instruction put before each passage (None: the registry's, usually none)"
     )
-    passage_instruction_format: str = Field(default="{}{}", description="how instruction and passage join")
+    passage_instruction_format: str | None = Field(default="{}{}", description="how instruction and passage join")
     normalize_embeddings: bool = Field(default=True, description="unit-length vectors")
     query_max_length: int | None = Field(
         default=None, gt=0, description=f"longest query in tokens (None: {DEFAULT_MAX_LENGTH} for BGE-M3, else the "
@@ -141,7 +183,8 @@ class EmbedderSettings(TextSettings):
     task: str | None = Field(default=None, description="LLM-Embedder task: qa, convsearch, chat, lrlm, icl or tool")
     pooling_method: str | None = Field(
         default=None, description="cls, mean or last_token (None: cls for BGE-M3 and LLM-Embedder, else the model's "
-        "sentence-transformers config, the registry's, else cls)", json_schema_extra={"choices": list(POOLING_METHODS)},
+        "sentence-transformers config, the registry's, else cls)",
+        json_schema_extra={"choices": list(POOLING_METHODS), **LOAD},
     )
 
     @field_validator("pooling_method")
@@ -155,7 +198,8 @@ class M3Settings(TextSettings):
 
     kind_name: ClassVar[str] = "m3"
 
-    colbert_dim: int = Field(default=-1, description="ColBERT vector size (-1: the checkpoint's)")
+    colbert_dim: int = Field(default=-1, description="ColBERT vector size (-1: the checkpoint's)",
+                             json_schema_extra=LOAD)
 
 
 class RerankerSettings(ModelSettings):
@@ -167,7 +211,8 @@ class RerankerSettings(ModelSettings):
     batch_size: int = kind_default(ModelSettings, "batch_size", 128)
     normalize: bool = Field(default=False, description="map scores through a sigmoid to (0, 1)")
     model_class: str | None = Field(
-        default=None, description="encoder, llm or layerwise (None: the registry's, else read from the config)"
+        default=None, description="encoder, llm or layerwise (None: the registry's, else read from the config)",
+        json_schema_extra=LOAD,
     )
     max_length: int = Field(default=DEFAULT_MAX_LENGTH, gt=0, description="longest (query, passage) pair in tokens")
     query_max_length: int | None = Field(
@@ -179,8 +224,8 @@ class RerankerSettings(ModelSettings):
     query_instruction_for_rerank: str | None = Field(
         default=None, description="instruction put before each query (None: the class's, 'A: ' for LLM rerankers)"
     )
-    query_instruction_format: str = Field(default="{}{}", description="how instruction and query join")
+    query_instruction_format: str | None = Field(default="{}{}", description="how instruction and query join")
     passage_instruction_for_rerank: str | None = Field(
         default=None, description="instruction put before each passage (None: the class's, 'B: ' for LLM rerankers)"
     )
-    passage_instruction_format: str = Field(default="{}{}", description="how instruction and passage join")
+    passage_instruction_format: str | None = Field(default="{}{}", description="how instruction and passage join")

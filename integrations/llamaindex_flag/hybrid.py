@@ -43,7 +43,7 @@ class FlagHybridRetriever(HybridIndexHolder, BaseComponent, M3Fields, BaseRetrie
 
     Model settings are :class:`flag_core.settings.M3Fields`, fields of this class as of
     ``langchain_flag.FlagHybridRetriever`` (``devices="cpu"``, ``passage_max_length=256``, ...); a dict of them
-    may be given as ``m3_settings={...}`` (an unknown key, or one also given as a keyword, is a ValueError).
+    may be given as ``m3_settings={...}`` (an unknown key is a TypeError, one also given as a keyword a ValueError).
     ``model_name`` is a hub id or a folder (str or os.PathLike).
 
     ``k`` and ``mode`` may be given per call: ``retriever.retrieve(query, k=10, mode="dense")`` (and
@@ -97,7 +97,7 @@ class FlagHybridRetriever(HybridIndexHolder, BaseComponent, M3Fields, BaseRetrie
             raise ValueError("model_name is required: a BGE-M3 hub id or folder (str or os.PathLike)")
         settings = expand_settings(settings, m3_settings, M3Fields.model_fields, "m3_settings")
         settings.update(model_name=model_name, similarity_top_k=similarity_top_k, mode=mode, weights=weights,
-                        candidates=candidates, verbose=verbose)
+                        candidates=candidates, verbose=bool(verbose))
         if callback_manager is not None:
             settings["callback_manager"] = callback_manager
         super().__init__(**settings)
@@ -111,6 +111,12 @@ class FlagHybridRetriever(HybridIndexHolder, BaseComponent, M3Fields, BaseRetrie
     @classmethod
     def class_name(cls) -> str:
         return "FlagHybridRetriever"
+
+    @property
+    def m3_settings(self) -> dict[str, Any]:  # type: ignore[override]
+        """The BGE-M3 settings in effect that are not None, as a dict (this class's attribute before the settings
+        became its fields)."""
+        return M3Fields.m3_settings(self)
 
     def to_dict(self, **kwargs: Any) -> dict[str, Any]:
         """The settings and ``index_path`` (``from_dict`` builds an equal retriever: the model is shared, the

@@ -218,3 +218,7 @@ def test_the_backend_type_names_the_registered_backends() -> None:
     from flag_core.inference.settings import BackendName
 
     assert typing.get_args(BackendName) == BACKENDS
+    from flag_core.inference.kinds import POOLING_METHODS
+    from flag_core.settings import Pooling
+
+    assert typing.get_args(Pooling) == POOLING_METHODS
