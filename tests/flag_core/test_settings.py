@@ -222,3 +222,47 @@ def test_the_backend_type_names_the_registered_backends() -> None:
     from flag_core.settings import Pooling
 
     assert typing.get_args(Pooling) == POOLING_METHODS
+
+
+def test_settings_read_as_attributes_and_assigning_one_is_checked(model_path: str) -> None:
+    model = FlagModel(model_path, devices="cpu", normalize_embeddings=None)  # None reads as False, as it always did
+    assert model.normalize_embeddings is False and model.settings.normalize_embeddings is False
+    model.batch_size = 7  # a per-call setting: the next call reads it, and so does the runtime
+    assert model.batch_size == 7 and model.runtime.settings.batch_size == 7
+    with pytest.raises(ValueError, match="batch_size must be a positive int, got 0"):
+        model.batch_size = 0
+    assert model.batch_size == 7
+    for name, value in (("use_bf16", True), ("pooling_method", "mean"), ("backend", "onnx"), ("devices", "cpu")):
+        with pytest.raises(AttributeError, match=f"{name} decides how the model is loaded"):
+            setattr(model, name, value)  # never read back and silently ignored
+    with pytest.raises(TypeError, match="normalize_embeddings must be True or False, got str"):
+        FlagModel(model_path, devices="cpu", normalize_embeddings="no")  # never a silent True
+    with pytest.raises(ValueError, match="batch_size: batch_size must be a positive int, got 0"):
+        FlagModel(model_path, batch_size=0)  # one line naming the setting, not pydantic's report
+
+
+def test_constructors_take_only_their_own_names(model_path: str, reranker_path: str) -> None:
+    with pytest.raises(TypeError, match="unexpected keyword argument 'task'"):
+        FlagModel(model_path, task="qa")  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match=r"unexpected keyword arguments \['model_class'\]"):
+        FlagLLMReranker(reranker_path, model_class="llm")
+    llm = LLMEmbedder(model_path, devices="cpu")
+    assert llm.query_instruction_format == "{}{}" and llm.task == "qa"  # what FlagModel gave it, as before
+
+
+def test_builders_take_a_settings_object_or_the_factories_keywords(model_path: str, m3_path: str) -> None:
+    from flag_core import build_embedder, build_m3
+    from flag_core.settings import EmbedderSettings, M3Settings
+
+    settings = EmbedderSettings(devices="cpu", batch_size=8)
+    assert build_embedder(model_path, settings) is build_embedder(model_path, EmbedderSettings(devices="cpu",
+                                                                                             batch_size=8))
+    assert build_embedder(model_path, settings).runtime.settings.batch_size == 8
+    dense = build_embedder(m3_path, model_class="encoder-only-base", devices="cpu")  # FlagAutoModel's keywords
+    assert type(dense) is FlagModel and dense.pooling_method == "cls"
+    m3 = build_m3(m3_path, M3Settings(devices="cpu"))
+    assert m3.return_sparse is False and build_m3(m3_path, devices="cpu", return_sparse=True).return_sparse is True
+    with pytest.raises(TypeError, match="settings must be a EmbedderSettings"):
+        build_embedder(model_path, M3Settings())  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="LLM-Embedder setting"):
+        build_embedder(model_path, EmbedderSettings(task="chat"))
