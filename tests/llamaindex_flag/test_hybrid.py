@@ -134,7 +134,8 @@ def test_settings_are_fields_and_m3_settings_expands_into_them(m3_path: str) -> 
     given = FlagHybridRetriever(model_name=m3_path, m3_settings={"devices": "cpu", "passage_max_length": 128})
     fields = FlagHybridRetriever(model_name=m3_path, devices="cpu", passage_max_length=128)
     assert set(M3Fields.model_fields) <= set(FlagHybridRetriever.model_fields)
-    assert given == fields and given.passage_max_length == 128 and given.m3_settings == fields.m3_settings  # a dict, as the attribute always was
+    assert given == fields and given.passage_max_length == 128
+    assert given.m3_settings == fields.m3_settings and isinstance(given.m3_settings, dict)  # as it always was
     assert given._index.model is fields._index.model  # one shared model for equal settings
     with pytest.raises(TypeError, match="m3_settings has 'pooling', which is not a setting"):
         FlagHybridRetriever(model_name=m3_path, m3_settings={"pooling": "cls"})
