@@ -58,6 +58,7 @@ class FlagModel(ModelFront[EmbedderSettings]):
     settings_class = EmbedderSettings
     options: ClassVar[dict[str, Any]] = {"convert_to_numpy": True, "padding_side": None}
     not_in_constructor: ClassVar[tuple[str, ...]] = ("task",)
+    setting_reasons: ClassVar[dict[str, str]] = {"task": "an LLM-Embedder setting, not one"}
     none_means: ClassVar[dict[str, Any]] = {"query_instruction_format": DEFAULT_INSTRUCTION_FORMAT}
     runtime: EmbeddingRuntime
 
@@ -529,9 +530,6 @@ def dense_embedder(model_name_or_path: str | os.PathLike[str], settings: Embedde
     chosen = _AUTO_CLASSES.get(resolved.kind, FlagModel)
     if not issubclass(chosen, FlagModel):
         raise TypeError(f"{model_name_or_path} is not a dense embedder (it is {resolved.kind})")
-    if settings.task is not None and "task" in chosen.not_in_constructor:
-        raise TypeError(f"task={settings.task!r} is an LLM-Embedder setting; {model_name_or_path} is not an "
-                        f"LLM-Embedder (its kind: {resolved.kind.value})")
     filled = {"query_instruction_for_retrieval": resolved.query_instruction,
               "query_instruction_format": resolved.query_instruction_format,
               "passage_instruction_for_retrieval": resolved.passage_instruction, "pooling_method": resolved.pooling}

@@ -37,6 +37,8 @@ class ModelFront(Generic[SettingsT]):
     none_means: ClassVar[dict[str, Any]] = {}
     # settings of the kind that this class's constructor does not take (they come only in a settings object)
     not_in_constructor: ClassVar[tuple[str, ...]] = ()
+    # what each of those settings is, for the error when a settings object sets one (e.g. "an LLM-Embedder setting")
+    setting_reasons: ClassVar[dict[str, str]] = {}
 
     settings: SettingsT
     runtime: Runtime[Any, Any, Any]
@@ -85,12 +87,23 @@ class ModelFront(Generic[SettingsT]):
         unknown = sorted(set(options) - set(cls.options))
         if unknown:
             raise TypeError(f"{cls.__name__}.from_settings() got unexpected options {unknown}")
+        for name in cls.not_in_constructor:  # a setting this class has no use for is refused, never ignored
+            value = getattr(settings, name)
+            if value != type(settings).model_fields[name].default and not cls.takes(name, value):
+                raise TypeError(f"{name}={value!r} is {cls.setting_reasons.get(name, 'not a setting')} of "
+                                f"{cls.__name__}; {model_name_or_path} is not run by it")
         filled = {name: value for name, value in cls.none_means.items() if getattr(settings, name) is None}
         model = cls.__new__(cls)
         model._begin(model_name_or_path, settings.model_copy(update=filled) if filled else settings,
                      {**cls.options, **options})
         model._setup()
         return model
+
+    @classmethod
+    def takes(cls, name: str, value: Any) -> bool:
+        """Whether a settings object may set ``name`` (one of :attr:`not_in_constructor`) to ``value`` for this
+        class (a reranker's model_class naming this class's kind)."""
+        return False
 
     def __getattr__(self, name: str) -> Any:
         settings = self.__dict__.get("settings")

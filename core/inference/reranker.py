@@ -34,6 +34,8 @@ class FlagReranker(ModelFront[RerankerSettings]):
     kind: ClassVar[ModelKind] = ModelKind.RERANKER
     settings_class = RerankerSettings
     not_in_constructor: ClassVar[tuple[str, ...]] = ("model_class", "prompt")
+    setting_reasons: ClassVar[dict[str, str]] = {"prompt": "an LLM reranker setting, not one",
+                                                 "model_class": "for another reranker class, not a setting"}
     runtime: RerankerRuntime
 
     def __init__(
@@ -58,6 +60,10 @@ class FlagReranker(ModelFront[RerankerSettings]):
     ) -> None:
         self._start(model_name_or_path, locals())
         self._setup()
+
+    @classmethod
+    def takes(cls, name: str, value: Any) -> bool:
+        return name == "model_class" and reranker_class(value) is cls.kind
 
     def _setup(self) -> None:
         self.runtime = RerankerRuntime(str(self.path), self.settings, self.target_devices, self.kind)

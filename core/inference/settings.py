@@ -123,16 +123,6 @@ class ModelSettings(BaseModel):
         return value
 
     @classmethod
-    def from_keywords(cls: type[SettingsT], keywords: dict[str, Any]) -> SettingsT:
-        """The settings among ``keywords`` (a constructor's ``locals()``): the other names are left out."""
-        return cls(**{name: keywords[name] for name in cls.model_fields if name in keywords})
-
-    def given(self, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
-        """The settings that are not None (None: flag_core decides), as keyword arguments."""
-        return {name: value for name in type(self).model_fields
-                if name not in exclude and (value := getattr(self, name)) is not None}
-
-    @classmethod
     def checked(cls: type[SettingsT], values: dict[str, Any]) -> SettingsT:
         """``cls(**values)``, a bad value being a ValueError (or TypeError) that names the setting in one line, not
         pydantic's report (a constructor's or the command line's error)."""

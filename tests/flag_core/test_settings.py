@@ -266,3 +266,17 @@ def test_builders_take_a_settings_object_or_the_factories_keywords(model_path: s
         build_embedder(model_path, M3Settings())  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="LLM-Embedder setting"):
         build_embedder(model_path, EmbedderSettings(task="chat"))
+
+
+def test_a_settings_object_never_sets_what_its_class_ignores(model_path: str, reranker_path: str) -> None:
+    from flag_core import build_reranker
+    from flag_core.settings import EmbedderSettings, RerankerSettings
+
+    with pytest.raises(TypeError, match="prompt='Yes\\?' is an LLM reranker setting, not one of FlagReranker"):
+        build_reranker(reranker_path, RerankerSettings(prompt="Yes?"))  # a cross-encoder has no prompt
+    with pytest.raises(TypeError, match="model_class='llm' is for another reranker class"):
+        FlagReranker.from_settings(reranker_path, RerankerSettings(model_class="llm"))
+    assert type(FlagReranker.from_settings(reranker_path, RerankerSettings(model_class="encoder",
+                                                                           devices="cpu"))) is FlagReranker
+    with pytest.raises(TypeError, match="task='qa' is an LLM-Embedder setting, not one of FlagModel"):
+        FlagModel.from_settings(model_path, EmbedderSettings(task="qa"))
