@@ -25,6 +25,7 @@ import only from these (``tests/test_public_api.py`` holds them to it):
 """
 
 from .inference.embedder import FlagAutoModel, FlagModel, LLMEmbedder
+from .inference.gather import QueueFull
 from .inference.m3 import BGEM3FlagModel
 from .inference.model_files import ModelNotFoundError
 from .inference.registry import lookup_embedder, lookup_reranker
@@ -43,6 +44,7 @@ __all__ = [
     "LLMEmbedder",
     "LayerWiseFlagLLMReranker",
     "ModelNotFoundError",
+    "QueueFull",
     "VectorIndex",
     "build_embedder",
     "build_m3",

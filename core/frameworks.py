@@ -4,6 +4,8 @@
 - :class:`HybridIndexHolder`: the search settings, the index and its file of both BGE-M3 hybrid retrievers.
 - :func:`search_options`: per-call ``k`` / ``mode`` of a retriever (None: the retriever's own), checked once.
 - :func:`expand_settings`: a dict of settings (e.g. LlamaIndex's ``m3_settings={...}``) as keyword arguments.
+- :func:`run_async`: a blocking flag_core call awaited without blocking the event loop, its model calls gathered
+  with other callers' (the adapters' async methods).
 - :func:`absolute_path`: an index path kept absolute, so a serialized retriever finds its file from anywhere.
 - Checks and types the adapters' fields use: :data:`ModelName`, :func:`as_model_name`, :func:`check_positive_int`.
 """
@@ -19,6 +21,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, Field, PrivateAttr, field_validator
 
 from .inference.fusion import canonical_mode
+from .inference.gather import run_async
 from .inference.inputs import ModelName, as_model_name, check_positive_int
 from .inference.shared import build_m3
 from .retrieval.dense import PayloadFormat
@@ -34,6 +37,7 @@ __all__ = [
     "check_mode",
     "check_positive_int",
     "expand_settings",
+    "run_async",
     "search_options",
 ]
 

@@ -15,6 +15,7 @@ from ..inference.embedder import Side
 from ..inference.kinds import DEFAULT_MAX_LENGTH
 from ..inference.streaming import write_npy
 from .options import (
+    GATHER_SETTINGS,
     SETTINGS,
     default_model,
     given_settings,
@@ -39,11 +40,12 @@ SAMPLE_TEXTS = [
 # embedding settings the commands leave out: instruction formats and the passage instruction (FlagEmbedding's
 # defaults serve), the LLM-Embedder task, normalisation (always on for retrieval), the two lengths (--max-length
 # sets both), the batch size (eval adds it), the token budget, fp16 (CPU runs), truncation, remote code and the
-# hub cache (the CLI loads local folders or hub ids as they are), the progress bar (--quiet)
+# hub cache (the CLI loads local folders or hub ids as they are), the progress bar (--quiet), and gathering calls
+# across callers (one command is one caller; `flagstack serve` takes them)
 EMBEDDER_OMITTED = (
     "query_instruction_format", "passage_instruction_for_retrieval", "passage_instruction_format", "task",
     "normalize_embeddings", "query_max_length", "passage_max_length", "batch_size", "max_tokens_per_batch", "use_fp16",
-    "truncate_dim", "trust_remote_code", "cache_dir", "show_progress_bar",
+    "truncate_dim", "trust_remote_code", "cache_dir", "show_progress_bar", *GATHER_SETTINGS,
 )
 
 

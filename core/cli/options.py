@@ -26,6 +26,8 @@ _UNSET: Any = object()
 # the settings class behind each model kind's options: the one declaration (a test puts a subclass here to show a
 # new setting reaching the command line with no other edit)
 SETTINGS: dict[str, type[ModelSettings]] = {"embedder": EmbedderSettings, "reranker": RerankerSettings}
+# settings of gathering concurrent calls (flag_core.inference.gather): for commands that serve many callers
+GATHER_SETTINGS = ("gather_window_ms", "gather_max_inputs", "queue_limit")
 # settings whose option has a shorter name than --name-with-dashes
 FLAGS = {"pooling_method": "--pooling", "devices": "--device", "use_bf16": "--bf16",
          "query_instruction_for_retrieval": "--query-instruction"}
@@ -96,6 +98,8 @@ def setting(
         kwargs["metavar"] = flags[0].lstrip("-").upper().replace("-", "_")
         if int in members and str not in members:  # devices (str or int) stay text: "cpu", "cuda:1", "0"
             kwargs["type"] = positive_int if any(getattr(m, "gt", None) == 0 for m in info.metadata) else int
+        elif members == (float,):
+            kwargs["type"] = float
     if not kwargs["help"]:
         raise ValueError(f"{fields.__name__}.{name} has no description to use as help")
     parser.add_argument(*flags, **kwargs)

@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
 
+from .batching import tokenize_texts
 from .devices import resolve_devices
+from .inputs import as_text_list, check_positive_int
+from .kinds import DEFAULT_MAX_LENGTH
 from .model_files import resolve_model_path
 from .runtime import Runtime
 from .settings import ModelSettings, load_settings
@@ -125,6 +129,22 @@ class ModelFront(Generic[SettingsT]):
             self.__dict__["settings"] = settings
             if "runtime" in self.__dict__:
                 self.runtime.settings = settings
+
+    @property
+    def tokenizer(self) -> Any:
+        """The model's tokenizer (a transformers tokenizer), as FlagEmbedding's classes have it."""
+        return self.runtime.loaded.tokenizer
+
+    def count_tokens(self, texts: str | Sequence[str], max_length: int | None = None) -> list[int]:
+        """How many tokens the model reads of each text (special tokens included, at most ``max_length``; None: the
+        passage length of an embedder, the pair length of a reranker)."""
+        items, _single = as_text_list(texts, "texts")
+        if max_length is None:
+            settings = self.settings
+            max_length = getattr(settings, "passage_max_length", None) or getattr(settings, "max_length", None) \
+                or self.runtime.max_length or DEFAULT_MAX_LENGTH
+        ids, _cut = tokenize_texts(self.tokenizer, items, check_positive_int(max_length, "max_length", allow_none=False))
+        return [len(row) for row in ids]
 
     def stop_self_pool(self) -> None:
         """Stop worker processes (several devices); FlagEmbedding's name for it."""

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from .batching import pad_batch, pad_token_id, run_batched, tokenize_texts, warn_truncated
 from .devices import cpu_has_native_bf16, resolve_dtype
+from .gather import CallQueue
 from .kinds import Head
 from .loading import LoadedModel, load_model, model_max_length
 from .pooling import check_pooling, pool
@@ -85,6 +86,7 @@ class Runtime(ABC, Generic[ItemT, OptionsT, ResultT]):
                                               self.padding_side, settings.backend)
         self._pool: DevicePool | None = None
         self._budget: int | None = None
+        self.queue: CallQueue[ItemT, OptionsT, ResultT] = CallQueue(self._run_now, self.select, lambda: self.settings)
 
     @property
     @abstractmethod
@@ -112,8 +114,14 @@ class Runtime(ABC, Generic[ItemT, OptionsT, ResultT]):
         return self._budget
 
     def run(self, items: list[ItemT], options: OptionsT) -> ResultT:
-        """One result per item, in input order (on the CPU). Repeated items are computed once; with several
-        devices, the distinct items are split over one worker process per device."""
+        """One result per item, in input order (on the CPU), gathered with other callers' concurrent calls
+        (:mod:`.gather`). Repeated items are computed once; with several devices, the distinct items are split
+        over one worker process per device."""
+        if not items:
+            return self.empty(options)
+        return self.queue.run(items, options)
+
+    def _run_now(self, items: list[ItemT], options: OptionsT) -> ResultT:
         unique: dict[ItemT, int] = {}
         positions = [unique.setdefault(item, len(unique)) for item in items]
         distinct = list(unique)

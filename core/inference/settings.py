@@ -94,6 +94,17 @@ class ModelSettings(BaseModel):
                                     json_schema_extra=LOAD)
     cache_dir: str | None = Field(default=None, description="where hub downloads are kept", json_schema_extra=LOAD)
     show_progress_bar: bool = Field(default=False, description="show a progress bar while running")
+    gather_window_ms: float = Field(
+        default=0.0, ge=0, le=10_000,
+        description="how long a call waits for other callers' inputs to share its batches (0: calls that arrive "
+        "while the model is busy are gathered, a lone call runs at once)",
+    )
+    gather_max_inputs: int = Field(default=4096, gt=0,
+                                   description="most inputs (of all callers) gathered into one model call")
+    queue_limit: int | None = Field(
+        default=None, gt=0,
+        description="most calls waiting for the model; past it a call fails at once with QueueFull (None: no limit)",
+    )
 
     @field_validator("*", mode="before")
     @classmethod

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from langchain_core.embeddings import Embeddings
@@ -10,7 +9,7 @@ from langchain_core.load.serializable import Serializable
 from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
 from flag_core import FlagModel, build_embedder
-from flag_core.frameworks import ModelName, RebuildsModel
+from flag_core.frameworks import ModelName, RebuildsModel, run_async
 from flag_core.merge import FromMerge
 from flag_core.migration import langchain_embeddings_arguments
 from flag_core.settings import EmbedderFields
@@ -75,11 +74,11 @@ class FlagEmbeddings(RebuildsModel, FromMerge, EmbedderFields, Embeddings, Seria
 
     async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
         """Like :meth:`embed_documents`, run in a worker thread so the event loop keeps running."""
-        return await asyncio.to_thread(self.embed_documents, texts)
+        return await run_async(self.embed_documents, texts)
 
     async def aembed_query(self, text: str) -> list[float]:
         """Like :meth:`embed_query`, run in a worker thread so the event loop keeps running."""
-        return await asyncio.to_thread(self.embed_query, text)
+        return await run_async(self.embed_query, text)
 
     def signature(self) -> dict[str, Any]:
         """The settings that decide what a vector means (stored with saved indexes)."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -12,7 +11,7 @@ from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict, Field
 
-from flag_core.frameworks import HybridIndexHolder, ModelName, search_options
+from flag_core.frameworks import HybridIndexHolder, ModelName, run_async, search_options
 from flag_core.frameworks import Mode as Mode  # where it was defined before
 from flag_core.retrieval import PayloadFormat
 from flag_core.settings import M3Fields
@@ -133,4 +132,4 @@ class FlagHybridRetriever(HybridIndexHolder, M3Fields, BaseRetriever):
         self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun, k: int | None = None,
         mode: str | None = None,
     ) -> list[Document]:
-        return await asyncio.to_thread(self._retrieve, query, k, mode)
+        return await run_async(self._retrieve, query, k, mode)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import copy
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -15,7 +14,7 @@ from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
 from flag_core import FlagReranker as CoreReranker
 from flag_core import build_reranker
-from flag_core.frameworks import ModelName, RebuildsModel
+from flag_core.frameworks import ModelName, RebuildsModel, run_async
 from flag_core.merge import FromMerge
 from flag_core.migration import cross_encoder_arguments
 from flag_core.settings import RerankerFields
@@ -105,4 +104,4 @@ class FlagReranker(RebuildsModel, FromMerge, RerankerFields, BaseDocumentCompres
         self, documents: Sequence[Document], query: str, callbacks: Callbacks | None = None
     ) -> Sequence[Document]:
         """Like :meth:`compress_documents`, in a worker thread so the event loop keeps running."""
-        return await asyncio.to_thread(self.rerank_documents, documents, query, self.top_n)
+        return await run_async(self.rerank_documents, documents, query, self.top_n)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import os
 from collections.abc import Iterable, Sequence
@@ -15,7 +14,7 @@ from langchain_core.retrievers import BaseRetriever
 from langchain_core.vectorstores import VectorStore
 from pydantic import ConfigDict, Field, PrivateAttr, field_validator
 
-from flag_core.frameworks import absolute_path, check_positive_int
+from flag_core.frameworks import absolute_path, check_positive_int, run_async
 from flag_core.retrieval import DenseIndex, PayloadFormat, embedding_settings
 
 from .rerankers import FlagReranker
@@ -213,4 +212,4 @@ class FlagRetriever(BaseRetriever):
         k: int | None = None,
         top_n: int | None = None,
     ) -> list[Document]:
-        return await asyncio.to_thread(self._retrieve, query, k, top_n)
+        return await run_async(self._retrieve, query, k, top_n)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
 from flag_core import FlagModel, build_embedder
-from flag_core.frameworks import ModelName, RebuildsModel
+from flag_core.frameworks import ModelName, RebuildsModel, run_async
 from flag_core.merge import FromMerge
 from flag_core.migration import MigrationError, llamaindex_embedding_arguments
 from flag_core.settings import EmbedderFields
@@ -94,7 +93,7 @@ class FlagEmbedding(RebuildsModel, FromMerge, BaseEmbedding, EmbedderFields):
         return self._model.encode_queries(query.removeprefix(_QUERY_KEY), output="list", show_progress_bar=False)
 
     async def _aget_query_embedding(self, query: str) -> Embedding:
-        return await asyncio.to_thread(self._get_query_embedding, query)
+        return await run_async(self._get_query_embedding, query)
 
     # texts: with show_progress_bar, one bar per call (LlamaIndex's), not one per embed_batch_size chunk -----
 
@@ -115,7 +114,7 @@ class FlagEmbedding(RebuildsModel, FromMerge, BaseEmbedding, EmbedderFields):
         return self._model.encode_corpus(texts, output="list", show_progress_bar=False)
 
     async def _aget_text_embedding(self, text: str) -> Embedding:
-        return await asyncio.to_thread(self._get_text_embedding, text)
+        return await run_async(self._get_text_embedding, text)
 
     async def _aget_text_embeddings(self, texts: list[str]) -> list[Embedding]:
-        return await asyncio.to_thread(self._get_text_embeddings, texts)
+        return await run_async(self._get_text_embeddings, texts)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import os
 from collections.abc import Iterator, Mapping, Sequence
@@ -15,7 +14,7 @@ from llama_index.core.callbacks import CallbackManager
 from llama_index.core.schema import BaseComponent, BaseNode, MetadataMode, NodeWithScore, QueryBundle, QueryType
 from llama_index.core.storage.docstore.utils import doc_to_json, json_to_doc
 
-from flag_core.frameworks import HybridIndexHolder, ModelName, as_model_name, expand_settings, search_options
+from flag_core.frameworks import HybridIndexHolder, ModelName, as_model_name, expand_settings, run_async, search_options
 from flag_core.retrieval import DEFAULT_CANDIDATES, DEFAULT_WEIGHTS, PayloadFormat
 from flag_core.settings import M3Fields
 
@@ -185,4 +184,4 @@ class FlagHybridRetriever(HybridIndexHolder, BaseComponent, M3Fields, BaseRetrie
         return results
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        return await asyncio.to_thread(self._retrieve, query_bundle)
+        return await run_async(self._retrieve, query_bundle)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any, ClassVar
 
 import llama_index.core.instrumentation as instrument
@@ -14,7 +13,7 @@ from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 
 from flag_core import FlagReranker as CoreReranker
 from flag_core import build_reranker
-from flag_core.frameworks import ModelName, RebuildsModel, as_model_name
+from flag_core.frameworks import ModelName, RebuildsModel, as_model_name, run_async
 from flag_core.merge import FromMerge
 from flag_core.settings import RerankerFields
 
@@ -116,4 +115,4 @@ class FlagReranker(RebuildsModel, FromMerge, BaseNodePostprocessor, RerankerFiel
         self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None, query_str: str | None = None
     ) -> list[NodeWithScore]:
         """Like ``postprocess_nodes``, in a worker thread so the event loop keeps running."""
-        return await asyncio.to_thread(self.postprocess_nodes, nodes, query_bundle, query_str)
+        return await run_async(self.postprocess_nodes, nodes, query_bundle, query_str)

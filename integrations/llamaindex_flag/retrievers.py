@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -13,7 +12,7 @@ from llama_index.core.callbacks import CallbackManager
 from llama_index.core.schema import BaseNode, MetadataMode, NodeWithScore, QueryBundle
 from llama_index.core.storage.docstore.utils import doc_to_json, json_to_doc
 
-from flag_core.frameworks import check_positive_int
+from flag_core.frameworks import check_positive_int, run_async
 from flag_core.retrieval import DenseIndex, PayloadFormat, embedding_settings
 
 from .postprocessors import FlagReranker
@@ -101,4 +100,4 @@ class FlagRetriever(BaseRetriever):
         return results
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        return await asyncio.to_thread(self._retrieve, query_bundle)
+        return await run_async(self._retrieve, query_bundle)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from llama_index.core.base.embeddings.base_sparse import BaseSparseEmbedding, SparseEmbedding
 from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr
 
 from flag_core import BGEM3FlagModel, build_m3
-from flag_core.frameworks import ModelName, RebuildsModel
+from flag_core.frameworks import ModelName, RebuildsModel, run_async
 from flag_core.settings import M3Fields
 
 
@@ -57,20 +56,20 @@ class FlagSparseEmbedding(RebuildsModel, BaseSparseEmbedding, M3Fields):
         return _sparse(self._model.encode_queries(query, return_dense=False, return_sparse=True)["lexical_weights"])
 
     async def _aget_query_embedding(self, query: str) -> SparseEmbedding:
-        return await asyncio.to_thread(self._get_query_embedding, query)
+        return await run_async(self._get_query_embedding, query)
 
     def _get_text_embedding(self, text: str) -> SparseEmbedding:
         return self._get_text_embeddings([text])[0]
 
     async def _aget_text_embedding(self, text: str) -> SparseEmbedding:
-        return await asyncio.to_thread(self._get_text_embedding, text)
+        return await run_async(self._get_text_embedding, text)
 
     def _get_text_embeddings(self, texts: list[str]) -> list[SparseEmbedding]:
         weights = self._model.encode_corpus(texts, return_dense=False, return_sparse=True)["lexical_weights"]
         return [_sparse(w) for w in weights]
 
     async def _aget_text_embeddings(self, texts: list[str]) -> list[SparseEmbedding]:
-        return await asyncio.to_thread(self._get_text_embeddings, texts)
+        return await run_async(self._get_text_embeddings, texts)
 
     # the callables llama_index.vector_stores.qdrant.QdrantVectorStore(sparse_doc_fn=..., sparse_query_fn=...) take
 

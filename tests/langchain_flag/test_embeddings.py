@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import numpy as np
@@ -85,3 +86,21 @@ async def test_async_embedding_does_not_block_the_loop(model_path: str, ticks_wh
     assert ticks >= 3 and ticks >= elapsed / 0.005 * 0.2, (ticks, elapsed)
     query, _, _ = await ticks_while(embeddings.aembed_query("pandas"))
     assert query == embeddings.embed_query("pandas")
+
+
+async def test_gathered_async_calls_share_forward_passes(model_path: str) -> None:
+    # every call of the gather arrives within the window, so the count does not depend on thread timing
+    embeddings = FlagEmbeddings(model_name=model_path, devices="cpu", gather_window_ms=500)
+    assert embeddings.client.gather_window_ms == 500
+    texts = [f"document {i} about {'bamboo ' * (i % 5)}pandas" for i in range(20)]
+    passes: list[int] = []
+    embeddings.client.runtime.loaded.model.register_forward_hook(lambda *_: passes.append(1))
+    together = embeddings.embed_documents(texts)
+    one_call, passes[:] = len(passes), []
+    gathered = await asyncio.gather(*(embeddings.aembed_documents([text]) for text in texts))
+    assert len(passes) == one_call < len(texts)  # 20 callers, the forward passes of one call
+    np.testing.assert_allclose([vectors[0] for vectors in gathered], together, atol=1e-6)
+    passes.clear()
+    queries = await asyncio.gather(*(embeddings.aembed_query(text) for text in texts))
+    assert len(passes) == one_call
+    np.testing.assert_allclose(queries, [embeddings.embed_query(text) for text in texts], atol=1e-6)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 
 import pytest
@@ -70,3 +71,18 @@ async def test_async_compress(reranker_path: str) -> None:
     reranker = FlagReranker(model_name=reranker_path, devices="cpu", top_n=2)
     docs = [Document(page_content=t) for t in CORPUS]
     assert await reranker.acompress_documents(docs, "paris") == reranker.compress_documents(docs, "paris")
+
+
+async def test_gathered_async_compressions_share_forward_passes(reranker_path: str) -> None:
+    reranker = FlagReranker(model_name=reranker_path, devices="cpu", top_n=2, gather_window_ms=500)
+    docs = [Document(page_content=t) for t in CORPUS]
+    queries = ["paris", "pandas", "bamboo", "france", "bears"]
+    expected = [reranker.compress_documents(docs, query) for query in queries]
+    passes: list[int] = []
+    reranker.client.runtime.loaded.model.register_forward_hook(lambda *_: passes.append(1))
+    gathered = await asyncio.gather(*(reranker.acompress_documents(docs, query) for query in queries))
+    assert len(passes) == 1
+    for got, want in zip(gathered, expected, strict=True):  # the same order; scores equal within fp32 rounding
+        assert [d.page_content for d in got] == [d.page_content for d in want]
+        assert [d.metadata["relevance_score"] for d in got] == pytest.approx(
+            [d.metadata["relevance_score"] for d in want], abs=1e-6)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import numpy as np
@@ -89,3 +90,15 @@ def test_one_progress_bar_per_call(model_path: str, monkeypatch: pytest.MonkeyPa
     embedding.get_text_embedding_batch([f"text {i}" for i in range(7)])
     assert len(shown) == 4 and not any(shown)  # four chunks, no bar of their own
     assert capsys.readouterr().err.count("Generating embeddings") >= 1  # LlamaIndex's one bar for the call
+
+
+async def test_gathered_async_calls_share_forward_passes(model_path: str) -> None:
+    model = FlagEmbedding(model_name=model_path, devices="cpu", gather_window_ms=400)
+    queries = [f"question {i} on {'pandas ' * (i % 4)}bamboo" for i in range(16)]
+    passes: list[int] = []
+    model.client.runtime.loaded.model.register_forward_hook(lambda *_: passes.append(1))
+    expected = model.client.encode_queries(queries, output="list")
+    one_call, passes[:] = len(passes), []
+    gathered = await asyncio.gather(*(model.aget_query_embedding(query) for query in queries))
+    assert len(passes) == one_call < len(queries)
+    np.testing.assert_allclose(gathered, expected, atol=1e-6)

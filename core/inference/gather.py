@@ -1,0 +1,253 @@
+"""Calls from many callers gathered into shared batches: one queue in front of each loaded model.
+
+Every model call (:meth:`.runtime.Runtime.run`) goes through its runtime's :class:`CallQueue`. A call that finds the
+model idle runs at once, in its own thread (a lone caller pays nothing); calls that arrive while the model is busy
+wait, and when it is free the first of them runs everything that is waiting (up to ``gather_max_inputs`` inputs), one
+runtime call per set of equal options, so the inputs of many callers share the token-budget batches; each caller gets
+exactly its own results, in order. ``gather_window_ms`` makes a call wait that long for company before it runs.
+
+Threads, asyncio tasks (:func:`run_async`) and the HTTP server's requests all meet in the same queue. The queue is
+bounded by ``queue_limit`` (past it a call fails at once with :class:`QueueFull`); a call that is cancelled while it
+waits (its ``run_async`` awaiter was cancelled: a client went away, a deadline passed) is dropped before it runs.
+A model call that fails fails the calls of that runtime call alone; the queue goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+ItemT = TypeVar("ItemT")
+OptionsT = TypeVar("OptionsT")
+ResultT = TypeVar("ResultT")
+T = TypeVar("T")
+
+# threads that wait for gathered calls (waiting costs no CPU; the work runs in one of them at a time per model)
+WAITING_THREADS = 256
+# how long a call that is about to run waits for run_async calls already started but not yet queued (asyncio.gather
+# of many calls starts their threads one after another): at most this, and not at all when none is on its way
+ARRIVAL_WAIT_S = 0.005
+
+
+class QueueFull(RuntimeError):
+    """A model's queue holds ``queue_limit`` calls already: try again later (HTTP: 503 with Retry-After)."""
+
+    def __init__(self, limit: int, retry_after: float) -> None:
+        super().__init__(f"{limit} calls are already waiting for this model (queue_limit); try again in "
+                         f"{retry_after:.0f} s or raise queue_limit")
+        self.limit = limit
+        self.retry_after = retry_after
+
+
+class CallToken:
+    """What cancels the model calls one :func:`run_async` call makes while they still wait in a queue."""
+
+    def __init__(self) -> None:
+        self.cancelled = False
+        self._calls: list[tuple[CallQueue[Any, Any, Any], Future[Any]]] = []
+        self._lock = threading.Lock()
+        self.arriving = True  # started, not yet in a queue (counted in _Arrivals)
+
+    def attach(self, queue: CallQueue[Any, Any, Any], future: Future[Any]) -> None:
+        with self._lock:
+            self._calls.append((queue, future))
+
+    def cancel(self) -> None:
+        """Drop every call still waiting (one already running finishes; its result is thrown away)."""
+        with self._lock:
+            self.cancelled = True
+            calls, self._calls = self._calls, []
+        for queue, future in calls:
+            if future.cancel():
+                queue.wake()
+
+
+class _Arrivals:
+    """How many run_async calls have started and not yet reached a queue (or finished without one)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.count = 0
+
+    def add(self) -> None:
+        with self._lock:
+            self.count += 1
+
+    def done(self, token: CallToken) -> None:
+        with self._lock:
+            if token.arriving:
+                token.arriving = False
+                self.count -= 1
+
+
+_ARRIVALS = _Arrivals()
+_TOKEN: contextvars.ContextVar[CallToken | None] = contextvars.ContextVar("flagstack_call_token", default=None)
+_EXECUTOR: ThreadPoolExecutor | None = None
+_EXECUTOR_LOCK = threading.Lock()
+
+
+def _executor() -> ThreadPoolExecutor:
+    global _EXECUTOR
+    with _EXECUTOR_LOCK:
+        if _EXECUTOR is None:
+            _EXECUTOR = ThreadPoolExecutor(max_workers=WAITING_THREADS, thread_name_prefix="flagstack-call")
+        return _EXECUTOR
+
+
+async def run_async(function: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """``function(*args, **kwargs)`` in a waiting thread, without blocking the event loop: the model calls it makes
+    are gathered with every other caller's (see :mod:`.gather`). Cancelling the await drops those calls that still
+    wait; the asyncio methods of flagstack's LangChain and LlamaIndex classes and the HTTP server use it."""
+    token = CallToken()
+    context = contextvars.copy_context()
+    context.run(_TOKEN.set, token)
+
+    def call() -> T:
+        try:
+            return context.run(function, *args, **kwargs)
+        finally:
+            _ARRIVALS.done(token)
+
+    _ARRIVALS.add()
+    try:
+        future = asyncio.get_running_loop().run_in_executor(_executor(), call)
+    except BaseException:
+        _ARRIVALS.done(token)
+        raise
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        token.cancel()
+        raise
+
+
+@dataclass(eq=False)
+class _Call(Generic[ItemT, OptionsT]):
+    items: list[ItemT]
+    options: OptionsT
+    future: Future[Any] = field(default_factory=Future)
+
+
+class CallQueue(Generic[ItemT, OptionsT, ResultT]):
+    """The queue in front of one runtime: ``run(items, options)`` gives ``execute(items, options)``'s result for the
+    caller's items, having run them together with other callers' waiting items of the same options.
+
+    ``settings`` is read at every call (``gather_window_ms``, ``gather_max_inputs``, ``queue_limit``); ``split``
+    takes a result and the positions of one caller's items in it.
+    """
+
+    def __init__(self, execute: Callable[[list[ItemT], OptionsT], ResultT],
+                 split: Callable[[ResultT, list[int]], ResultT], settings: Callable[[], Any]) -> None:
+        self._execute = execute
+        self._split = split
+        self._settings = settings
+        self._waiting: list[_Call[ItemT, OptionsT]] = []
+        self._busy = False
+        self._leader: int | None = None
+        self._condition = threading.Condition()
+        self.runs = 0  # runtime calls made (each one or more callers' items)
+        self.calls = 0  # callers' calls answered
+        # called after each runtime call with (callers, inputs, seconds): the server's metrics
+        self.observers: list[Callable[[int, int, float], None]] = []
+
+    @property
+    def depth(self) -> int:
+        """Calls waiting now (not counting the ones running)."""
+        with self._condition:
+            return len(self._waiting)
+
+    def wake(self) -> None:
+        """Let waiting callers look at their calls again (one was cancelled)."""
+        with self._condition:
+            self._condition.notify_all()
+
+    def run(self, items: list[ItemT], options: OptionsT) -> ResultT:
+        """The result for ``items`` (in order), gathered with other callers' items of equal ``options``."""
+        if self._leader == threading.get_ident():  # a model call made while running one (no queue within a run)
+            return self._execute(items, options)
+        token = _TOKEN.get()
+        if token is not None and token.cancelled:
+            raise CancelledError()
+        settings = self._settings()
+        call: _Call[ItemT, OptionsT] = _Call(items, options)
+        with self._condition:
+            limit = settings.queue_limit
+            if limit is not None and len(self._waiting) >= limit:
+                raise QueueFull(limit, retry_after=1.0)
+            self._waiting.append(call)
+            self._condition.notify_all()
+        if token is not None:
+            token.attach(self, call.future)
+            _ARRIVALS.done(token)
+        while True:
+            with self._condition:
+                while self._busy and not call.future.done():
+                    self._condition.wait()
+                if call.future.done():
+                    break
+                self._busy = True
+                self._leader = threading.get_ident()
+            try:
+                self._lead(settings)
+            finally:
+                with self._condition:
+                    self._busy = False
+                    self._leader = None
+                    self._condition.notify_all()
+        return call.future.result()  # type: ignore[no-any-return]  # raises CancelledError when it was dropped
+
+    def _lead(self, settings: Any) -> None:
+        """Run what waits (this caller's call among it, unless the inputs before it fill the batch)."""
+        cap = settings.gather_max_inputs
+        now = time.monotonic()
+        window_end = now + float(settings.gather_window_ms or 0.0) / 1000.0
+        arrival_end = now + ARRIVAL_WAIT_S
+        with self._condition:
+            while sum(len(call.items) for call in self._waiting) < cap:
+                now = time.monotonic()
+                end = max(window_end, arrival_end if _ARRIVALS.count > 0 else now)
+                if end <= now:
+                    break
+                self._condition.wait(end - now)
+            taken: list[_Call[ItemT, OptionsT]] = []
+            count = 0
+            while self._waiting and (not taken or count + len(self._waiting[0].items) <= cap):
+                call = self._waiting.pop(0)
+                if call.future.set_running_or_notify_cancel():
+                    taken.append(call)
+                    count += len(call.items)
+        groups: dict[Any, list[_Call[ItemT, OptionsT]]] = {}
+        for call in taken:
+            groups.setdefault(call.options, []).append(call)
+        for options, calls in groups.items():
+            self._run_group(options, calls)
+
+    def _run_group(self, options: OptionsT, calls: Sequence[_Call[ItemT, OptionsT]]) -> None:
+        items = [item for call in calls for item in call.items]
+        started = time.perf_counter()
+        try:
+            result = self._execute(items, options)
+        except BaseException as error:  # every caller of this runtime call gets its error; the queue goes on
+            for call in calls:
+                call.future.set_exception(error)
+            if not isinstance(error, Exception):
+                raise
+            return
+        self.runs += 1
+        self.calls += len(calls)
+        for observer in self.observers:
+            observer(len(calls), len(items), time.perf_counter() - started)
+        if len(calls) == 1:
+            calls[0].future.set_result(result)
+            return
+        start = 0
+        for call in calls:
+            end = start + len(call.items)
+            call.future.set_result(self._split(result, list(range(start, end))))
+            start = end

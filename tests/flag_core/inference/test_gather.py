@@ -1,0 +1,206 @@
+"""The queue in front of each model: concurrent callers share runs, each gets exactly its own results; a lone call
+runs in its own thread; the queue is bounded; a cancelled call is dropped; a failing run fails its callers only."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+
+from flag_core import FlagModel, FlagReranker, QueueFull
+from flag_core.frameworks import run_async
+from flag_core.inference.gather import CallQueue
+
+
+class Recorder:
+    """A runtime stand-in: each run records its items, options and thread; a run can be held until released."""
+
+    def __init__(self, **settings: Any) -> None:
+        self.runs: list[tuple[list[str], Any, int]] = []
+        self.hold = threading.Event()
+        self.hold.set()
+        self.started = threading.Event()
+        self.fail_on: set[str] = set()
+        values = {"gather_window_ms": 0.0, "gather_max_inputs": 4096, "queue_limit": None, **settings}
+        self.settings = SimpleNamespace(**values)
+        self.queue: CallQueue[str, Any, list[str]] = CallQueue(self.execute, self.split, lambda: self.settings)
+
+    def execute(self, items: list[str], options: Any) -> list[str]:
+        self.runs.append((list(items), options, threading.get_ident()))
+        self.started.set()
+        self.hold.wait(10)
+        if self.fail_on & set(items):
+            raise RuntimeError(f"model failed on {sorted(self.fail_on & set(items))}")
+        return [f"{item}:{options}" for item in items]
+
+    @staticmethod
+    def split(result: list[str], positions: list[int]) -> list[str]:
+        return [result[i] for i in positions]
+
+
+def start(target: Any, *args: Any) -> tuple[threading.Thread, dict[str, Any]]:
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["result"] = target(*args)
+        except BaseException as error:  # the test reads it
+            box["error"] = error
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, box
+
+
+def wait_for(condition: Any, timeout: float = 10.0) -> None:
+    event = threading.Event()
+    for _ in range(int(timeout / 0.005)):
+        if condition():
+            return
+        event.wait(0.005)
+    raise AssertionError("condition not reached")
+
+
+def test_a_lone_call_runs_at_once_in_its_own_thread() -> None:
+    recorder = Recorder()
+    assert recorder.queue.run(["a", "b"], 1) == ["a:1", "b:1"]
+    assert recorder.runs == [(["a", "b"], 1, threading.get_ident())]
+
+
+def test_calls_that_arrive_while_busy_share_one_run_and_get_their_own_results() -> None:
+    recorder = Recorder()
+    recorder.hold.clear()
+    first, first_box = start(recorder.queue.run, ["x"], 1)
+    assert recorder.started.wait(10)
+    others = [start(recorder.queue.run, [f"t{i}a", f"t{i}b"], 1) for i in range(8)]
+    wait_for(lambda: recorder.queue.depth == 8)
+    recorder.hold.set()
+    for thread, _ in [(first, first_box), *others]:
+        thread.join(10)
+    assert first_box["result"] == ["x:1"]
+    for i, (_, box) in enumerate(others):
+        assert box["result"] == [f"t{i}a:1", f"t{i}b:1"]
+    assert len(recorder.runs) == 2 and len(recorder.runs[1][0]) == 16  # the eight waiting calls in one run
+    assert recorder.queue.runs == 2 and recorder.queue.calls == 9
+
+
+def test_calls_with_other_options_run_apart_and_the_largest_batch_is_kept() -> None:
+    recorder = Recorder(gather_max_inputs=4)
+    recorder.hold.clear()
+    first, _ = start(recorder.queue.run, ["x"], 1)
+    assert recorder.started.wait(10)
+    calls = [start(recorder.queue.run, [f"{i}a", f"{i}b"], i % 2) for i in range(4)]
+    wait_for(lambda: recorder.queue.depth == 4)
+    recorder.hold.set()
+    for thread, _ in calls:
+        thread.join(10)
+    for i, (_, box) in enumerate(calls):
+        assert box["result"] == [f"{i}a:{i % 2}", f"{i}b:{i % 2}"]
+    assert all(len(items) <= 4 for items, _, _ in recorder.runs)
+    assert all(len({item.split(":")[0][-1] for item in items}) >= 1 for items, _, _ in recorder.runs)
+    for items, options, _ in recorder.runs[1:]:
+        assert all(int(item[0]) % 2 == options for item in items)  # a run holds calls of one set of options
+    first.join(10)
+
+
+def test_a_failing_run_fails_its_callers_and_the_queue_goes_on() -> None:
+    recorder = Recorder()
+    recorder.hold.clear()
+    recorder.fail_on = {"bad"}
+    first = start(recorder.queue.run, ["x"], 0)
+    assert recorder.started.wait(10)
+    bad = start(recorder.queue.run, ["bad"], 1)
+    good_same_run = start(recorder.queue.run, ["fine"], 1)
+    good_other = start(recorder.queue.run, ["other"], 2)
+    wait_for(lambda: recorder.queue.depth == 3)
+    recorder.hold.set()
+    for thread, _ in (first, bad, good_same_run, good_other):
+        thread.join(10)
+    assert first[1]["result"] == ["x:0"]
+    assert "model failed on ['bad']" in str(bad[1]["error"])
+    assert "model failed" in str(good_same_run[1]["error"])  # the same model call: its callers share its failure
+    assert good_other[1]["result"] == ["other:2"]
+    assert recorder.queue.run(["after"], 0) == ["after:0"]
+
+
+def test_the_queue_is_bounded() -> None:
+    recorder = Recorder(queue_limit=2)
+    recorder.hold.clear()
+    first, _ = start(recorder.queue.run, ["x"], 0)
+    assert recorder.started.wait(10)
+    waiting = [start(recorder.queue.run, [f"w{i}"], 0) for i in range(2)]
+    wait_for(lambda: recorder.queue.depth == 2)
+    with pytest.raises(QueueFull, match="queue_limit") as caught:
+        recorder.queue.run(["one too many"], 0)
+    assert caught.value.retry_after > 0
+    recorder.hold.set()
+    for thread, _box in [(first, {}), *waiting]:
+        thread.join(10)
+    assert [box["result"] for _, box in waiting] == [["w0:0"], ["w1:0"]]
+
+
+def test_a_call_run_while_running_one_goes_straight_through() -> None:
+    recorder = Recorder()
+    inner: list[Any] = []
+
+    def execute(items: list[str], options: Any) -> list[str]:
+        if options == "outer":
+            inner.append(queue.run(["nested"], "inner"))
+        return list(items)
+
+    queue: CallQueue[str, Any, list[str]] = CallQueue(execute, Recorder.split, lambda: recorder.settings)
+    assert queue.run(["a"], "outer") == ["a"] and inner == [["nested"]]
+
+
+async def test_a_cancelled_call_is_dropped_before_it_runs() -> None:
+    recorder = Recorder()
+    recorder.hold.clear()
+    first = asyncio.ensure_future(run_async(recorder.queue.run, ["x"], 0))
+    await asyncio.to_thread(recorder.started.wait, 10)
+    dropped = asyncio.ensure_future(run_async(recorder.queue.run, ["dropped"], 0))
+    kept = asyncio.ensure_future(run_async(recorder.queue.run, ["kept"], 0))
+    await asyncio.to_thread(wait_for, lambda: recorder.queue.depth == 2)
+    dropped.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await dropped
+    recorder.hold.set()
+    assert await first == ["x:0"] and await kept == ["kept:0"]
+    assert [items for items, _, _ in recorder.runs] == [["x"], ["kept"]]
+
+
+def forward_passes(model: Any) -> list[int]:
+    """A list that grows by one at every forward pass of ``model``'s torch module."""
+    passes: list[int] = []
+    model.runtime.loaded.model.register_forward_hook(lambda *_: passes.append(1))
+    return passes
+
+
+async def test_gathered_model_calls_share_forward_passes(model_path: str) -> None:
+    model = FlagModel(model_path, devices="cpu")
+    model.gather_window_ms = 500  # every call of the gather arrives within the window: one run, whatever the timing
+    texts = [f"text number {i} about {'pandas ' * (i % 7)}bears" for i in range(20)]
+    alone = model.encode_corpus(texts)
+    passes = forward_passes(model)
+    model.encode_corpus(texts)
+    one_call = len(passes)
+    passes.clear()
+    results = await asyncio.gather(*(run_async(model.encode_corpus, [text]) for text in texts))
+    assert len(passes) == one_call < len(texts)
+    np.testing.assert_allclose(np.concatenate(results), alone, atol=1e-6)
+    for text, result in zip(texts, results, strict=True):
+        np.testing.assert_allclose(result, model.encode_corpus([text]), atol=1e-6)
+
+
+async def test_gathered_rerank_calls_share_forward_passes(reranker_path: str) -> None:
+    reranker = FlagReranker(reranker_path, devices="cpu")
+    reranker.gather_window_ms = 500
+    pairs = [(f"query {i}", f"passage {j} on topic {i}") for i in range(6) for j in range(3)]
+    alone = [reranker.compute_score([pair]) for pair in pairs]
+    passes = forward_passes(reranker)
+    results = await asyncio.gather(*(run_async(reranker.compute_score, [pair]) for pair in pairs))
+    assert len(passes) == 1
+    np.testing.assert_allclose(results, alone, atol=1e-5)
