@@ -5,6 +5,7 @@ Layers, lowest first (a layer imports only the ones before it):
 - ``flag_core.inference``: models, runtimes, batching, pooling, loading, devices, workers, backends
 - ``flag_core.retrieval``: the vector index and dense search
 - ``flag_core.evaluation``, ``flag_core.training``, ``flag_core.merge``: what is built on inference
+- ``flag_core.serving``: ``flagstack serve`` (the HTTP server; FastAPI is imported only when an app is built)
 - ``flag_core.cli``: the ``flagstack`` command
 
 The drop-in names (FlagEmbedding's classes and the helpers below) are importable from ``flag_core`` itself.

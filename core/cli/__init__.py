@@ -1,5 +1,5 @@
 """The ``flagstack`` command line: one module per command group (``encode``/``info``, ``eval``,
-``mine``/``train``, ``merge``, ``quantize``, ``demo``) over shared option helpers (:mod:`.options`)."""
+``mine``/``train``, ``merge``, ``quantize``, ``serve``, ``demo``) over shared option helpers (:mod:`.options`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from importlib import metadata
 
-from . import demo, encode, evaluate, merge, quantize, train
+from . import demo, encode, evaluate, merge, quantize, serve, train
 from .options import Formatter
 
 
@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"flagstack {_version()}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     sub = parser.add_subparsers(dest="command", required=True)
-    for group in (encode, evaluate, train, merge, quantize, demo):
+    for group in (encode, evaluate, train, merge, quantize, serve, demo):
         group.add_parsers(sub)
     return parser
 

@@ -143,7 +143,8 @@ class ModelFront(Generic[SettingsT]):
             settings = self.settings
             max_length = getattr(settings, "passage_max_length", None) or getattr(settings, "max_length", None) \
                 or self.runtime.max_length or DEFAULT_MAX_LENGTH
-        ids, _cut = tokenize_texts(self.tokenizer, items, check_positive_int(max_length, "max_length", allow_none=False))
+        limit = check_positive_int(max_length, "max_length", allow_none=False)
+        ids, _cut = tokenize_texts(self.tokenizer, items, limit)
         return [len(row) for row in ids]
 
     def stop_self_pool(self) -> None:

@@ -65,7 +65,7 @@ class CallToken:
             calls, self._calls = self._calls, []
         for queue, future in calls:
             if future.cancel():
-                queue.wake()
+                queue.discard(future)
 
 
 class _Arrivals:
@@ -162,9 +162,11 @@ class CallQueue(Generic[ItemT, OptionsT, ResultT]):
         with self._condition:
             return len(self._waiting)
 
-    def wake(self) -> None:
-        """Let waiting callers look at their calls again (one was cancelled)."""
+    def discard(self, future: Future[Any]) -> None:
+        """Take a cancelled call out of the queue (it no longer counts towards queue_limit or depth) and let its
+        caller see that it was cancelled."""
         with self._condition:
+            self._waiting = [call for call in self._waiting if call.future is not future]
             self._condition.notify_all()
 
     def run(self, items: list[ItemT], options: OptionsT) -> ResultT:

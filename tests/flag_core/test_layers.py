@@ -9,7 +9,7 @@ from pathlib import Path
 
 import flag_core
 
-LAYERS = ("inference", "retrieval", "evaluation", "training", "merge", "cli")  # lowest first
+LAYERS = ("inference", "retrieval", "evaluation", "training", "merge", "serving", "cli")  # lowest first
 ABOVE_INFERENCE = LAYERS[1:]
 
 

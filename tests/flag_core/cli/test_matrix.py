@@ -14,6 +14,7 @@ import functools
 import json
 import re
 import shlex
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -578,6 +579,155 @@ def check_demo(ctx: Context, outcome: Outcome) -> None:
     assert shown == [*answer["dense"], *answer["reranked"]]
 
 
+# serve -------------------------------------------------------------------------------------------------------
+# the command runs in the test's main thread until stopped: the row's setup starts a thread that waits for the
+# server, sends it requests (their answers go to ctx.extra["served"]) and stops it (flag_core.serving.stop_servers)
+
+SERVE_PORTS = {"serve-three-models": 38517, "serve-non-local-insecure": 38519, "serve-ray-two-replicas": 38523}
+
+
+def _serving(port: int, exercise: Callable[[str, dict[str, Any]], None]) -> Callable[[Context], None]:
+    def setup(ctx: Context) -> None:
+        import threading
+        import time
+
+        import httpx
+
+        from flag_core.serving import stop_servers
+
+        results: dict[str, Any] = ctx.extra.setdefault("served", {})
+        url = f"http://127.0.0.1:{port}"
+
+        def run() -> None:
+            end = time.monotonic() + 180
+            try:
+                while time.monotonic() < end:
+                    try:
+                        if httpx.get(url + "/ready", timeout=5).status_code == 200:
+                            break
+                    except httpx.TransportError:
+                        pass
+                    time.sleep(0.05)
+                exercise(url, results)
+            except BaseException as exc:
+                results["error"] = repr(exc)
+            finally:
+                while not stop_servers() and time.monotonic() < end:
+                    time.sleep(0.05)
+
+        threading.Thread(target=run, daemon=True).start()
+
+    return setup
+
+
+def _three_models(url: str, results: dict[str, Any]) -> None:
+    import httpx
+
+    key = {"Authorization": "Bearer k2"}
+    texts = ["What do giant pandas eat?", "Pandas eat bamboo.", "Paris is in France."]
+    results["info"] = httpx.get(url + "/info", headers=key, timeout=60).json()
+    results["no key"] = httpx.post(url + "/v1/embeddings", json={"input": texts}, timeout=60).status_code
+    results["first key"] = httpx.post(url + "/v1/embeddings", json={"input": "x"}, timeout=60,
+                                      headers={"Authorization": "Bearer k1"}).status_code
+    results["embeddings"] = httpx.post(url + "/v1/embeddings", json={"input": texts, "model": "mini"}, headers=key,
+                                       timeout=60).json()
+    results["too many"] = httpx.post(url + "/v1/embeddings", json={"input": [*texts, "x"]}, headers=key,
+                                     timeout=60).json()
+    results["too long"] = httpx.post(url + "/embed", json={"inputs": ["y" * 61]}, headers=key, timeout=60).json()
+    results["rerank"] = httpx.post(url + "/v1/rerank", json={"query": texts[0], "documents": texts[1:]}, headers=key,
+                                   timeout=60).json()
+    results["sparse"] = httpx.post(url + "/embed_sparse", json={"inputs": texts[:2]}, headers=key, timeout=60).json()
+
+
+def check_serve_three_models(ctx: Context, outcome: Outcome) -> None:
+    from flag_core import BGEM3FlagModel, FlagModel, FlagReranker
+
+    served = ctx.extra["served"]
+    assert "error" not in served, served.get("error")
+    texts = ["What do giant pandas eat?", "Pandas eat bamboo.", "Paris is in France."]
+    info = served["info"]
+    assert info["limits"] == {"max_texts": 3, "max_chars": 60, "timeout": 30.0}
+    assert [(name, m["kind"]) for name, m in info["models"].items()] == [
+        ("mini", "embedder"), (Path(ctx.reranker).name, "reranker"), ("m3", "m3")]
+    for name, model in info["models"].items():
+        settings = model["settings"]
+        assert (settings["gather_window_ms"], settings["gather_max_inputs"]) == (1.0, 64), name
+        assert settings["queue_limit"] == 4 and (settings["batch_size"] == 8) == (name == "mini"), name
+    assert served["no key"] == 401 and served["first key"] == 200
+    got = np.array([row["embedding"] for row in served["embeddings"]["data"]])
+    np.testing.assert_allclose(got, FlagModel(ctx.model, batch_size=8).encode_corpus(texts), atol=1e-6)
+    assert "--max-texts" in served["too many"]["error"]["message"]
+    assert "inputs[0] has 61 characters" in served["too long"]["error"] and "--max-chars" in served["too long"]["error"]
+    scores = FlagReranker(ctx.reranker).compute_score([(texts[0], t) for t in texts[1:]], normalize=True)
+    assert [r["index"] for r in served["rerank"]["results"]] == sorted(range(2), key=lambda i: -scores[i])
+    weights = BGEM3FlagModel(ctx.m3).encode_corpus(texts[:2], return_dense=False, return_sparse=True)
+    for got_sparse, want in zip(served["sparse"], weights["lexical_weights"], strict=True):
+        assert {str(item["index"]) for item in got_sparse} == set(want)
+    assert f"mini (embedder, {ctx.model})" in outcome.out and "http://127.0.0.1:38517" in outcome.out
+
+
+def _bundled(url: str, results: dict[str, Any]) -> None:
+    import httpx
+
+    results["embeddings"] = httpx.post(url + "/v1/embeddings", json={"input": ["a text"]}, timeout=60).json()
+
+
+def check_serve_bundled(ctx: Context, outcome: Outcome) -> None:
+    from flag_core import FlagModel
+    from flag_core.testing import bundled_model_path
+
+    served = ctx.extra["served"]
+    assert "error" not in served, served.get("error")
+    got = np.array([row["embedding"] for row in served["embeddings"]["data"]])
+    np.testing.assert_allclose(got, FlagModel(bundled_model_path()).encode_corpus(["a text"]), atol=1e-6)
+    assert "http://0.0.0.0:38519" in outcome.out
+
+
+def _two_replicas(url: str, results: dict[str, Any]) -> None:
+    import httpx
+
+    replicas: set[str] = set()
+    for _ in range(60):  # Ray Serve's router spreads requests over the replicas (each marks its answers)
+        response = httpx.post(url + "/v1/embeddings", json={"input": ["a text", "another"], "model": "mini"},
+                              timeout=60)
+        if response.status_code == 503:  # the second replica is still loading
+            time.sleep(0.5)
+            continue
+        results["embeddings"] = response.json()
+        replicas.add(response.headers["X-Flagstack-Replica"])
+        if len(replicas) == 2:
+            break
+    results["replicas"] = len(replicas)
+
+
+def check_serve_ray(ctx: Context, outcome: Outcome) -> None:
+    from flag_core import FlagModel
+
+    served = ctx.extra["served"]
+    assert "error" not in served, served.get("error")
+    assert served["replicas"] == 2
+    got = np.array([row["embedding"] for row in served["embeddings"]["data"]])
+    np.testing.assert_allclose(got, FlagModel(ctx.model).encode_corpus(["a text", "another"]), atol=1e-6)
+    assert "Ray Serve, autoscaling" in outcome.out
+
+
+def check_serve_ray_options_alone(ctx: Context, outcome: Outcome) -> None:
+    assert "--replicas, --replica-cpus, --autoscaling and --ray-address go with --ray" in outcome.err
+
+
+def check_serve_bad_autoscaling(ctx: Context, outcome: Outcome) -> None:
+    assert "--autoscaling takes a JSON object, got '[2]'" in outcome.err  # before Ray or a model starts
+
+
+def check_serve_refused(ctx: Context, outcome: Outcome) -> None:
+    assert "--host 0.0.0.0 is reachable from other machines" in outcome.err
+    assert "--api-key KEY" in outcome.err and "--insecure" in outcome.err
+
+
+def check_serve_bad_setting(ctx: Context, outcome: Outcome) -> None:
+    assert "model 'mini': pooling_method: unknown pooling_method 'avg'" in outcome.err  # before anything loads
+
+
 ROWS: list[Row] = [
     Row("encode-queries-to-file",
         "encode 'an extra text' --model {model} --file {texts} --queries --query-instruction 'query: ' --pooling cls "
@@ -672,6 +822,23 @@ ROWS: list[Row] = [
         "demo --model {model} --reranker {reranker} --question 'parse JSON' --top-k 2 --cache-dir {tmp}/demo "
         "--rebuild",
         check_demo, slow=True),
+    Row("serve-three-models",
+        "serve --model mini={model} --reranker {reranker} --m3 m3={m3} --set mini.batch_size=8 --gather-window-ms 1 "
+        "--gather-max-inputs 64 --queue-limit 4 --host 127.0.0.1 --port 38517 --api-key k1 --api-key k2 "
+        "--max-texts 3 --max-chars 60 --timeout 30",
+        check_serve_three_models, setup=_serving(SERVE_PORTS["serve-three-models"], _three_models)),
+    Row("serve-non-local-insecure", "serve --host 0.0.0.0 --insecure --port 38519", check_serve_bundled,
+        setup=_serving(SERVE_PORTS["serve-non-local-insecure"], _bundled)),
+    Row("serve-ray-two-replicas",
+        "serve --ray --model mini={model} --port 38523 --replica-cpus 1 --ray-address local "
+        "--autoscaling '{{\"min_replicas\": 2, \"max_replicas\": 2, \"initial_replicas\": 2}}'",
+        check_serve_ray, setup=_serving(SERVE_PORTS["serve-ray-two-replicas"], _two_replicas), slow=True),
+    Row("serve-ray-options-without-ray", "serve --replicas 2 --port 38525", check_serve_ray_options_alone, code=2),
+    Row("serve-ray-bad-autoscaling", "serve --ray --autoscaling '[2]' --port 38527", check_serve_bad_autoscaling,
+        code=2),
+    Row("serve-non-local-refused", "serve --host 0.0.0.0 --port 38521", check_serve_refused, code=2),
+    Row("serve-bad-setting", "serve --model mini={model} --set mini.pooling_method=avg", check_serve_bad_setting,
+        code=2),
 ]
 
 

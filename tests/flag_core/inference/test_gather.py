@@ -167,6 +167,7 @@ async def test_a_cancelled_call_is_dropped_before_it_runs() -> None:
     dropped.cancel()
     with pytest.raises(asyncio.CancelledError):
         await dropped
+    assert recorder.queue.depth == 1  # out of the queue at once: it no longer counts towards queue_limit
     recorder.hold.set()
     assert await first == ["x:0"] and await kept == ["kept:0"]
     assert [items for items, _, _ in recorder.runs] == [["x"], ["kept"]]
