@@ -10,6 +10,7 @@ from typing import Any, cast
 
 from ..inference.settings import EmbedderSettings
 from ..serving.config import (
+    DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_CHARS,
     DEFAULT_MAX_TEXTS,
     DEFAULT_PORT,
@@ -92,6 +93,8 @@ def add_parsers(sub: Any) -> None:
                         help="most texts in one request (more: 413)")
     server.add_argument("--max-chars", type=positive_int, default=DEFAULT_MAX_CHARS,
                         help="most characters in one text (more: 413)")
+    server.add_argument("--max-body-bytes", type=positive_int, default=DEFAULT_MAX_BODY_BYTES,
+                        help="most bytes in one request body (more: 413, before the body is read)")
     server.add_argument("--timeout", type=_positive_float, default=None, metavar="SECONDS",
                         help="deadline of a request: past it the answer is 504 and its queued work is dropped "
                         "(default: none)")
@@ -123,7 +126,8 @@ def served_models(args: argparse.Namespace) -> list[ModelSpec]:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     check_bind(args.host, args.api_keys or [], args.insecure)
-    config = ServeConfig(max_texts=args.max_texts, max_chars=args.max_chars, timeout=args.timeout,
+    config = ServeConfig(max_texts=args.max_texts, max_chars=args.max_chars, max_body_bytes=args.max_body_bytes,
+                         timeout=args.timeout,
                          api_keys=tuple(args.api_keys or ()))
     specs = served_models(args)
     if args.ray:

@@ -132,7 +132,9 @@ class ModelFront(Generic[SettingsT]):
 
     @property
     def tokenizer(self) -> Any:
-        """The model's tokenizer (a transformers tokenizer), as FlagEmbedding's classes have it."""
+        """The model's tokenizer (a transformers tokenizer), as FlagEmbedding's classes have it. It is the one the model
+        runs with: a fast tokenizer keeps its truncation setting between calls, so calling it while another thread
+        encodes can change how that call cuts its texts; :meth:`count_tokens` is safe (it waits for the model)."""
         return self.runtime.loaded.tokenizer
 
     def count_tokens(self, texts: str | Sequence[str], max_length: int | None = None) -> list[int]:
@@ -144,7 +146,9 @@ class ModelFront(Generic[SettingsT]):
             max_length = getattr(settings, "passage_max_length", None) or getattr(settings, "max_length", None) \
                 or self.runtime.max_length or DEFAULT_MAX_LENGTH
         limit = check_positive_int(max_length, "max_length", allow_none=False)
-        ids, _cut = tokenize_texts(self.tokenizer, items, limit)
+        loaded = self.runtime.loaded
+        with loaded.lock:  # the model's tokenizer, never under a running encode (its truncation state is shared)
+            ids, _cut = tokenize_texts(loaded.tokenizer, items, limit)
         return [len(row) for row in ids]
 
     def stop_self_pool(self) -> None:

@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
+
+logger = logging.getLogger(__name__)
 
 ItemT = TypeVar("ItemT")
 OptionsT = TypeVar("OptionsT")
@@ -56,7 +59,11 @@ class CallToken:
 
     def attach(self, queue: CallQueue[Any, Any, Any], future: Future[Any]) -> None:
         with self._lock:
-            self._calls.append((queue, future))
+            if not self.cancelled:
+                self._calls.append((queue, future))
+                return
+        if future.cancel():  # cancelled between the caller's check and here: dropped all the same
+            queue.discard(future)
 
     def cancel(self) -> None:
         """Drop every call still waiting (one already running finishes; its result is thrown away)."""
@@ -227,29 +234,36 @@ class CallQueue(Generic[ItemT, OptionsT, ResultT]):
         groups: dict[Any, list[_Call[ItemT, OptionsT]]] = {}
         for call in taken:
             groups.setdefault(call.options, []).append(call)
-        for options, calls in groups.items():
-            self._run_group(options, calls)
+        try:
+            for options, calls in groups.items():
+                self._run_group(options, calls)
+        finally:  # a call taken here is always answered, whatever stopped the loop (a KeyboardInterrupt)
+            for call in taken:
+                if not call.future.done():
+                    call.future.set_exception(RuntimeError("the model run that held this call was interrupted"))
 
     def _run_group(self, options: OptionsT, calls: Sequence[_Call[ItemT, OptionsT]]) -> None:
         items = [item for call in calls for item in call.items]
         started = time.perf_counter()
         try:
             result = self._execute(items, options)
+            parts = [result] if len(calls) == 1 else []
+            start = 0
+            for call in calls if len(calls) > 1 else ():
+                parts.append(self._split(result, list(range(start, start + len(call.items)))))
+                start += len(call.items)
         except BaseException as error:  # every caller of this runtime call gets its error; the queue goes on
             for call in calls:
                 call.future.set_exception(error)
             if not isinstance(error, Exception):
                 raise
             return
+        for call, part in zip(calls, parts, strict=True):
+            call.future.set_result(part)
         self.runs += 1
         self.calls += len(calls)
         for observer in self.observers:
-            observer(len(calls), len(items), time.perf_counter() - started)
-        if len(calls) == 1:
-            calls[0].future.set_result(result)
-            return
-        start = 0
-        for call in calls:
-            end = start + len(call.items)
-            call.future.set_result(self._split(result, list(range(start, end))))
-            start = end
+            try:
+                observer(len(calls), len(items), time.perf_counter() - started)
+            except Exception:  # a metrics callback never fails the callers (they have their results)
+                logger.exception("a gather observer failed")

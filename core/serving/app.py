@@ -25,6 +25,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..inference.gather import QueueFull, run_async
@@ -57,7 +58,7 @@ class EmbeddingsRequest(_Body):
     input: Any = Field(description="a text or a list of texts")
     model: str | None = None
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = Field(default=None, gt=0)
+    dimensions: int | None = Field(default=None, gt=0, strict=True)
     input_type: Literal["query", "passage"] = "passage"
     user: str | None = None
 
@@ -80,7 +81,7 @@ class EmbedRequest(_Body):
     normalize: bool = True
     truncate: bool = False
     truncation_direction: Literal["right", "Right"] = "right"
-    dimensions: int | None = Field(default=None, gt=0)
+    dimensions: int | None = Field(default=None, gt=0, strict=True)
     prompt_name: Literal["query", "passage", "document"] | None = Field(
         default=None, description="query: encode as queries (the model's query instruction); passage / document or "
         "none: as passages")
@@ -121,7 +122,7 @@ class RerankRequest(_Body):
     query: str
     documents: Any = Field(description="a list of texts or of {'text': ...}")
     model: str | None = None
-    top_n: int | None = Field(default=None, gt=0)
+    top_n: int | None = Field(default=None, gt=0, strict=True)
     return_documents: bool = False
 
 
@@ -303,11 +304,46 @@ def authorized(header: str | None, keys: Sequence[str]) -> bool:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer":
         return False
-    given = token.strip().encode("utf-8")
+    try:  # the header's bytes as sent (ASGI headers are bytes, read here as latin-1): a UTF-8 key matches
+        given = token.strip().encode("latin-1")
+    except UnicodeEncodeError:
+        given = token.strip().encode("utf-8")
     found = False
     for key in keys:
         found |= hmac.compare_digest(given, key.encode("utf-8"))
     return found
+
+
+def _body_message(size: int | None, limit: int) -> str:
+    what = f"{size} bytes" if size is not None else f"more than {limit} bytes"
+    return (f"the request body has {what}, more than this server's {limit} (--max-body-bytes): send fewer or shorter "
+            "texts per request")
+
+
+async def _read_bounded(receive: Receive, limit: int) -> list[Message] | None:
+    """The messages of a body sent without Content-Length, read up to ``limit`` bytes (None: it is longer)."""
+    messages: list[Message] = []
+    seen = 0
+    while True:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request":
+            return messages
+        seen += len(message.get("body", b""))
+        if seen > limit:
+            return None
+        if not message.get("more_body", False):
+            return messages
+
+
+def _replay(messages: list[Message], receive: Receive) -> Receive:
+    """``receive`` that gives ``messages`` first (a body already read), then what comes (a disconnect)."""
+    pending = list(messages)
+
+    async def replay() -> Message:
+        return pending.pop(0) if pending else await receive()
+
+    return replay
 
 
 class Guard:
@@ -341,11 +377,25 @@ class Guard:
             if keys and path not in OPEN_PATHS:
                 header = dict(scope.get("headers") or []).get(b"authorization")
                 if not authorized(header.decode("latin-1") if header else None, keys):
-                    response = error_response(path, 401, "this server needs an API key: send the header "
-                                              "'Authorization: Bearer KEY'")
+                    message = "this server needs an API key: send the header 'Authorization: Bearer KEY'"
+                    if header:
+                        message = ("the Authorization header holds no key of this server's; send "
+                                   "'Authorization: Bearer KEY' with a key it was started with (--api-key)")
+                    response = error_response(path, 401, message)
                     response.headers["WWW-Authenticate"] = "Bearer"
                     await response(scope, receive, sending)
                     return
+            limit = self.state.config.max_body_bytes
+            declared = dict(scope.get("headers") or []).get(b"content-length")
+            if declared is not None and declared.isdigit() and int(declared) > limit:
+                await error_response(path, 413, _body_message(int(declared), limit))(scope, receive, sending)
+                return
+            if declared is None and scope.get("method") in ("POST", "PUT", "PATCH"):
+                body = await _read_bounded(receive, limit)  # no Content-Length: counted as it arrives
+                if body is None:
+                    await error_response(path, 413, _body_message(None, limit))(scope, receive, sending)
+                    return
+                receive = _replay(body, receive)
             await self.app(scope, receive, sending)
         finally:
             metrics.in_progress.dec()
@@ -378,6 +428,15 @@ def create_app(models: Sequence[ModelSpec], config: ServeConfig | None = None) -
     @app.exception_handler(ServeError)
     async def _serve_error(request: Request, exc: ServeError) -> JSONResponse:
         return error_response(request.url.path, exc.status, exc.message, exc.param, exc.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # an unknown path or a wrong method, in the error shape of the API the path belongs to
+        allowed = (exc.headers or {}).get("Allow", "another method")
+        message = {404: f"no endpoint {request.url.path}; see /docs for this server's endpoints",
+                   405: f"{request.method} is not what {request.url.path} takes; send {allowed}"}.get(
+            exc.status_code, str(exc.detail))
+        return error_response(request.url.path, exc.status_code, message, headers=dict(exc.headers or {}))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -416,6 +475,7 @@ def create_app(models: Sequence[ModelSpec], config: ServeConfig | None = None) -
                 "max_input_length": int(getattr(first.model, "passage_max_length", None)
                                         or getattr(first.model, "max_length", None) or 0),
                 "limits": {"max_texts": state.config.max_texts, "max_chars": state.config.max_chars,
+                           "max_body_bytes": state.config.max_body_bytes,
                            "timeout": state.config.timeout},
                 "models": {name: {"kind": s.kind, "path": s.path, "settings": s.model.settings.model_dump(mode="json")}
                            for name, s in models.items()}}
@@ -523,7 +583,7 @@ def create_app(models: Sequence[ModelSpec], config: ServeConfig | None = None) -
         query = work.texts_of(body.query, "query", state.config)[0]
         texts = work.documents_of(body.texts, "texts", state.config)
         scores, _tokens = await model_call(request, served, work.rerank_scores, served, query, texts,
-                                           not body.raw_scores)
+                                           not body.raw_scores, body.truncate, "texts")
         order = sorted(range(len(scores)), key=lambda i: -scores[i])
         return JSONResponse([{"index": i, "score": scores[i], **({"text": texts[i]} if body.return_text else {})}
                              for i in order])

@@ -22,6 +22,7 @@ OPTIONS: dict[str, str] = {"embedder": "--model", "reranker": "--reranker", "m3"
 DEFAULT_QUEUE_LIMIT = 64  # calls waiting per model before a request is answered 503 (a server never backs up)
 DEFAULT_MAX_TEXTS = 2048  # texts in one request (OpenAI's own limit for /v1/embeddings)
 DEFAULT_MAX_CHARS = 100_000  # characters in one text
+DEFAULT_MAX_BODY_BYTES = 64 << 20  # bytes of one request body (read before any other check)
 DEFAULT_PORT = 8080
 
 
@@ -55,16 +56,17 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class ServeConfig:
-    """A server's guards: texts per request, characters per text, the deadline of a request (seconds, None: no
-    deadline) and the API keys (none: no key asked)."""
+    """A server's guards: texts per request, characters per text, bytes per request body, the deadline of a request
+    (seconds, None: no deadline) and the API keys (none: no key asked)."""
 
     max_texts: int = DEFAULT_MAX_TEXTS
     max_chars: int = DEFAULT_MAX_CHARS
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     timeout: float | None = None
     api_keys: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        for name in ("max_texts", "max_chars"):
+        for name in ("max_texts", "max_chars", "max_body_bytes"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")

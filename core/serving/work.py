@@ -5,12 +5,15 @@ request sends. Nothing here imports FastAPI."""
 from __future__ import annotations
 
 import base64
+import copy
+import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 
+from ..inference.batching import tokenize_texts
 from ..inference.inputs import check_unicode
 from ..inference.m3 import BGEM3FlagModel
 from .config import OPTIONS, Kind, ServeConfig
@@ -33,12 +36,24 @@ class ServeError(Exception):
 
 @dataclass(frozen=True)
 class Served:
-    """A loaded model as the server holds it."""
+    """A loaded model as the server holds it.
+
+    ``tokenizer`` is the server's own copy of the model's tokenizer, used under ``tokenizer_lock`` for what the
+    server tokenizes itself (token counts, length checks, /tokenize). A fast tokenizer keeps its truncation setting
+    on the tokenizer object, so tokenizing with the model's own tokenizer in a request's thread while the model's
+    queue runs a batch in another thread can change the length the batch is cut to (wrong vectors) or fail with
+    "Already borrowed"; the model's tokenizer is left to the model (one run at a time per model)."""
 
     name: str
     kind: Kind
     path: str
     model: Any
+    tokenizer: Any = field(default=None, compare=False, repr=False)
+    tokenizer_lock: Any = field(default_factory=threading.Lock, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.tokenizer is None:
+            object.__setattr__(self, "tokenizer", copy.deepcopy(self.model.tokenizer))
 
     @property
     def queues(self) -> Any:
@@ -135,7 +150,9 @@ def token_counts(served: Served, texts: list[str], side: Side, truncate: bool, f
     """Tokens of each text as the model reads it; with ``truncate`` False a text longer than the model reads is a
     413 (TEI's rule) instead of being cut."""
     length = max_length(served, side)
-    counts = served.model.count_tokens(texts, max_length=length if truncate else length + 1)
+    with served.tokenizer_lock:
+        ids, _cut = tokenize_texts(served.tokenizer, texts, length if truncate else length + 1)
+    counts = [len(row) for row in ids]
     if not truncate:
         for i, count in enumerate(counts):
             if count > length:
@@ -171,26 +188,49 @@ def m3_outputs(served: Served, texts: list[str], side: Side, dense: bool, sparse
     return encode(texts, return_dense=dense, return_sparse=sparse, return_colbert_vecs=colbert), sum(counts)
 
 
-def rerank_scores(served: Served, query: str, documents: list[str], normalize: bool) -> tuple[list[float], int]:
-    """The reranker's score of (query, document) for each document, in order, and the tokens of the pairs."""
+def rerank_scores(served: Served, query: str, documents: list[str], normalize: bool, truncate: bool = True,
+                  field: str = "documents") -> tuple[list[float], int]:
+    """The reranker's score of (query, document) for each document, in order, and the tokens of the pairs; with
+    ``truncate`` False a query longer than the reranker's query length or a pair longer than its pair length is a
+    413 (TEI's rule) instead of being cut."""
     model = served.model
-    scores = model.compute_score([(query, document) for document in documents], normalize=normalize)
     limit = int(getattr(model, "max_length", 0) or 512)
-    ids = model.tokenizer([query] * len(documents), documents, truncation=True, max_length=limit)["input_ids"]
+    if not truncate:
+        query_limit = int(getattr(model, "query_max_length", None) or limit * 3 // 4)
+        with served.tokenizer_lock:
+            query_ids = served.tokenizer(query, add_special_tokens=False, truncation=True,
+                                         max_length=query_limit + 1)["input_ids"]
+            pairs = served.tokenizer([query] * len(documents), documents, truncation=True,
+                                     max_length=limit + 1)["input_ids"]
+        if len(query_ids) > query_limit:
+            raise ServeError(413, f"query is longer than the {query_limit} tokens model {served.name!r} reads of a "
+                             "query; send truncate=true to cut it, or shorten it", "query")
+        for i, row in enumerate(pairs):
+            if len(row) > limit:
+                raise ServeError(413, f"{field}[{i}] with the query is longer than the {limit} tokens model "
+                                 f"{served.name!r} reads of a pair; send truncate=true to cut it, or shorten it",
+                                 f"{field}[{i}]")
+    scores = model.compute_score([(query, document) for document in documents], normalize=normalize)
+    with served.tokenizer_lock:
+        ids = served.tokenizer([query] * len(documents), documents, truncation=True, max_length=limit)["input_ids"]
     return [float(s) for s in scores], sum(len(row) for row in ids)
 
 
 def tokenize(served: Served, texts: list[str], add_special_tokens: bool) -> list[list[dict[str, Any]]]:
     """TEI's /tokenize answer: per text, its tokens as {id, text, special, start, stop} (character offsets; None
     for special tokens)."""
-    tokenizer = served.model.tokenizer
-    special = set(tokenizer.all_special_ids)
-    encoded = tokenizer(texts, add_special_tokens=add_special_tokens, return_offsets_mapping=True)
+    tokenizer = served.tokenizer
+    with served.tokenizer_lock:
+        encoded = tokenizer(texts, add_special_tokens=add_special_tokens, return_offsets_mapping=True,
+                            return_special_tokens_mask=True)
     result = []
-    for text, ids, offsets in zip(texts, encoded["input_ids"], encoded["offset_mapping"], strict=True):
+    for text, ids, offsets, mask in zip(texts, encoded["input_ids"], encoded["offset_mapping"],
+                                        encoded["special_tokens_mask"], strict=True):
         tokens = []
-        for token_id, (start, stop) in zip(ids, offsets, strict=True):
-            is_special = token_id in special
+        # special: the tokens the tokenizer adds ([CLS], [SEP]); an unknown token stands for a piece of the text
+        # and keeps its offsets (TEI's rule)
+        for token_id, (start, stop), added in zip(ids, offsets, mask, strict=True):
+            is_special = bool(added)
             tokens.append({"id": int(token_id),
                            "text": tokenizer.convert_ids_to_tokens(int(token_id)) if is_special else text[start:stop],
                            "special": is_special,

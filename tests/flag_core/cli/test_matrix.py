@@ -646,7 +646,7 @@ def check_serve_three_models(ctx: Context, outcome: Outcome) -> None:
     assert "error" not in served, served.get("error")
     texts = ["What do giant pandas eat?", "Pandas eat bamboo.", "Paris is in France."]
     info = served["info"]
-    assert info["limits"] == {"max_texts": 3, "max_chars": 60, "timeout": 30.0}
+    assert info["limits"] == {"max_texts": 3, "max_chars": 60, "max_body_bytes": 100000, "timeout": 30.0}
     assert [(name, m["kind"]) for name, m in info["models"].items()] == [
         ("mini", "embedder"), (Path(ctx.reranker).name, "reranker"), ("m3", "m3")]
     for name, model in info["models"].items():
@@ -825,7 +825,7 @@ ROWS: list[Row] = [
     Row("serve-three-models",
         "serve --model mini={model} --reranker {reranker} --m3 m3={m3} --set mini.batch_size=8 --gather-window-ms 1 "
         "--gather-max-inputs 64 --queue-limit 4 --host 127.0.0.1 --port 38517 --api-key k1 --api-key k2 "
-        "--max-texts 3 --max-chars 60 --timeout 30",
+        "--max-texts 3 --max-chars 60 --max-body-bytes 100000 --timeout 30",
         check_serve_three_models, setup=_serving(SERVE_PORTS["serve-three-models"], _three_models)),
     Row("serve-non-local-insecure", "serve --host 0.0.0.0 --insecure --port 38519", check_serve_bundled,
         setup=_serving(SERVE_PORTS["serve-non-local-insecure"], _bundled)),

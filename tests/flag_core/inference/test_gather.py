@@ -205,3 +205,45 @@ async def test_gathered_rerank_calls_share_forward_passes(reranker_path: str) ->
     results = await asyncio.gather(*(run_async(reranker.compute_score, [pair]) for pair in pairs))
     assert len(passes) == 1
     np.testing.assert_allclose(results, alone, atol=1e-5)
+
+
+def test_a_failing_observer_never_fails_or_strands_the_callers() -> None:
+    recorder = Recorder()
+    recorder.queue.observers.append(lambda *_: 1 / 0)
+    recorder.hold.clear()
+    first = start(recorder.queue.run, ["x"], 0)
+    assert recorder.started.wait(10)
+    others = [start(recorder.queue.run, [f"o{i}"], i % 2) for i in range(3)]
+    wait_for(lambda: recorder.queue.depth == 3)
+    recorder.hold.set()
+    for thread, _ in (first, *others):
+        thread.join(10)
+        assert not thread.is_alive()
+    assert [box.get("result") for _, box in others] == [["o0:0"], ["o1:1"], ["o2:0"]]
+
+
+def test_an_interrupted_run_answers_every_call_it_took() -> None:
+    recorder = Recorder()
+    recorder.hold.clear()
+    first = start(recorder.queue.run, ["x"], 0)
+    assert recorder.started.wait(10)
+    recorder.fail_on = {"stop"}
+    execute = recorder.execute
+
+    def interrupted(items: list[str], options: Any) -> list[str]:
+        if "stop" in items:
+            raise KeyboardInterrupt
+        return execute(items, options)
+
+    recorder.queue._execute = interrupted  # type: ignore[method-assign]
+    stop = start(recorder.queue.run, ["stop"], 1)
+    wait_for(lambda: recorder.queue.depth == 1)
+    later = start(recorder.queue.run, ["later"], 2)  # a group after the interrupted one, in the same gathered run
+    wait_for(lambda: recorder.queue.depth == 2)
+    recorder.hold.set()
+    for thread, _ in (first, stop, later):
+        thread.join(10)
+        assert not thread.is_alive()
+    assert isinstance(stop[1]["error"], KeyboardInterrupt)
+    # answered, never stranded: told its run was interrupted (or, when its thread led the run, the interrupt itself)
+    assert isinstance(later[1]["error"], KeyboardInterrupt) or "interrupted" in str(later[1]["error"])

@@ -341,3 +341,125 @@ def test_limits_name_the_option_that_raises_them(prebuilt: list[ModelSpec], poll
         query = client.post("/rerank", json={"query": "q" * 30, "texts": ["a"]})
         assert query.status_code == 413 and "query has 30 characters" in query.json()["error"]
         assert client.post("/v1/embeddings", json={"input": ["a", "x" * 20]}).status_code == 200
+
+
+def test_a_body_past_max_body_bytes_is_413_before_it_is_read(prebuilt: list[ModelSpec], poll: Any) -> None:
+    app = create_app(prebuilt, ServeConfig(max_body_bytes=200))
+    with ready_client(app, poll) as client:
+        declared = client.post("/v1/embeddings", json={"input": ["x" * 300]})
+        assert declared.status_code == 413
+        message = declared.json()["error"]["message"]
+        assert "--max-body-bytes" in message and "this server's 200" in message
+
+        def chunks() -> Any:  # no Content-Length: the body is counted as it arrives
+            yield b'{"inputs": ["'
+            for _ in range(10):
+                yield b"y" * 50
+            yield b'"]}'
+
+        streamed = client.post("/embed", content=chunks(), headers={"Content-Type": "application/json"})
+        assert streamed.status_code == 413 and "--max-body-bytes" in streamed.json()["error"]
+        assert client.post("/v1/embeddings", json={"input": ["fits"]}).status_code == 200
+
+
+# found in review: hostile and new users' requests ----------------------------------------------------------------
+
+
+def test_server_side_tokenizing_leaves_the_models_tokenizer_alone(served: Any) -> None:
+    """A fast tokenizer keeps its truncation setting on the object: the server's token counts and /tokenize used
+    to reset it on the model's own tokenizer from a request's thread, so a batch the model was tokenizing at that
+    moment could be cut to another length (wrong vectors under concurrent load)."""
+    for name in ("mini", "rr", "m3"):
+        one = served.state.models[name]
+        assert one.tokenizer is not one.model.tokenizer
+    model_tokenizer = served.state.models["mini"].model.tokenizer._tokenizer
+    assert served.post("/v1/embeddings", {"input": TEXTS}).status_code == 200
+    truncation = model_tokenizer.truncation
+    assert truncation is not None  # the model's own run set it
+    assert served.post("/tokenize", {"inputs": TEXTS}).status_code == 200  # no truncation
+    assert served.post("/embed", {"inputs": TEXTS}).status_code == 200  # truncate=false: one token more
+    assert served.post("/v1/embeddings", {"input": TEXTS, "input_type": "query"}).status_code == 200
+    assert model_tokenizer.truncation == truncation
+    reranker_tokenizer = served.state.models["rr"].model.tokenizer._tokenizer
+    served.post("/rerank", {"query": QUERY, "texts": TEXTS})
+    truncation = reranker_tokenizer.truncation
+    served.post("/rerank", {"query": QUERY, "texts": TEXTS, "truncate": False})
+    served.post("/v1/rerank", {"query": QUERY, "documents": TEXTS})
+    assert reranker_tokenizer.truncation == truncation
+
+
+def test_concurrent_mixed_requests_give_each_its_own_vectors(served: Any) -> None:
+    import asyncio
+
+    texts = [" ".join(["panda"] * (150 + 20 * i)) + f" {i}" for i in range(6)]
+    expected = vectors(served.post("/v1/embeddings", {"input": texts}))
+
+    async def run() -> list[np.ndarray]:
+        async with httpx.AsyncClient(base_url=served.url, timeout=60) as client:
+            async def embed(i: int) -> np.ndarray:
+                return vectors(await client.post("/v1/embeddings", json={"input": texts[i % 6:] + texts[:i % 6]}))
+
+            async def noise(i: int) -> None:
+                await client.post("/tokenize", json={"inputs": texts})
+                await client.post("/embed", json={"inputs": texts[i % 6], "truncate": i % 2 == 0})
+
+            results = await asyncio.gather(*[embed(i) for i in range(12)], *[noise(i) for i in range(12)])
+            return [r for r in results if r is not None]
+
+    for i, got in enumerate(asyncio.run(run())):
+        np.testing.assert_allclose(got, np.roll(expected, -(i % 6), axis=0), atol=1e-5)
+
+
+def test_tei_rerank_applies_truncate(served: Any, reranker: Any) -> None:
+    long = " ".join(["bamboo"] * 700)
+    refused = served.post("/rerank", {"query": QUERY, "texts": ["short", long]})  # TEI's default: truncate false
+    assert refused.status_code == 413 and "texts[1]" in refused.json()["error"]
+    assert "truncate=true" in refused.json()["error"]
+    long_query = served.post("/rerank", {"query": long, "texts": ["short"]})
+    assert long_query.status_code == 413 and "query" in long_query.json()["error"]
+    cut = served.post("/rerank", {"query": QUERY, "texts": ["short", long], "truncate": True, "raw_scores": True})
+    assert cut.status_code == 200, cut.text
+    scores = reranker.compute_score([(QUERY, "short"), (QUERY, long)])
+    np.testing.assert_allclose(sorted(row["score"] for row in cut.json()), sorted(scores), atol=1e-6)
+    assert served.post("/v1/rerank", {"query": QUERY, "documents": [long]}).status_code == 200  # Cohere cuts
+
+
+def test_tokenize_keeps_an_unknown_tokens_text_and_offsets(served: Any) -> None:
+    text = "a 🐼 b"
+    tokens = served.post("/tokenize", {"inputs": text}).json()[0]
+    unknown = [t for t in tokens if t["id"] == served.state.models["mini"].tokenizer.unk_token_id]
+    assert unknown and unknown[0] == {"id": unknown[0]["id"], "text": "🐼", "special": False, "start": 2, "stop": 3}
+    assert [t["special"] for t in tokens] == [True, False, False, False, True]
+    plain = served.post("/tokenize", {"inputs": text, "add_special_tokens": False}).json()[0]
+    assert not any(t["special"] for t in plain)
+
+
+@pytest.mark.parametrize(("path", "body", "field"), [
+    ("/v1/embeddings", {"input": "a", "dimensions": True}, "dimensions"),
+    ("/embed", {"inputs": "a", "dimensions": True}, "dimensions"),
+    ("/v1/rerank", {"query": "q", "documents": ["a", "b"], "top_n": True}, "top_n"),
+])
+def test_a_boolean_is_not_a_number(served: Any, path: str, body: dict[str, Any], field: str) -> None:
+    response = served.post(path, body)
+    assert response.status_code == 422, response.text
+    assert field in response.text
+
+
+def test_unknown_paths_and_wrong_methods_answer_in_the_apis_error_shape(served: Any) -> None:
+    missing = served.post("/v1/embedding", {"input": "x"})
+    assert missing.status_code == 404 and "/v1/embedding" in missing.json()["error"]["message"]
+    wrong = httpx.get(served.url + "/v1/embeddings")
+    assert wrong.status_code == 405 and "POST" in wrong.json()["error"]["message"]
+    assert wrong.headers["Allow"] == "POST"
+    tei = httpx.get(served.url + "/embed")
+    assert tei.status_code == 405 and tei.json()["error_type"] == "Validation"
+
+
+def test_a_wrong_key_is_told_apart_and_a_utf8_key_works(prebuilt: list[ModelSpec], poll: Any) -> None:
+    app = create_app(prebuilt, ServeConfig(api_keys=("clé-secrète",)))
+    with ready_client(app, poll) as client:
+        wrong = client.post("/v1/embeddings", json={"input": "x"}, headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401 and "no key of this server's" in wrong.json()["error"]["message"]
+        right = client.post("/v1/embeddings", json={"input": "x"},
+                            headers={"Authorization": "Bearer clé-secrète".encode()})
+        assert right.status_code == 200, right.text
