@@ -33,8 +33,9 @@ T = TypeVar("T")
 
 # threads that wait for gathered calls (waiting costs no CPU; the work runs in one of them at a time per model)
 WAITING_THREADS = 256
-# how long a call that is about to run waits for run_async calls already started but not yet queued (asyncio.gather
-# of many calls starts their threads one after another): at most this, and not at all when none is on its way
+# how long a call that is about to run alone waits for run_async calls already started but not yet queued
+# (asyncio.gather of many calls starts their threads one after another): at most this, and not at all when none is
+# on its way or other calls wait already
 ARRIVAL_WAIT_S = 0.005
 
 
@@ -216,8 +217,10 @@ class CallQueue(Generic[ItemT, OptionsT, ResultT]):
         cap = settings.gather_max_inputs
         now = time.monotonic()
         window_end = now + float(settings.gather_window_ms or 0.0) / 1000.0
-        arrival_end = now + ARRIVAL_WAIT_S
         with self._condition:
+            # the arrival wait serves a burst that meets an idle model (asyncio.gather of many calls); under steady
+            # load the calls that came during the last run are already here
+            arrival_end = now + ARRIVAL_WAIT_S if len(self._waiting) <= 1 else now
             while sum(len(call.items) for call in self._waiting) < cap:
                 now = time.monotonic()
                 end = max(window_end, arrival_end if _ARRIVALS.count > 0 else now)
