@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
@@ -67,6 +68,21 @@ def _worker_runtime(runtime_class: type[Runtime[Any, Any, Any]], path: str, sett
     return runtime_class(path, settings, [device], **extra)
 
 
+def _queue_of(runtime: Runtime[ItemT, OptionsT, ResultT]) -> CallQueue[ItemT, OptionsT, ResultT]:
+    """The runtime's call queue, holding the runtime weakly: a runtime no one holds is freed at once (with its
+    weights, and the memory maps of an OpenVINO or ONNX model), never kept alive by a reference cycle."""
+    owner = weakref.ref(runtime)
+
+    def alive() -> Runtime[ItemT, OptionsT, ResultT]:
+        held = owner()
+        if held is None:
+            raise RuntimeError("the model was closed and freed")
+        return held
+
+    return CallQueue(lambda items, options: alive()._run_now(items, options),
+                     lambda result, positions: alive().select(result, positions), lambda: alive().settings)
+
+
 class Runtime(ABC, Generic[ItemT, OptionsT, ResultT]):
     """One model on one or more devices: ``run(items, options)`` gives one result per item: the rows of a
     tensor (embeddings, scores), or a list of per-item objects (:meth:`join` and :meth:`select` say which).
@@ -86,7 +102,7 @@ class Runtime(ABC, Generic[ItemT, OptionsT, ResultT]):
                                               self.padding_side, settings.backend)
         self._pool: DevicePool | None = None
         self._budget: int | None = None
-        self.queue: CallQueue[ItemT, OptionsT, ResultT] = CallQueue(self._run_now, self.select, lambda: self.settings)
+        self.queue: CallQueue[ItemT, OptionsT, ResultT] = _queue_of(self)
 
     @property
     @abstractmethod

@@ -19,13 +19,7 @@ import pytest
 
 from flag_core.serving import ModelSpec, create_app, serve, stop_servers
 
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from .conftest import free_port
 
 
 def _ready(url: str) -> bool:
@@ -38,7 +32,7 @@ def _ready(url: str) -> bool:
 def test_serve_runs_until_stopped(served: Any, poll: Any) -> None:
     mini = served.state.models["mini"]
     app = create_app([ModelSpec("mini", "embedder", mini.path, model=mini.model)])
-    port = _free_port()
+    port = free_port()
     result: list[str | None] = []
     thread = threading.Thread(target=lambda: result.append(serve(app, "127.0.0.1", port, "warning")))
     thread.start()
@@ -54,13 +48,13 @@ def test_serve_runs_until_stopped(served: Any, poll: Any) -> None:
 
 def test_a_model_that_does_not_load_stops_the_server_with_its_error(tmp_path: Path) -> None:
     app = create_app([ModelSpec("missing", "embedder", str(tmp_path / "nothing-here"))])
-    error = serve(app, "127.0.0.1", _free_port(), "critical")
+    error = serve(app, "127.0.0.1", free_port(), "critical")
     assert error is not None and "'missing'" in error and "nothing-here" in error
 
 
 @pytest.mark.slow  # a flagstack serve process of its own
 def test_sigterm_finishes_the_requests_in_flight(model_path: str, poll: Any) -> None:
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     # a 2 s gather window: every model call waits that long before it runs, so a request is surely in flight
     command = [sys.executable, "-m", "flag_core.cli", "serve", "--model", f"mini={model_path}", "--port", str(port),

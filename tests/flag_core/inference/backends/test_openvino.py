@@ -4,6 +4,7 @@ once, and a failed conversion falls back to torch with a message (never other ve
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import stat
 from collections.abc import Iterator
@@ -71,7 +72,9 @@ def test_a_damaged_conversion_is_rebuilt_never_used(model_path: str, tmp_path: P
     plain.mkdir()
     assert stat.S_IMODE(file.parent.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode)
     weights = file.parent / "model.bin"
-    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    damaged = weights.with_name("damaged.bin")  # a new file in its place: a model loaded earlier may still map the old
+    damaged.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    os.replace(damaged, weights)
     with caplog.at_level(logging.WARNING, logger="flag_core"):
         assert export_openvino(Path(model_path), Head.BASE) == file
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
