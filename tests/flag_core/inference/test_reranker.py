@@ -104,7 +104,8 @@ def test_eight_threads(reranker: FlagReranker, golden: dict[str, Any]) -> None:
     expected = [reranker.compute_score(job) for job in jobs]
     with ThreadPoolExecutor(max_workers=8) as pool:
         results = list(pool.map(reranker.compute_score, jobs))
-    assert results == expected
+    # concurrent calls share model runs (flag_core.inference.gather): other batch mates, the same scores to fp32
+    np.testing.assert_allclose(results, expected, atol=TOL, rtol=0)
 
 
 def test_duplicates_and_token_budget(reranker_path: str, reranker: FlagReranker, golden: dict[str, Any]) -> None:
