@@ -8,9 +8,11 @@ settings object with a checked copy, so what a call reads is always what the obj
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -134,7 +136,7 @@ class ModelFront(Generic[SettingsT]):
     def tokenizer(self) -> Any:
         """The model's tokenizer (a transformers tokenizer), as FlagEmbedding's classes have it. It is the one the model
         runs with: a fast tokenizer keeps its truncation setting between calls, so calling it while another thread
-        encodes can change how that call cuts its texts; :meth:`count_tokens` is safe (it waits for the model)."""
+        encodes can change how that call cuts its texts; :meth:`count_tokens` and :meth:`side_tokenizer` are safe."""
         return self.runtime.loaded.tokenizer
 
     def count_tokens(self, texts: str | Sequence[str], max_length: int | None = None) -> list[int]:
@@ -146,10 +148,22 @@ class ModelFront(Generic[SettingsT]):
             max_length = getattr(settings, "passage_max_length", None) or getattr(settings, "max_length", None) \
                 or self.runtime.max_length or DEFAULT_MAX_LENGTH
         limit = check_positive_int(max_length, "max_length", allow_none=False)
-        loaded = self.runtime.loaded
-        with loaded.lock:  # the model's tokenizer, never under a running encode (its truncation state is shared)
-            ids, _cut = tokenize_texts(loaded.tokenizer, items, limit)
+        with self.side_tokenizer() as tokenizer:
+            ids, _cut = tokenize_texts(tokenizer, items, limit)
         return [len(row) for row in ids]
+
+    @contextlib.contextmanager
+    def side_tokenizer(self) -> Iterator[Any]:
+        """A copy of the model's tokenizer for tokenizing beside the model's runs (token counts, length checks, a
+        server's /tokenize), one user at a time: a fast tokenizer keeps its truncation setting on the object, so
+        using the model's own while a batch is tokenized in another thread could cut that batch to another length."""
+        with _ASSIGN:
+            side = self.__dict__.get("_side_tokenizer")
+            if side is None:
+                side = (copy.deepcopy(self.runtime.loaded.tokenizer), threading.Lock())
+                self.__dict__["_side_tokenizer"] = side
+        with side[1]:
+            yield side[0]
 
     def stop_self_pool(self) -> None:
         """Stop worker processes (several devices); FlagEmbedding's name for it."""

@@ -5,15 +5,12 @@ request sends. Nothing here imports FastAPI."""
 from __future__ import annotations
 
 import base64
-import copy
-import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 
-from ..inference.batching import tokenize_texts
 from ..inference.inputs import check_unicode
 from ..inference.m3 import BGEM3FlagModel
 from .config import OPTIONS, Kind, ServeConfig
@@ -36,24 +33,19 @@ class ServeError(Exception):
 
 @dataclass(frozen=True)
 class Served:
-    """A loaded model as the server holds it.
-
-    ``tokenizer`` is the server's own copy of the model's tokenizer, used under ``tokenizer_lock`` for what the
-    server tokenizes itself (token counts, length checks, /tokenize). A fast tokenizer keeps its truncation setting
-    on the tokenizer object, so tokenizing with the model's own tokenizer in a request's thread while the model's
-    queue runs a batch in another thread can change the length the batch is cut to (wrong vectors) or fail with
-    "Already borrowed"; the model's tokenizer is left to the model (one run at a time per model)."""
+    """A loaded model as the server holds it. What the server tokenizes itself (token counts, length checks,
+    /tokenize) goes through the model's :meth:`side_tokenizer`, never the tokenizer its runs use."""
 
     name: str
     kind: Kind
     path: str
     model: Any
-    tokenizer: Any = field(default=None, compare=False, repr=False)
-    tokenizer_lock: Any = field(default_factory=threading.Lock, compare=False, repr=False)
 
-    def __post_init__(self) -> None:
-        if self.tokenizer is None:
-            object.__setattr__(self, "tokenizer", copy.deepcopy(self.model.tokenizer))
+    @property
+    def tokenizer(self) -> Any:
+        """The side tokenizer (a copy of the model's); use it within ``model.side_tokenizer()``."""
+        with self.model.side_tokenizer() as tokenizer:
+            return tokenizer
 
     @property
     def queues(self) -> Any:
@@ -150,9 +142,7 @@ def token_counts(served: Served, texts: list[str], side: Side, truncate: bool, f
     """Tokens of each text as the model reads it; with ``truncate`` False a text longer than the model reads is a
     413 (TEI's rule) instead of being cut."""
     length = max_length(served, side)
-    with served.tokenizer_lock:
-        ids, _cut = tokenize_texts(served.tokenizer, texts, length if truncate else length + 1)
-    counts = [len(row) for row in ids]
+    counts = served.model.count_tokens(texts, max_length=length if truncate else length + 1)
     if not truncate:
         for i, count in enumerate(counts):
             if count > length:
@@ -197,10 +187,10 @@ def rerank_scores(served: Served, query: str, documents: list[str], normalize: b
     limit = int(getattr(model, "max_length", 0) or 512)
     if not truncate:
         query_limit = int(getattr(model, "query_max_length", None) or limit * 3 // 4)
-        with served.tokenizer_lock:
-            query_ids = served.tokenizer(query, add_special_tokens=False, truncation=True,
+        with model.side_tokenizer() as tokenizer:
+            query_ids = tokenizer(query, add_special_tokens=False, truncation=True,
                                          max_length=query_limit + 1)["input_ids"]
-            pairs = served.tokenizer([query] * len(documents), documents, truncation=True,
+            pairs = tokenizer([query] * len(documents), documents, truncation=True,
                                      max_length=limit + 1)["input_ids"]
         if len(query_ids) > query_limit:
             raise ServeError(413, f"query is longer than the {query_limit} tokens model {served.name!r} reads of a "
@@ -211,16 +201,15 @@ def rerank_scores(served: Served, query: str, documents: list[str], normalize: b
                                  f"{served.name!r} reads of a pair; send truncate=true to cut it, or shorten it",
                                  f"{field}[{i}]")
     scores = model.compute_score([(query, document) for document in documents], normalize=normalize)
-    with served.tokenizer_lock:
-        ids = served.tokenizer([query] * len(documents), documents, truncation=True, max_length=limit)["input_ids"]
+    with model.side_tokenizer() as tokenizer:
+        ids = tokenizer([query] * len(documents), documents, truncation=True, max_length=limit)["input_ids"]
     return [float(s) for s in scores], sum(len(row) for row in ids)
 
 
 def tokenize(served: Served, texts: list[str], add_special_tokens: bool) -> list[list[dict[str, Any]]]:
     """TEI's /tokenize answer: per text, its tokens as {id, text, special, start, stop} (character offsets; None
     for special tokens)."""
-    tokenizer = served.tokenizer
-    with served.tokenizer_lock:
+    with served.model.side_tokenizer() as tokenizer:
         encoded = tokenizer(texts, add_special_tokens=add_special_tokens, return_offsets_mapping=True,
                             return_special_tokens_mask=True)
     result = []
