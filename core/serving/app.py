@@ -64,7 +64,10 @@ class EmbeddingsRequest(_Body):
 
 
 class M3Request(_Body):
-    """BGE-M3's dense, sparse and ColBERT outputs of the same texts, from one model call."""
+    """BGE-M3's dense, sparse and ColBERT outputs of the same texts, from one model call. flagstack's own API, so an
+    unknown field (``return_sparse``, ``encoding_format``) is a 422 naming it, never ignored."""
+
+    model_config = ConfigDict(extra="forbid")
 
     input: Any = Field(description="a text or a list of texts")
     model: str | None = None

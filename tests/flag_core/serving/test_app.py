@@ -463,3 +463,8 @@ def test_a_wrong_key_is_told_apart_and_a_utf8_key_works(prebuilt: list[ModelSpec
         right = client.post("/v1/embeddings", json={"input": "x"},
                             headers={"Authorization": "Bearer clé-secrète".encode()})
         assert right.status_code == 200, right.text
+
+
+def test_the_m3_endpoint_refuses_a_field_it_does_not_know(served: Any) -> None:
+    response = served.post("/v1/m3/embeddings", {"input": ["a"], "model": "m3", "return_sparse": True})
+    assert response.status_code == 422 and "return_sparse" in response.text
