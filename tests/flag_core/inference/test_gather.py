@@ -65,10 +65,16 @@ def wait_for(condition: Any, timeout: float = 10.0) -> None:
     raise AssertionError("condition not reached")
 
 
-def test_a_lone_call_runs_at_once_in_its_own_thread() -> None:
+def test_a_lone_call_runs_at_once_and_every_run_is_on_the_models_one_runner_thread() -> None:
     recorder = Recorder()
     assert recorder.queue.run(["a", "b"], 1) == ["a:1", "b:1"]
-    assert recorder.runs == [(["a", "b"], 1, threading.get_ident())]
+    other, box = start(recorder.queue.run, ["c"], 2)
+    other.join(10)
+    assert box["result"] == ["c:2"]
+    (_, _, first), (_, _, second) = recorder.runs
+    assert [run[:2] for run in recorder.runs] == [(["a", "b"], 1), (["c"], 2)]
+    # one thread per model, neither caller's (thread-local MKL / oneDNN buffers exist once, not per caller thread)
+    assert first == second and first not in (threading.get_ident(), other.ident)
 
 
 def test_calls_that_arrive_while_busy_share_one_run_and_get_their_own_results() -> None:

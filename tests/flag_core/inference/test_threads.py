@@ -1,4 +1,4 @@
-"""Eight threads encoding at once get exactly what one thread gets."""
+"""Eight threads encoding at once get what one thread gets (to fp32 precision: their calls share model runs)."""
 
 from __future__ import annotations
 
@@ -15,4 +15,6 @@ def test_eight_threads_equal_single_thread(mini_model: FlagModel) -> None:
     with ThreadPoolExecutor(max_workers=8) as pool:
         results = list(pool.map(mini_model.encode, batches * 2))
     for got, want in zip(results, expected * 2, strict=True):
-        np.testing.assert_array_equal(got, want)
+        # concurrent calls share model runs (flag_core.inference.gather): other batch mates, the same vectors to fp32
+        np.testing.assert_allclose(got, want, atol=1e-6, rtol=0)
+        assert got.shape == want.shape and got.dtype == want.dtype
