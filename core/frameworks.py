@@ -6,6 +6,8 @@
 - :func:`expand_settings`: a dict of settings (e.g. LlamaIndex's ``m3_settings={...}``) as keyword arguments.
 - :func:`run_async`: a blocking flag_core call awaited without blocking the event loop, its model calls gathered
   with other callers' (the adapters' async methods).
+- :func:`one_pass_model`: the shared BGE-M3 model of a dense, sparse or ColBERT adapter, registered with its
+  :class:`~flag_core.inference.one_pass.OnePass` so that a hybrid store's separate asks share one encoding.
 - :func:`absolute_path`: an index path kept absolute, so a serialized retriever finds its file from anywhere.
 - Checks and types the adapters' fields use: :data:`ModelName`, :func:`as_model_name`, :func:`check_positive_int`.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 import copy
 import numbers
 import os
+import weakref
 from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar, Literal
 
@@ -23,6 +26,8 @@ from pydantic import BaseModel, Field, PrivateAttr, field_validator
 from .inference.fusion import canonical_mode
 from .inference.gather import run_async
 from .inference.inputs import ModelName, as_model_name, check_positive_int
+from .inference.m3 import BGEM3FlagModel
+from .inference.one_pass import OnePass, Output
 from .inference.shared import build_m3
 from .retrieval.dense import PayloadFormat
 from .retrieval.hybrid import DEFAULT_CANDIDATES, DEFAULT_WEIGHTS, HybridIndex, check_weights
@@ -31,12 +36,14 @@ __all__ = [
     "HybridIndexHolder",
     "Mode",
     "ModelName",
+    "OnePass",
     "RebuildsModel",
     "absolute_path",
     "as_model_name",
     "check_mode",
     "check_positive_int",
     "expand_settings",
+    "one_pass_model",
     "run_async",
     "search_options",
 ]
@@ -64,6 +71,17 @@ class RebuildsModel:
         clone = type(self).__new__(type(self))
         clone.__setstate__(copy.deepcopy(self.__getstate__(), memo))
         return clone
+
+
+def one_pass_model(adapter: Any, output: Output) -> BGEM3FlagModel:
+    """The BGE-M3 model for ``adapter``'s settings (``adapter.model_name``, ``adapter.model_settings()``; shared with
+    every adapter of equal settings), with ``output`` registered on its :class:`OnePass` for as long as ``adapter``
+    lives: the dense, sparse and ColBERT adapters of one model then share one encoding of each text."""
+    model = build_m3(adapter.model_name, adapter.model_settings())
+    one_pass = model.one_pass
+    one_pass.register(output)
+    weakref.finalize(adapter, one_pass.unregister, output)
+    return model
 
 
 def absolute_path(path: Any) -> Any:

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import os
 import pickle
+import threading
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +36,7 @@ from .inputs import as_pair_list, as_text_list, check_positive_int
 from .instructions import apply_instruction
 from .kinds import ModelKind
 from .model_files import M3_HEAD_FILES
+from .one_pass import OnePass
 from .registry import clamp_length, resolve_embedder
 from .runtime import EncoderRuntime
 from .settings import BackendName, Devices, M3Settings
@@ -63,6 +66,10 @@ class M3Vectors:
     sparse: LexicalWeights | None
     colbert: np.ndarray | None
 
+
+# each model's OnePass (kept beside the model, not in it: a model pickles and copies as before)
+_ONE_PASSES: weakref.WeakKeyDictionary[BGEM3FlagModel, OnePass] = weakref.WeakKeyDictionary()
+_ONE_PASS_LOCK = threading.Lock()
 
 # what torch.load raises on a file that is not a torch save (empty: EOFError, text: KeyError, truncated:
 # RuntimeError from the zip reader, a pickle it refuses: UnpicklingError)
@@ -266,6 +273,16 @@ class BGEM3FlagModel(ModelFront[M3Settings]):
     @property
     def tokenizer(self) -> Any:
         return self.runtime.loaded.tokenizer
+
+    @property
+    def one_pass(self) -> OnePass:
+        """This model's :class:`~.one_pass.OnePass`: the dense, sparse and ColBERT outputs that a hybrid store asks
+        for one at a time, from one encoding of each text (shared by every adapter holding this model)."""
+        with _ONE_PASS_LOCK:
+            one_pass = _ONE_PASSES.get(self)
+            if one_pass is None:
+                one_pass = _ONE_PASSES[self] = OnePass(self)
+            return one_pass
 
     # encoding ----------------------------------------------------------------------------------
 

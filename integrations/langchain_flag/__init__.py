@@ -1,20 +1,20 @@
 """LangChain components on flagstack's runtime: embeddings, a reranker (compressor and cross-encoder), a
-two-stage retriever, and for BGE-M3 a hybrid retriever and sparse embeddings for langchain-qdrant. Model logic
-lives in flag_core; these classes translate types."""
-
-from typing import Any
+two-stage retriever, and for BGE-M3 a hybrid retriever and dense and sparse embeddings for hybrid vector stores
+(Qdrant, Milvus) that share one encoding of each text. Model logic lives in flag_core; these classes translate
+types. No vector-store package is needed to import any of them."""
 
 from .embeddings import FlagEmbeddings
 from .hybrid import FlagHybridRetriever
+from .m3 import FlagM3Embeddings
 from .rerankers import FlagReranker
 from .retrievers import FlagRetriever
+from .sparse import FlagSparseEmbeddings
 
-__all__ = ["FlagEmbeddings", "FlagHybridRetriever", "FlagReranker", "FlagRetriever", "FlagSparseEmbeddings"]
-
-
-def __getattr__(name: str) -> Any:
-    if name == "FlagSparseEmbeddings":  # needs langchain-qdrant (the vectorstores extra), so imported on use
-        from .sparse import FlagSparseEmbeddings
-
-        return FlagSparseEmbeddings
-    raise AttributeError(f"module 'langchain_flag' has no attribute {name!r}")
+__all__ = [
+    "FlagEmbeddings",
+    "FlagHybridRetriever",
+    "FlagM3Embeddings",
+    "FlagReranker",
+    "FlagRetriever",
+    "FlagSparseEmbeddings",
+]

@@ -1,16 +1,29 @@
 """FlagSparseEmbeddings: BGE-M3's lexical weights as ``langchain_qdrant`` sparse embeddings (integer token ids,
-float weights), exactly as flag_core's BGEM3FlagModel computes them."""
+float weights), exactly as flag_core's BGEM3FlagModel computes them; :meth:`FlagSparseEmbeddings.milvus` gives the
+same weights in langchain-milvus' shape. Importing this module needs no vector-store package."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from langchain_qdrant import SparseEmbeddings, SparseVector
-from pydantic import ConfigDict, Field, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
-from flag_core import BGEM3FlagModel, build_m3
-from flag_core.frameworks import ModelName, RebuildsModel
+from flag_core import BGEM3FlagModel
+from flag_core.frameworks import ModelName, OnePass, RebuildsModel, one_pass_model, run_async
 from flag_core.settings import M3Fields
+
+if TYPE_CHECKING:
+    from langchain_qdrant import SparseVector
+else:
+    try:  # the store's own type when langchain-qdrant is installed
+        from langchain_qdrant import SparseVector
+    except ImportError:  # the same fields, for use without it
+
+        class SparseVector(BaseModel, extra="forbid"):
+            """A sparse vector: token ids (unique, sorted) and their weights (langchain-qdrant's fields)."""
+
+            indices: list[int] = Field(..., description="token ids")
+            values: list[float] = Field(..., description="their weights, one per index")
 
 
 def sparse_vector(weights: dict[str, float]) -> SparseVector:
@@ -19,18 +32,26 @@ def sparse_vector(weights: dict[str, float]) -> SparseVector:
     return SparseVector(indices=[i for i, _ in items], values=[w for _, w in items])
 
 
-class FlagSparseEmbeddings(RebuildsModel, M3Fields, SparseEmbeddings):
+def weight_dict(weights: dict[str, float]) -> dict[int, float]:
+    """Lexical weights as {token id: weight} (langchain-milvus' sparse shape)."""
+    return {int(token): float(weight) for token, weight in weights.items()}
+
+
+class FlagSparseEmbeddings(RebuildsModel, M3Fields):
     """BGE-M3 sparse embeddings for ``langchain_qdrant.QdrantVectorStore(sparse_embedding=...,
-    retrieval_mode=RetrievalMode.SPARSE or HYBRID)``; settings: :class:`flag_core.settings.M3Fields`.
+    retrieval_mode=RetrievalMode.SPARSE or HYBRID)`` (an instance of langchain-qdrant's ``SparseEmbeddings`` when
+    that is installed); settings: :class:`flag_core.settings.M3Fields`. With a
+    :class:`~langchain_flag.FlagM3Embeddings` of equal settings as the dense side, the model is loaded once and
+    each text encoded once. For langchain-milvus, pass :meth:`milvus`.
 
     Example:
         .. code-block:: python
 
             from langchain_qdrant import QdrantVectorStore, RetrievalMode
-            from langchain_flag import FlagEmbeddings, FlagSparseEmbeddings
+            from langchain_flag import FlagM3Embeddings, FlagSparseEmbeddings
 
             store = QdrantVectorStore.from_texts(
-                texts, embedding=FlagEmbeddings(model_name="BAAI/bge-m3"),
+                texts, embedding=FlagM3Embeddings(model_name="BAAI/bge-m3"),
                 sparse_embedding=FlagSparseEmbeddings(model_name="BAAI/bge-m3"),
                 retrieval_mode=RetrievalMode.HYBRID, location=":memory:", collection_name="docs",
             )
@@ -43,21 +64,54 @@ class FlagSparseEmbeddings(RebuildsModel, M3Fields, SparseEmbeddings):
     _model: BGEM3FlagModel = PrivateAttr()
 
     def model_post_init(self, context: Any, /) -> None:
-        self._model = build_m3(self.model_name, self.model_settings())
+        self._model = one_pass_model(self, "sparse")
 
     @property
     def client(self) -> BGEM3FlagModel:
         """The flag_core model doing the work."""
         return self._model
 
+    @property
+    def one_pass(self) -> OnePass:
+        """The model's shared encodings (:class:`flag_core.frameworks.OnePass`)."""
+        return self._model.one_pass
+
+    def lexical_weights(self, texts: list[str], side: str = "passage") -> list[dict[str, float]]:
+        """flag_core's lexical weights (token id as a str -> weight) of ``texts`` on the query or passage side."""
+        return self._model.one_pass.serve(texts, side, "sparse")  # type: ignore[arg-type]
+
     def embed_documents(self, texts: list[str]) -> list[SparseVector]:
         """Lexical weights of passages (with the passage instruction, if any)."""
-        weights = self._model.encode_corpus(texts, return_dense=False, return_sparse=True)["lexical_weights"]
-        return [sparse_vector(w) for w in weights]
+        return [sparse_vector(w) for w in self.lexical_weights(texts)]
 
     def embed_query(self, text: str) -> SparseVector:
         """Lexical weights of one query (with the query instruction, if any)."""
         if not isinstance(text, str):
             raise TypeError(f"embed_query takes one str, got {type(text).__name__}")
-        weights = self._model.encode_queries(text, return_dense=False, return_sparse=True)["lexical_weights"]
-        return sparse_vector(weights)
+        return sparse_vector(self.lexical_weights([text], "query")[0])
+
+    async def aembed_documents(self, texts: list[str]) -> list[SparseVector]:
+        """Like :meth:`embed_documents`, without blocking the event loop."""
+        return await run_async(self.embed_documents, texts)
+
+    async def aembed_query(self, text: str) -> SparseVector:
+        """Like :meth:`embed_query`, without blocking the event loop."""
+        return await run_async(self.embed_query, text)
+
+    def milvus(self) -> Any:
+        """These embeddings as langchain-milvus' ``BaseSparseEmbedding`` ({token id: weight}), for
+        ``Milvus(embedding_function=[dense, sparse.milvus()], ...)``; needs langchain-milvus."""
+        from ._milvus import milvus_sparse
+
+        return milvus_sparse(self)
+
+
+def _register() -> None:
+    try:
+        from langchain_qdrant import SparseEmbeddings
+    except ImportError:
+        return
+    SparseEmbeddings.register(FlagSparseEmbeddings)
+
+
+_register()

@@ -1,4 +1,5 @@
-"""FlagSparseEmbedding: BGE-M3's lexical weights as a LlamaIndex ``BaseSparseEmbedding`` ({token id: weight})."""
+"""FlagSparseEmbedding: BGE-M3's lexical weights as a LlamaIndex ``BaseSparseEmbedding`` ({token id: weight}), with
+the shapes the Qdrant and Milvus vector stores take; importing it needs no vector-store package."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ from typing import Any
 from llama_index.core.base.embeddings.base_sparse import BaseSparseEmbedding, SparseEmbedding
 from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr
 
-from flag_core import BGEM3FlagModel, build_m3
-from flag_core.frameworks import ModelName, RebuildsModel, run_async
+from flag_core import BGEM3FlagModel
+from flag_core.frameworks import ModelName, OnePass, RebuildsModel, one_pass_model, run_async
 from flag_core.settings import M3Fields
 
 
@@ -18,7 +19,9 @@ def _sparse(weights: dict[str, float]) -> SparseEmbedding:
 
 class FlagSparseEmbedding(RebuildsModel, BaseSparseEmbedding, M3Fields):
     """BGE-M3 sparse embeddings for LlamaIndex (e.g. the sparse side of a hybrid vector store), with
-    :class:`flag_core.settings.M3Fields`; LlamaIndex's sparse-embedding events come with every batch.
+    :class:`flag_core.settings.M3Fields`; LlamaIndex's sparse-embedding events come with every batch. With a
+    :class:`~llamaindex_flag.FlagM3Embedding` of equal settings as the dense side, the model is loaded once and
+    each text encoded once. Qdrant: :meth:`qdrant_documents` / :meth:`qdrant_queries`; Milvus: :meth:`milvus`.
 
     Example:
         .. code-block:: python
@@ -39,7 +42,7 @@ class FlagSparseEmbedding(RebuildsModel, BaseSparseEmbedding, M3Fields):
     _model: BGEM3FlagModel = PrivateAttr()
 
     def model_post_init(self, context: Any, /) -> None:
-        self._model = build_m3(self.model_name, self.model_settings())
+        self._model = one_pass_model(self, "sparse")
 
     @classmethod
     def class_name(cls) -> str:
@@ -50,10 +53,15 @@ class FlagSparseEmbedding(RebuildsModel, BaseSparseEmbedding, M3Fields):
         """The flag_core model doing the work."""
         return self._model
 
+    @property
+    def one_pass(self) -> OnePass:
+        """The model's shared encodings (:class:`flag_core.frameworks.OnePass`)."""
+        return self._model.one_pass
+
     def _get_query_embedding(self, query: str) -> SparseEmbedding:
         if not isinstance(query, str):
             raise TypeError(f"query must be a str, got {type(query).__name__}")
-        return _sparse(self._model.encode_queries(query, return_dense=False, return_sparse=True)["lexical_weights"])
+        return _sparse(self._model.one_pass.serve([query], "query", "sparse")[0])
 
     async def _aget_query_embedding(self, query: str) -> SparseEmbedding:
         return await run_async(self._get_query_embedding, query)
@@ -65,8 +73,7 @@ class FlagSparseEmbedding(RebuildsModel, BaseSparseEmbedding, M3Fields):
         return await run_async(self._get_text_embedding, text)
 
     def _get_text_embeddings(self, texts: list[str]) -> list[SparseEmbedding]:
-        weights = self._model.encode_corpus(texts, return_dense=False, return_sparse=True)["lexical_weights"]
-        return [_sparse(w) for w in weights]
+        return [_sparse(w) for w in self._model.one_pass.serve(texts, "passage", "sparse")]
 
     async def _aget_text_embeddings(self, texts: list[str]) -> list[SparseEmbedding]:
         return await run_async(self._get_text_embeddings, texts)
@@ -80,6 +87,14 @@ class FlagSparseEmbedding(RebuildsModel, BaseSparseEmbedding, M3Fields):
     def qdrant_queries(self, texts: list[str]) -> tuple[list[list[int]], list[list[float]]]:
         """Queries' lexical weights (with the query instruction, if any) as (indices, values) per text."""
         return _columns([self.get_query_embedding(text) for text in texts])
+
+
+    def milvus(self) -> Any:
+        """This embedding as llama-index-vector-stores-milvus' ``BaseSparseEmbeddingFunction`` ({token id: weight}),
+        for ``MilvusVectorStore(enable_sparse=True, sparse_embedding_function=sparse.milvus())``."""
+        from ._milvus import milvus_sparse
+
+        return milvus_sparse(self)
 
 
 def _columns(embeddings: list[SparseEmbedding]) -> tuple[list[list[int]], list[list[float]]]:
