@@ -8,6 +8,8 @@
   with other callers' (the adapters' async methods).
 - :func:`one_pass_model`: the shared BGE-M3 model of a dense, sparse or ColBERT adapter, registered with its
   :class:`~flag_core.inference.one_pass.OnePass` so that a hybrid store's separate asks share one encoding.
+- :func:`qdrant_m3_query`: Qdrant ``query_points`` arguments that rank BGE-M3's three vectors as
+  ``HybridIndex.search`` does (the Qdrant stores of both adapters).
 - :func:`absolute_path`: an index path kept absolute, so a serialized retriever finds its file from anywhere.
 - Checks and types the adapters' fields use: :data:`ModelName`, :func:`as_model_name`, :func:`check_positive_int`.
 """
@@ -18,7 +20,7 @@ import copy
 import numbers
 import os
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field, PrivateAttr, field_validator
@@ -42,8 +44,10 @@ __all__ = [
     "as_model_name",
     "check_mode",
     "check_positive_int",
+    "check_weights",
     "expand_settings",
     "one_pass_model",
+    "qdrant_m3_query",
     "run_async",
     "search_options",
 ]
@@ -82,6 +86,43 @@ def one_pass_model(adapter: Any, output: Output) -> BGEM3FlagModel:
     one_pass.register(output)
     weakref.finalize(adapter, one_pass.unregister, output)
     return model
+
+
+def qdrant_m3_query(
+    names: tuple[str, str, str],
+    dense: list[float],
+    sparse: Any,
+    colbert: list[list[float]],
+    k: int,
+    mode: Literal["colbert", "hybrid"] = "colbert",
+    candidates: int = DEFAULT_CANDIDATES,
+    weights: Sequence[float] = DEFAULT_WEIGHTS,
+    query_filter: Any = None,
+) -> dict[str, Any]:
+    """``query_points`` arguments (prefetch, query, using) that rank as ``HybridIndex.search(mode=mode)``: the
+    ``max(candidates, k)`` best by the dense vector (``names[0]``) and by the sparse one (``names[1]``), ranked
+    by MaxSim of the ColBERT vectors (``names[2]``) or, for "hybrid", by ``weights`` (dense, sparse, colbert) over
+    the three scores, MaxSim divided by the query's tokens as FlagEmbedding divides it. Needs qdrant-client
+    (imported here, on use); ``sparse`` is a ``qdrant_client.models.SparseVector``."""
+    from qdrant_client import models
+
+    dense_name, sparse_name, colbert_name = names
+    depth = max(candidates, k)
+    pool = [models.Prefetch(query=dense, using=dense_name, limit=depth, filter=query_filter),
+            models.Prefetch(query=sparse, using=sparse_name, limit=depth, filter=query_filter)]
+    if mode == "colbert":
+        return {"prefetch": pool, "query": colbert, "using": colbert_name}
+    if mode != "hybrid":
+        raise ValueError(f"mode must be 'colbert' or 'hybrid', got {mode!r}")
+    w_dense, w_sparse, w_colbert = check_weights(weights)
+    total = w_dense + w_sparse + w_colbert
+    rescored = [models.Prefetch(prefetch=pool, query=query, using=name, limit=2 * depth)
+                for query, name in ((dense, dense_name), (sparse, sparse_name), (colbert, colbert_name))]
+    terms: list[Any] = [models.MultExpression(mult=[w / total, f"$score[{i}]"])
+             for i, w in enumerate((w_dense, w_sparse, w_colbert / max(len(colbert), 1)))]
+    # a candidate that shares no token with the query has no sparse score: 0, as flagstack scores it
+    formula = models.FormulaQuery(formula=models.SumExpression(sum=terms), defaults={"$score[1]": 0.0})
+    return {"prefetch": rescored, "query": formula}
 
 
 def absolute_path(path: Any) -> Any:

@@ -3,15 +3,15 @@
     pip install -e ".[vectorstores]"
     python examples/qdrant_m3_hybrid.py [--model BGE-M3 FOLDER] [--limit 300] [--queries 5] [-k 5] [--url URL]
 
-Each framework writes a collection with a dense vector ("dense", cosine) and a sparse vector ("sparse", BGE-M3's
-lexical weights) per document: LangChain through ``langchain_qdrant.QdrantVectorStore(retrieval_mode=HYBRID)``
-with ``FlagEmbeddings`` and ``FlagSparseEmbeddings``, LlamaIndex through
-``llama_index.vector_stores.qdrant.QdrantVectorStore(enable_hybrid=True)`` with ``FlagEmbedding`` and
-``FlagSparseEmbedding``. Neither framework stores multi-vectors, so the script adds each document's ColBERT
-vectors ("colbert", MaxSim) with ``qdrant_client``. Then Qdrant answers each query by prefetching the dense and
-the sparse candidates and ranking them by MaxSim, and the script checks:
+Each framework writes a collection with a dense vector ("dense"), a sparse vector ("sparse", BGE-M3's lexical
+weights) and ColBERT multi-vectors ("colbert", MaxSim) per document, all through flagstack's adapters:
+LangChain's ``langchain_flag.qdrant.FlagQdrantM3Store`` and LlamaIndex's
+``llamaindex_flag.qdrant.FlagQdrantM3VectorStore``, each with one ``FlagM3Embeddings`` / ``FlagM3Embedding``
+(the sparse and ColBERT sides share its model: one encoding of each text). Then Qdrant answers each query by
+prefetching the dense and the sparse candidates and ranking them by MaxSim, server-side, and the script checks:
 
-- the stored dense, sparse and ColBERT vectors equal flagstack's ``BGEM3FlagModel`` outputs;
+- the stored dense, sparse and ColBERT vectors equal flagstack's ``BGEM3FlagModel`` outputs (read back with
+  ``qdrant_client``);
 - Qdrant's top hits equal flagstack's own ``HybridIndex.search(mode="colbert")`` over the same documents (the
   dense and sparse candidates, reranked by ColBERT).
 
@@ -30,6 +30,7 @@ import shutil
 import tempfile
 import uuid
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,19 +54,18 @@ def main() -> None:
     logging.getLogger("flag_core").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message="Payload indexes have no effect in the local Qdrant")
 
-    from langchain_qdrant import QdrantVectorStore as LangChainQdrant
-    from langchain_qdrant import RetrievalMode
     from llama_index.core import StorageContext, VectorStoreIndex
     from llama_index.core.schema import TextNode
-    from llama_index.vector_stores.qdrant import QdrantVectorStore as LlamaIndexQdrant
-    from qdrant_client import QdrantClient, models
+    from qdrant_client import QdrantClient
 
     from flag_core import build_m3
     from flag_core.evaluation.beir import sample
     from flag_core.retrieval import HybridIndex
     from flag_core.testing import build_test_m3
-    from langchain_flag import FlagEmbeddings, FlagSparseEmbeddings
-    from llamaindex_flag import FlagEmbedding, FlagSparseEmbedding
+    from langchain_flag import FlagM3Embeddings
+    from langchain_flag.qdrant import FlagQdrantM3Store
+    from llamaindex_flag import FlagM3Embedding
+    from llamaindex_flag.qdrant import FlagQdrantM3VectorStore
 
     if not (args.data / "corpus.jsonl").is_file():
         raise SystemExit(f"no BEIR corpus at {args.data}: pass --data FOLDER")
@@ -85,26 +85,9 @@ def main() -> None:
     qdrant = QdrantClient(url=args.url) if args.url else QdrantClient(path=str(workdir / "qdrant"))
     print(f"Qdrant at {args.url or workdir / 'qdrant'}; {len(texts)} SciFact documents; dense {dim}, ColBERT "
           f"{colbert_dim} per token, sparse over the vocabulary\n")
-
-    def create(name: str) -> None:
+    for name in ("m3_langchain", "m3_llamaindex"):
         if qdrant.collection_exists(name):
             qdrant.delete_collection(name)
-        qdrant.create_collection(
-            name,
-            vectors_config={
-                "dense": models.VectorParams(size=dim, distance=models.Distance.COSINE),
-                "colbert": models.VectorParams(size=colbert_dim, distance=models.Distance.COSINE,
-                                               multivector_config=models.MultiVectorConfig(
-                                                   comparator=models.MultiVectorComparator.MAX_SIM)),
-            },
-            sparse_vectors_config={"sparse": models.SparseVectorParams()},
-        )
-
-    def add_colbert(name: str) -> None:
-        qdrant.update_vectors(name, points=[
-            models.PointVectors(id=point[doc_id], vector={"colbert": rows.tolist()})
-            for doc_id, rows in zip(ids, out["colbert_vecs"], strict=True)
-        ])
 
     def check_stored(name: str) -> str:
         stored = {p.id: p.vector for p in qdrant.retrieve(name, list(point.values()), with_vectors=True)}
@@ -120,23 +103,10 @@ def main() -> None:
             colbert = max(colbert, float(np.abs(np.asarray(vector["colbert"]) - out["colbert_vecs"][i]).max()))
         return f"dense {dense:.1e}, sparse {sparse:.1e}, ColBERT {colbert:.1e}"
 
-    def search(name: str) -> int:
+    def report(search: Callable[[str], list[str]]) -> int:
         agree = 0
         for _, query, relevant in queries:
-            q = m3.encode_queries(query, return_dense=True, return_sparse=True, return_colbert_vecs=True)
-            lexical = sorted((int(t), w) for t, w in q["lexical_weights"].items())
-            response = qdrant.query_points(
-                name,
-                prefetch=[
-                    models.Prefetch(query=q["dense_vecs"].tolist(), using="dense", limit=args.candidates),
-                    models.Prefetch(query=models.SparseVector(indices=[t for t, _ in lexical],
-                                                              values=[w for _, w in lexical]),
-                                    using="sparse", limit=args.candidates),
-                ],
-                query=q["colbert_vecs"].tolist(), using="colbert", limit=args.k, with_payload=True,
-            )
-            by_id = {v: k for k, v in point.items()}
-            found = [by_id[str(p.id)] for p in response.points]
+            found = search(query)
             expected = [hit.payload["doc_id"] for hit in reference.search(query, args.k, mode="colbert",
                                                                           candidates=args.candidates)]
             agree += found == expected
@@ -146,35 +116,26 @@ def main() -> None:
         return agree
 
     # --- LangChain -----------------------------------------------------------------------------------------
-    create("m3_langchain")
-    store = LangChainQdrant(
-        client=qdrant, collection_name="m3_langchain", retrieval_mode=RetrievalMode.HYBRID,
-        embedding=FlagEmbeddings(model_name=model, **settings), vector_name="dense",
-        sparse_embedding=FlagSparseEmbeddings(model_name=model, **settings), sparse_vector_name="sparse",
-    )
+    store = FlagQdrantM3Store(qdrant, "m3_langchain", FlagM3Embeddings(model_name=model, **settings),
+                              candidates=args.candidates)
     store.add_texts(texts, metadatas=[{"doc_id": d} for d in ids], ids=[point[d] for d in ids])
-    add_colbert("m3_langchain")
     print(f"LangChain: stored vectors == flagstack's BGEM3FlagModel outputs "
           f"(max |diff| {check_stored('m3_langchain')})")
-    agree = search("m3_langchain")
+    agree = report(lambda query: [doc.metadata["doc_id"] for doc in store.similarity_search(query, k=args.k)])
     print(f"LangChain: Qdrant's dense+sparse prefetch, MaxSim rerank == flagstack's HybridIndex for "
           f"{agree}/{len(queries)} queries\n")
 
     # --- LlamaIndex ----------------------------------------------------------------------------------------
-    create("m3_llamaindex")
-    sparse = FlagSparseEmbedding(model_name=model, **settings)
-    vector_store = LlamaIndexQdrant(
-        collection_name="m3_llamaindex", client=qdrant, enable_hybrid=True, dense_vector_name="dense",
-        sparse_vector_name="sparse", sparse_doc_fn=sparse.qdrant_documents, sparse_query_fn=sparse.qdrant_queries,
-    )
+    dense = FlagM3Embedding(model_name=model, **settings)
+    vector_store = FlagQdrantM3VectorStore("m3_llamaindex", dense, client=qdrant, candidates=args.candidates)
     nodes = [TextNode(text=text, id_=point[doc_id], metadata={"scifact_id": doc_id},
                       excluded_embed_metadata_keys=["scifact_id"]) for doc_id, text in zip(ids, texts, strict=True)]
-    VectorStoreIndex(nodes, storage_context=StorageContext.from_defaults(vector_store=vector_store),
-                     embed_model=FlagEmbedding(model_name=model, **settings))
-    add_colbert("m3_llamaindex")
+    index = VectorStoreIndex(nodes, storage_context=StorageContext.from_defaults(vector_store=vector_store),
+                             embed_model=dense)
     print(f"LlamaIndex: stored vectors == flagstack's BGEM3FlagModel outputs "
           f"(max |diff| {check_stored('m3_llamaindex')})")
-    agree = search("m3_llamaindex")
+    retriever = index.as_retriever(vector_store_query_mode="hybrid", similarity_top_k=args.k)
+    agree = report(lambda query: [hit.node.metadata["scifact_id"] for hit in retriever.retrieve(query)])
     print(f"LlamaIndex: Qdrant's dense+sparse prefetch, MaxSim rerank == flagstack's HybridIndex for "
           f"{agree}/{len(queries)} queries")
     qdrant.close()

@@ -19,12 +19,9 @@ import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import Any, Literal, Protocol, get_args
 
 import numpy as np
-
-if TYPE_CHECKING:
-    from .m3 import BGEM3FlagModel
 
 Output = Literal["dense", "sparse", "colbert"]
 Side = Literal["query", "passage"]
@@ -32,6 +29,16 @@ OUTPUTS: tuple[Output, ...] = get_args(Output)
 SIDES: tuple[Side, ...] = get_args(Side)
 DEFAULT_PENDING_BYTES = 512 * 2**20
 _KEYS = {"dense": "dense_vecs", "sparse": "lexical_weights", "colbert": "colbert_vecs"}
+
+
+class M3Encoder(Protocol):
+    """What OnePass needs of a BGE-M3 model (:class:`~.m3.BGEM3FlagModel` has it)."""
+
+    settings: Any
+
+    def encode_queries(self, queries: Any, *args: Any, **kwargs: Any) -> dict[str, Any]: ...
+
+    def encode_corpus(self, corpus: Any, *args: Any, **kwargs: Any) -> dict[str, Any]: ...
 
 
 def _size(output: Output, value: Any) -> int:
@@ -43,7 +50,7 @@ def _size(output: Output, value: Any) -> int:
 class OnePass:
     """The outputs of one BGE-M3 model, each text encoded once for all registered outputs (see the module)."""
 
-    def __init__(self, model: BGEM3FlagModel, pending_bytes: int = DEFAULT_PENDING_BYTES) -> None:
+    def __init__(self, model: M3Encoder, pending_bytes: int = DEFAULT_PENDING_BYTES) -> None:
         self._model = weakref.ref(model)  # the model owns this object: no cycle keeping the model alive
         self.pending_bytes = pending_bytes
         self._wanted: dict[Output, int] = {}
@@ -53,7 +60,7 @@ class OnePass:
         self.encoded = 0  # texts sent to the encoder (a test and a benchmark read it)
 
     @property
-    def model(self) -> BGEM3FlagModel:
+    def model(self) -> M3Encoder:
         model = self._model()
         if model is None:
             raise RuntimeError("the BGE-M3 model of this OnePass is gone")
