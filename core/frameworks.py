@@ -94,33 +94,36 @@ def qdrant_m3_query(
     sparse: Any,
     colbert: list[list[float]],
     k: int,
-    mode: Literal["colbert", "hybrid"] = "colbert",
+    mode: str = "colbert",
     candidates: int = DEFAULT_CANDIDATES,
     weights: Sequence[float] = DEFAULT_WEIGHTS,
     query_filter: Any = None,
 ) -> dict[str, Any]:
-    """``query_points`` arguments (prefetch, query, using) that rank as ``HybridIndex.search(mode=mode)``: the
-    ``max(candidates, k)`` best by the dense vector (``names[0]``) and by the sparse one (``names[1]``), ranked
-    by MaxSim of the ColBERT vectors (``names[2]``) or, for "hybrid", by ``weights`` (dense, sparse, colbert) over
-    the three scores, MaxSim divided by the query's tokens as FlagEmbedding divides it. Needs qdrant-client
-    (imported here, on use); ``sparse`` is a ``qdrant_client.models.SparseVector``."""
+    """``query_points`` arguments (prefetch, query, using) that rank as ``HybridIndex.search(mode=mode)`` does:
+    the ``max(candidates, k)`` best by the dense vector (``names[0]``) and by the sparse one (``names[1]``), their
+    union ranked by ``mode`` (any of :data:`flag_core.retrieval.MODES`): MaxSim of the ColBERT vectors
+    (``names[2]``) for "colbert"; else ``weights`` (dense, sparse, colbert) over the mode's scores, MaxSim divided
+    by the query's tokens as FlagEmbedding divides it, and 0 for a candidate without a sparse score, as flagstack
+    scores it. Needs qdrant-client (imported here, on use); ``sparse`` is a ``qdrant_client.models.SparseVector``."""
     from qdrant_client import models
 
+    mode = canonical_mode(mode)
     dense_name, sparse_name, colbert_name = names
     depth = max(candidates, k)
     pool = [models.Prefetch(query=dense, using=dense_name, limit=depth, filter=query_filter),
             models.Prefetch(query=sparse, using=sparse_name, limit=depth, filter=query_filter)]
     if mode == "colbert":
         return {"prefetch": pool, "query": colbert, "using": colbert_name}
-    if mode != "hybrid":
-        raise ValueError(f"mode must be 'colbert' or 'hybrid', got {mode!r}")
     w_dense, w_sparse, w_colbert = check_weights(weights)
-    total = w_dense + w_sparse + w_colbert
-    rescored = [models.Prefetch(prefetch=pool, query=query, using=name, limit=2 * depth)
-                for query, name in ((dense, dense_name), (sparse, sparse_name), (colbert, colbert_name))]
-    terms: list[Any] = [models.MultExpression(mult=[w / total, f"$score[{i}]"])
-             for i, w in enumerate((w_dense, w_sparse, w_colbert / max(len(colbert), 1)))]
-    # a candidate that shares no token with the query has no sparse score: 0, as flagstack scores it
+    mode_weights = {"dense": (1.0, 0.0, 0.0), "sparse": (0.0, 1.0, 0.0), "sparse+dense": (w_dense, w_sparse, 0.0),
+                    "hybrid": (w_dense, w_sparse, w_colbert)}[mode]
+    total = sum(mode_weights)
+    routes = [(dense, dense_name), (sparse, sparse_name)] + ([(colbert, colbert_name)] if mode == "hybrid" else [])
+    rescored = [models.Prefetch(prefetch=pool, query=query, using=name, limit=2 * depth) for query, name in routes]
+    scale = (1.0, 1.0, 1.0 / max(len(colbert), 1))
+    terms: list[Any] = [models.MultExpression(mult=[mode_weights[i] * scale[i] / total, f"$score[{i}]"])
+                        for i in range(len(routes))]
+    # every candidate is in the dense route; one that shares no token with the query has no sparse score: 0
     formula = models.FormulaQuery(formula=models.SumExpression(sum=terms), defaults={"$score[1]": 0.0})
     return {"prefetch": rescored, "query": formula}
 

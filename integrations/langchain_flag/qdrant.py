@@ -37,9 +37,11 @@ from .m3 import FlagM3Embeddings
 
 __all__ = ["FlagColbertEmbeddings", "FlagQdrantM3Store", "SearchMode"]
 
-SearchMode = Literal["colbert", "hybrid", "rrf"]
-"""How :class:`FlagQdrantM3Store` ranks: by MaxSim ("colbert"), by BGE-M3's weighted sum of dense, sparse and
-ColBERT scores ("hybrid"), both over the dense and sparse candidates; "rrf": langchain-qdrant's own search."""
+SearchMode = Literal["dense", "sparse", "sparse+dense", "colbert", "hybrid", "rrf"]
+"""How :class:`FlagQdrantM3Store` ranks the dense and sparse candidates: as ``HybridIndex.search`` in that mode
+(by dense score, sparse score, their weighted sum, MaxSim, or BGE-M3's weighted sum of all three); "rrf":
+langchain-qdrant's own hybrid search."""
+SEARCH_MODES: tuple[str, ...] = ("dense", "sparse", "sparse+dense", "colbert", "hybrid", "rrf")
 
 
 class FlagColbertEmbeddings(RebuildsModel, M3Fields):
@@ -154,8 +156,8 @@ class FlagQdrantM3Store(QdrantVectorStore):
                                 "to take them from")
             sparse_embedding = sparse_embedding or embedding.sparse()  # type: ignore[assignment]
             colbert_embedding = colbert_embedding or FlagColbertEmbeddings.like(embedding)
-        if search_mode not in ("colbert", "hybrid", "rrf"):
-            raise ValueError(f"search_mode must be 'colbert', 'hybrid' or 'rrf', got {search_mode!r}")
+        if search_mode not in SEARCH_MODES:
+            raise ValueError(f"search_mode must be one of {list(SEARCH_MODES)}, got {search_mode!r}")
         if not isinstance(candidates, int) or isinstance(candidates, bool) or candidates < 1:
             raise ValueError(f"candidates must be a positive int, got {candidates!r}")
         exists = client.collection_exists(collection_name)
@@ -240,14 +242,13 @@ class FlagQdrantM3Store(QdrantVectorStore):
 
     def query_arguments(self, query: str, k: int, query_filter: models.Filter | None = None) -> dict[str, Any]:
         """The prefetch, query and using of ``query_points`` for ``query`` in this store's ``search_mode``
-        ("colbert" or "hybrid"; :func:`flag_core.frameworks.qdrant_m3_query`)."""
+        (:func:`flag_core.frameworks.qdrant_m3_query`)."""
         dense = self._require_embeddings("search").embed_query(query)
         lexical = self.sparse_embeddings.embed_query(query)
         colbert = self.colbert_embedding.embed_query(query)
-        mode: Literal["colbert", "hybrid"] = "hybrid" if self.search_mode == "hybrid" else "colbert"
-        return qdrant_m3_query((self.vector_name, self.sparse_vector_name, self.colbert_vector_name), dense,
-                        models.SparseVector(indices=lexical.indices, values=lexical.values), colbert, k, mode,
-                        self.candidates, self.weights, query_filter)
+        sparse = models.SparseVector(indices=lexical.indices, values=lexical.values)
+        return qdrant_m3_query((self.vector_name, self.sparse_vector_name, self.colbert_vector_name), dense, sparse,
+                               colbert, k, self.search_mode, self.candidates, self.weights, query_filter)
 
     def similarity_search_with_score(
         self,

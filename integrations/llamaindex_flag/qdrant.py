@@ -24,7 +24,15 @@ from llama_index.vector_stores.qdrant.base import DOCUMENT_ID_KEY
 from qdrant_client import models
 
 from flag_core import BGEM3FlagModel
-from flag_core.frameworks import ModelName, OnePass, RebuildsModel, check_weights, one_pass_model, qdrant_m3_query
+from flag_core.frameworks import (
+    ModelName,
+    OnePass,
+    RebuildsModel,
+    check_mode,
+    check_weights,
+    one_pass_model,
+    qdrant_m3_query,
+)
 from flag_core.retrieval import DEFAULT_CANDIDATES, DEFAULT_WEIGHTS
 from flag_core.settings import M3Fields
 
@@ -100,7 +108,7 @@ class FlagQdrantM3VectorStore(QdrantVectorStore):
     """
 
     colbert_vector_name: str = "colbert"
-    search_mode: Literal["colbert", "hybrid"] = "colbert"
+    search_mode: Literal["dense", "sparse", "sparse+dense", "colbert", "hybrid"] = "colbert"
     candidates: int = Field(default=DEFAULT_CANDIDATES, gt=0)
     weights: tuple[float, float, float] = DEFAULT_WEIGHTS
     dense_distance: models.Distance = models.Distance.DOT
@@ -116,7 +124,7 @@ class FlagQdrantM3VectorStore(QdrantVectorStore):
         *,
         sparse: FlagSparseEmbedding | None = None,
         colbert: FlagColbertEmbedding | None = None,
-        search_mode: Literal["colbert", "hybrid"] = "colbert",
+        search_mode: Literal["dense", "sparse", "sparse+dense", "colbert", "hybrid"] = "colbert",
         candidates: int = DEFAULT_CANDIDATES,
         weights: Sequence[float] = DEFAULT_WEIGHTS,
         colbert_vector_name: str = "colbert",
@@ -134,7 +142,7 @@ class FlagQdrantM3VectorStore(QdrantVectorStore):
                          sparse_query_fn=sparse.qdrant_queries, dense_vector_name=dense_vector_name,
                          sparse_vector_name=sparse_vector_name, **kwargs)
         self.colbert_vector_name = colbert_vector_name
-        self.search_mode = search_mode
+        self.search_mode = check_mode(search_mode)  # type: ignore[assignment]
         self.candidates = candidates
         self.weights = check_weights(weights)
         self.dense_distance = dense_distance

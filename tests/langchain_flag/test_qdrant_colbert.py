@@ -67,7 +67,7 @@ def test_one_encoding_per_text_and_stored_vectors_equal_bge_m3s(
         np.testing.assert_allclose([weights[t] for t in expected], list(expected.values()), atol=1e-6)
         np.testing.assert_allclose(vector["colbert"], out["colbert_vecs"][i], atol=1e-6)
 
-    for mode in ("colbert", "hybrid"):
+    for mode in ("dense", "sparse", "sparse+dense", "colbert", "hybrid"):
         store.search_mode = mode  # type: ignore[assignment]
         for query in queries:
             before = one_pass.encoded

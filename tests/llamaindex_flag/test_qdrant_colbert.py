@@ -66,7 +66,7 @@ def test_one_encoding_per_node_and_qdrant_ranks_as_flagstack(m3_path: str, share
         np.testing.assert_allclose(vector["colbert"], out["colbert_vecs"][i], atol=1e-6)
 
     retriever = index.as_retriever(vector_store_query_mode="hybrid", similarity_top_k=5)
-    for mode in ("colbert", "hybrid"):
+    for mode in ("dense", "sparse", "sparse+dense", "colbert", "hybrid"):
         store.search_mode = mode  # type: ignore[assignment]
         for _, query, _ in queries:
             before = one_pass.encoded
