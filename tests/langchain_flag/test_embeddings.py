@@ -104,3 +104,29 @@ async def test_gathered_async_calls_share_forward_passes(model_path: str) -> Non
     queries = await asyncio.gather(*(embeddings.aembed_query(text) for text in texts))
     assert len(passes) == one_call
     np.testing.assert_allclose(queries, [embeddings.embed_query(text) for text in texts], atol=1e-6)
+
+
+def longest_scifact_abstract(shared_data: Any) -> str:
+    from flag_core.evaluation.beir import load_corpus
+
+    return max((doc["full"] for doc in load_corpus(shared_data / "scifact").values()), key=len)
+
+
+def test_chunks_from_langchains_splitter_fit_the_model(model_path: str, shared_data: Any, caplog: Any) -> None:
+    from langchain_text_splitters import RecursiveCharacterTextSplitter
+
+    embeddings = FlagEmbeddings(model_name=model_path, devices="cpu")
+    model, tokenizer = embeddings.client, embeddings.client.tokenizer
+    document = longest_scifact_abstract(shared_data)
+    limit = model.passage_max_length
+    assert len(tokenizer(document)["input_ids"]) > 2 * limit  # the document does not fit as it is
+    room = limit - tokenizer.num_special_tokens_to_add()  # the README's recipe
+    splitter = RecursiveCharacterTextSplitter.from_huggingface_tokenizer(tokenizer, chunk_size=room, chunk_overlap=16)
+    chunks = splitter.split_text(document)
+    assert len(chunks) >= 3
+    assert all(len(tokenizer(chunk)["input_ids"]) <= limit for chunk in chunks)
+    assert model.count_tokens(chunks, max_length=10_000) == [len(tokenizer(c)["input_ids"]) for c in chunks]
+    assert set(document.split()) == {word for chunk in chunks for word in chunk.split()}  # nothing lost
+    with caplog.at_level("WARNING"):
+        embeddings.embed_documents(chunks)
+    assert "truncat" not in caplog.text.lower()

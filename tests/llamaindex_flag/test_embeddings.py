@@ -102,3 +102,22 @@ async def test_gathered_async_calls_share_forward_passes(model_path: str) -> Non
     gathered = await asyncio.gather(*(model.aget_query_embedding(query) for query in queries))
     assert len(passes) == one_call < len(queries)
     np.testing.assert_allclose(gathered, expected, atol=1e-6)
+
+
+def test_chunks_from_llamaindexs_splitter_fit_the_model(model_path: str, shared_data: Any) -> None:
+    from llama_index.core import Document
+    from llama_index.core.node_parser import SentenceSplitter
+
+    from flag_core.evaluation.beir import load_corpus
+
+    embedding = FlagEmbedding(model_name=model_path, devices="cpu")
+    model, tokenizer = embedding.client, embedding.client.tokenizer
+    document = max((doc["full"] for doc in load_corpus(shared_data / "scifact").values()), key=len)
+    limit = model.passage_max_length
+    assert len(tokenizer(document)["input_ids"]) > 2 * limit
+    room = limit - tokenizer.num_special_tokens_to_add()  # the README's recipe
+    splitter = SentenceSplitter(chunk_size=room, chunk_overlap=16, tokenizer=tokenizer.tokenize)
+    nodes = splitter.get_nodes_from_documents([Document(text=document)])
+    assert len(nodes) >= 3
+    assert all(len(tokenizer(node.get_content())["input_ids"]) <= limit for node in nodes)
+    assert set(document.split()) == {word for node in nodes for word in node.get_content().split()}
