@@ -79,12 +79,12 @@ def main() -> None:
 
     # 2. search latency ------------------------------------------------------------------------------
     start = time.perf_counter()
-    index = HybridIndex(m3)
+    index = HybridIndex(m3, colbert_storage="float32")  # the other kinds: benchmarks/colbert_storage.py
     index.add(texts)
     print(f"indexed {len(index)} SciFact documents (all three outputs) in {time.perf_counter() - start:.0f}s")
     scifact = latency(index, queries, args.candidates)
 
-    big = HybridIndex(m3, settings=index.settings)
+    big = HybridIndex(m3, settings=index.settings, colbert_storage="float32")  # float32 rows are shared as given
     repeats = -(-args.synthetic // len(index))
     rng = np.random.default_rng(0)
     dense = np.tile(np.asarray(index.dense.vectors), (repeats, 1))[: args.synthetic]

@@ -30,11 +30,20 @@ from .inference.gather import run_async
 from .inference.inputs import ModelName, as_model_name, check_positive_int
 from .inference.m3 import BGEM3FlagModel
 from .inference.one_pass import OnePass, Output
+from .inference.settings import ModelSettings
 from .inference.shared import build_m3
 from .retrieval.dense import PayloadFormat
-from .retrieval.hybrid import DEFAULT_CANDIDATES, DEFAULT_WEIGHTS, HybridIndex, check_weights
+from .retrieval.hybrid import (
+    DEFAULT_CANDIDATES,
+    DEFAULT_COLBERT_STORAGE,
+    DEFAULT_WEIGHTS,
+    HybridIndex,
+    check_colbert_storage,
+    check_weights,
+)
 
 __all__ = [
+    "ColbertStorage",
     "HybridIndexHolder",
     "Mode",
     "ModelName",
@@ -56,11 +65,36 @@ Mode = Literal["dense", "sparse", "colbert", "sparse+dense", "hybrid"]
 """A hybrid retriever's ``mode`` field: what ranks (the names of :data:`flag_core.retrieval.MODES`; a test holds
 them equal)."""
 
+ColbertStorage = Literal["float16", "float32", "int8", "binary"]
+"""A hybrid retriever's ``colbert_storage`` field: how the index keeps ColBERT rows (the names of
+:data:`flag_core.retrieval.COLBERT_STORAGE`; a test holds them equal)."""
+
 
 class RebuildsModel:
     """For adapter classes that hold a model in a private attribute: copies and pickles carry the settings, not
     the model. ``copy.deepcopy`` and unpickling build the model again through flag_core's shared instances
     (``build_embedder`` / ``build_reranker``), so a copy holds the same weights without copying them."""
+
+    # a setting assigned to a built adapter builds its model again (shared, as at construction), so a field never
+    # reads back one value while the model runs with another; a class whose build holds more than the model (an
+    # index) refuses the assignment instead
+    rebuild_on_assignment: ClassVar[bool] = True
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        private = getattr(self, "__pydantic_private__", None)
+        if name.startswith("_") or not private or not _is_model_setting(type(self), name):
+            super().__setattr__(name, value)
+            return
+        if not type(self).rebuild_on_assignment:
+            raise AttributeError(f"{name} decides the model of this {type(self).__name__}; build another one with "
+                                 f"{name}={value!r}")
+        before = getattr(self, name)
+        super().__setattr__(name, value)
+        try:
+            self.model_post_init(None)  # type: ignore[attr-defined]
+        except BaseException:
+            super().__setattr__(name, before)
+            raise
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(BaseModel.__getstate__(self))  # type: ignore[arg-type]
@@ -75,6 +109,15 @@ class RebuildsModel:
         clone = type(self).__new__(type(self))
         clone.__setstate__(copy.deepcopy(self.__getstate__(), memo))
         return clone
+
+
+def _is_model_setting(owner: type, name: str) -> bool:
+    """Whether ``name`` is a field of the settings class behind ``owner`` that its model is built with."""
+    for cls in owner.__mro__:  # the first frozen ModelSettings class (flag_core.settings.settings_class's rule)
+        if isinstance(cls, type) and issubclass(cls, ModelSettings) and cls.__dict__.get("model_config", {}).get(
+                "frozen") is True:
+            return name in cls.model_fields and name not in getattr(owner, "per_call", ())
+    return False
 
 
 def one_pass_model(adapter: Any, output: Output) -> BGEM3FlagModel:
@@ -112,11 +155,12 @@ def qdrant_m3_query(
     depth = max(candidates, k)
     pool = [models.Prefetch(query=dense, using=dense_name, limit=depth, filter=query_filter),
             models.Prefetch(query=sparse, using=sparse_name, limit=depth, filter=query_filter)]
-    if mode == "colbert":
-        return {"prefetch": pool, "query": colbert, "using": colbert_name}
+    single = {"dense": (dense, dense_name), "sparse": (sparse, sparse_name), "colbert": (colbert, colbert_name)}
+    if mode in single:  # one score ranks the candidates (sparse: those sharing a token with the query, as flagstack)
+        query, using = single[mode]
+        return {"prefetch": pool, "query": query, "using": using}
     w_dense, w_sparse, w_colbert = check_weights(weights)
-    mode_weights = {"dense": (1.0, 0.0, 0.0), "sparse": (0.0, 1.0, 0.0), "sparse+dense": (w_dense, w_sparse, 0.0),
-                    "hybrid": (w_dense, w_sparse, w_colbert)}[mode]
+    mode_weights = {"sparse+dense": (w_dense, w_sparse, 0.0), "hybrid": (w_dense, w_sparse, w_colbert)}[mode]
     total = sum(mode_weights)
     routes = [(dense, dense_name), (sparse, sparse_name)] + ([(colbert, colbert_name)] if mode == "hybrid" else [])
     rescored = [models.Prefetch(prefetch=pool, query=query, using=name, limit=2 * depth) for query, name in routes]
@@ -173,9 +217,11 @@ def expand_settings(
 
 class HybridIndexHolder(RebuildsModel, BaseModel):
     """What LangChain's and LlamaIndex's ``FlagHybridRetriever`` share: the search settings (``mode``, ``weights``,
-    ``candidates``), the :class:`~flag_core.retrieval.HybridIndex` built with the class's BGE-M3 settings
-    (``model_name`` and :class:`flag_core.settings.M3Fields`, which the adapter class holds) and the file it was
-    last saved to or read from (``index_path``, kept absolute; given at construction, it is read).
+    ``candidates``), how ColBERT rows are stored (``colbert_storage``: None keeps a file's and stores a new index's
+    as float32; a kind given converts a file's on reading), the :class:`~flag_core.retrieval.HybridIndex` built
+    with the class's BGE-M3 settings (``model_name`` and :class:`flag_core.settings.M3Fields`, which the adapter
+    class holds) and the file it was last saved to or read from (``index_path``, kept absolute; given at
+    construction, it is read).
 
     Copies and pickles carry the settings and the documents, never the model (built again, shared). Two holders
     are equal when their settings and their documents (texts and payloads) are. A subclass sets
@@ -184,10 +230,19 @@ class HybridIndexHolder(RebuildsModel, BaseModel):
     mode: Mode = Field(default="hybrid", description="what ranks: dense, sparse, colbert, sparse+dense or hybrid")
     weights: tuple[float, float, float] = Field(default=DEFAULT_WEIGHTS, description="dense, sparse, colbert")
     candidates: int = Field(default=DEFAULT_CANDIDATES, gt=0, description="dense and sparse candidates each")
+    colbert_storage: ColbertStorage | None = Field(
+        default=None, description="ColBERT rows as float16, float32, int8 or binary (None: the file's, else float32)")
     index_path: str | None = Field(default=None, description="index file to read at construction (save sets it)")
 
     payloads: ClassVar[PayloadFormat]
 
+    rebuild_on_assignment: ClassVar[bool] = False  # the index holds the model's vectors: build another retriever
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "colbert_storage" and getattr(self, "__pydantic_private__", None):
+            raise AttributeError("colbert_storage decides how the built index keeps its ColBERT rows; save it and "
+                                 f"load it with colbert_storage={value!r} to convert them")
+        super().__setattr__(name, value)
     _index: HybridIndex = PrivateAttr()
     _saved_size: int = PrivateAttr(default=0)  # documents in the index when it was last saved or read
 
@@ -212,6 +267,11 @@ class HybridIndexHolder(RebuildsModel, BaseModel):
         # a bool is not a count (pydantic would read True as 1); "3" from a config is read as 3 by pydantic
         return check_positive_int(value, info.field_name) if isinstance(value, numbers.Integral) else value
 
+    @field_validator("colbert_storage", mode="before")
+    @classmethod
+    def _storage(cls, value: Any) -> Any:
+        return value if value is None else check_colbert_storage(value)  # the index's rule and message
+
     @field_validator("weights", mode="before")
     @classmethod
     def _weights(cls, value: Any) -> Any:
@@ -219,7 +279,8 @@ class HybridIndexHolder(RebuildsModel, BaseModel):
 
     def model_post_init(self, context: Any, /) -> None:
         model = build_m3(self.model_name, self.model_settings())  # type: ignore[attr-defined]
-        self._index = HybridIndex(model, payload_format=self.payloads)
+        self._index = HybridIndex(model, payload_format=self.payloads,
+                                  colbert_storage=self.colbert_storage or DEFAULT_COLBERT_STORAGE)
 
     def __getstate__(self) -> dict[str, Any]:
         """Settings (the model is built again, shared: :class:`RebuildsModel`) and the index's documents."""
@@ -260,6 +321,6 @@ class HybridIndexHolder(RebuildsModel, BaseModel):
         self._saved_size = len(self._index)
 
     def _read_index(self, path: str | os.PathLike[str]) -> None:
-        self._index = HybridIndex.load(path, self._index.model, self.payloads)
+        self._index = HybridIndex.load(path, self._index.model, self.payloads, self.colbert_storage)
         self.index_path = absolute_path(path)
         self._saved_size = len(self._index)

@@ -78,7 +78,7 @@ def main() -> None:
 
     m3 = build_m3(model, **settings)
     out = m3.encode_corpus(texts, return_dense=True, return_sparse=True, return_colbert_vecs=True)
-    reference = HybridIndex(m3)
+    reference = HybridIndex(m3, colbert_storage="float32")  # as Qdrant stores them
     reference.add(texts, [{"doc_id": d} for d in ids])
     dim, colbert_dim = out["dense_vecs"].shape[1], out["colbert_vecs"][0].shape[1]
     point = {doc_id: str(uuid.uuid5(uuid.NAMESPACE_URL, doc_id)) for doc_id in ids}

@@ -127,3 +127,10 @@ def test_the_mode_field_names_the_index_modes() -> None:
     from flag_core.retrieval import MODES
 
     assert get_args(Mode) == tuple(MODES)
+
+
+def test_the_colbert_storage_field_names_the_index_kinds() -> None:
+    from flag_core.frameworks import ColbertStorage
+    from flag_core.retrieval import COLBERT_STORAGE
+
+    assert get_args(ColbertStorage) == COLBERT_STORAGE

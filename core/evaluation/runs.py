@@ -65,9 +65,9 @@ def m3_run(
 ) -> dict[str, dict[str, float]]:
     """The ``top_k`` documents per query by BGE-M3's outputs (``mode``: dense, sparse, colbert, sparse+dense or
     hybrid; see :class:`~flag_core.retrieval.HybridIndex`). ColBERT vectors are kept only for the modes that
-    use them."""
+    use them, as float32 (the model's own scores, as FlagEmbedding computes them)."""
     doc_ids = list(corpus)
-    index = HybridIndex(model, multi_vectors=mode in ("colbert", "hybrid"))
+    index = HybridIndex(model, multi_vectors=mode in ("colbert", "hybrid"), colbert_storage="float32")
     index.add([corpus[d] for d in doc_ids])
     return {
         qid: {doc_ids[hit.position]: hit.score

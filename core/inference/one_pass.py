@@ -8,9 +8,16 @@ consumers have registered (:meth:`OnePass.serve`), hands back the one asked for 
 asked for (each kept output is handed out once, then dropped). Whichever output the store asks for first, each text
 goes through the encoder once.
 
-What is kept is bounded (``pending_bytes``, oldest dropped first: a dropped output is simply computed again when it
-is asked for) and keyed by the text, its side (query or passage) and the model's settings, so a setting changed
-between two asks never hands out an output computed under the old one.
+What is kept is bounded (``pending_bytes``, and at most ``QUERY_PENDING`` queries; oldest dropped first: a dropped
+output is computed again when it is asked for, and that encoding keeps only the outputs the dropped entry still
+held, so nothing already handed out is kept again) and keyed by the text, its side (query or passage) and the
+model's settings, so a setting changed between two asks never hands out an output computed under the old one.
+
+Registration is per model: an adapter that is alive but never asks (a ColBERT embeddings object kept around) makes
+every encoding compute and keep its output until the bound drops it. A LlamaIndex ``VectorStoreIndex`` embeds a
+whole insert batch densely before the store asks for the other outputs: with long texts and BGE-M3's 1024-wide
+ColBERT rows (about 2 MiB a 512-token passage), lower ``insert_batch_size`` (e.g. 128) so a batch's kept outputs
+fit the bound, or texts of a batch are encoded twice.
 """
 
 from __future__ import annotations
@@ -28,6 +35,8 @@ Side = Literal["query", "passage"]
 OUTPUTS: tuple[Output, ...] = get_args(Output)
 SIDES: tuple[Side, ...] = get_args(Side)
 DEFAULT_PENDING_BYTES = 512 * 2**20
+QUERY_PENDING = 256  # kept query-side texts at most: a hybrid query asks for its outputs at once, so few are waiting
+DROPPED_MEMORY = 65_536  # texts whose kept outputs were dropped, remembered so a new encoding keeps only those
 _KEYS = {"dense": "dense_vecs", "sparse": "lexical_weights", "colbert": "colbert_vecs"}
 
 
@@ -56,6 +65,9 @@ class OnePass:
         self._wanted: dict[Output, int] = {}
         self._pending: OrderedDict[tuple[str, str, str], dict[Output, tuple[Any, int]]] = OrderedDict()
         self._bytes = 0
+        self._queries = 0  # kept query-side entries
+        # key -> outputs still kept when the entry was dropped for room: what encoding the text again should keep
+        self._dropped: OrderedDict[tuple[str, str, str], frozenset[Output]] = OrderedDict()
         self._lock = threading.Lock()
         self.encoded = 0  # texts sent to the encoder (a test and a benchmark read it)
 
@@ -86,7 +98,7 @@ class OnePass:
                 if output in entry:
                     self._bytes -= entry.pop(output)[1]
                 if not entry:
-                    del self._pending[key]
+                    self._remove(key)
 
     @property
     def registered(self) -> tuple[Output, ...]:
@@ -104,7 +116,8 @@ class OnePass:
         """Drop every kept output."""
         with self._lock:
             self._pending.clear()
-            self._bytes = 0
+            self._dropped.clear()
+            self._bytes = self._queries = 0
 
     def serve(self, texts: Sequence[str], side: Side, output: Output) -> list[Any]:
         """``output`` of each text (dense: a float32 vector; sparse: lexical weights, token id as a str -> weight;
@@ -132,7 +145,7 @@ class OnePass:
                 self._bytes -= size
                 found[text] = value
                 if not entry:
-                    del self._pending[key]
+                    self._remove(key)
             wanted = {out for out, count in self._wanted.items() if count} | {output}
         missing = list(dict.fromkeys(text for text in texts if text not in found))
         if missing:
@@ -142,13 +155,19 @@ class OnePass:
             with self._lock:
                 self.encoded += len(missing)
                 for row, text in enumerate(missing):
+                    key = (side, settings_key, text)
                     found[text] = result[_KEYS[output]][row]
-                    others = {out: _own(result[_KEYS[out]][row]) for out in wanted if out != output}
+                    # a text encoded again after its kept outputs were dropped keeps only those still unasked
+                    keep = self._dropped.pop(key, None)
+                    others = {out: _own(result[_KEYS[out]][row]) for out in wanted
+                              if out != output and (keep is None or out in keep)}
                     if others:
-                        self._keep((side, settings_key, text), others)
+                        self._keep(key, others)
         return [found[text] for text in texts]
 
     def _keep(self, key: tuple[str, str, str], outputs: dict[Output, Any]) -> None:
+        if key not in self._pending and key[0] == "query":
+            self._queries += 1
         entry = self._pending.setdefault(key, {})
         self._pending.move_to_end(key)
         for out, value in outputs.items():
@@ -157,9 +176,19 @@ class OnePass:
             size = _size(out, value)
             entry[out] = (value, size)
             self._bytes += size
-        while self._bytes > self.pending_bytes and self._pending:
-            _, dropped = self._pending.popitem(last=False)
-            self._bytes -= sum(size for _, size in dropped.values())
+        while self._pending and (self._bytes > self.pending_bytes or self._queries > QUERY_PENDING):
+            oldest = next(iter(self._pending)) if self._bytes > self.pending_bytes else next(
+                k for k in self._pending if k[0] == "query")
+            self._dropped[oldest] = frozenset(self._pending[oldest])
+            if len(self._dropped) > DROPPED_MEMORY:
+                self._dropped.popitem(last=False)
+            self._remove(oldest)
+
+    def _remove(self, key: tuple[str, str, str]) -> None:
+        entry = self._pending.pop(key)
+        self._bytes -= sum(size for _, size in entry.values())
+        if key[0] == "query":
+            self._queries -= 1
 
 
 def _own(value: Any) -> Any:

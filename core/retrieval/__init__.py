@@ -3,19 +3,24 @@ search over BGE-M3's dense, sparse and ColBERT outputs."""
 
 from .dense import DenseIndex, EmbedDocuments, EmbedQuery, Hit, PayloadFormat, embedding_settings
 from .hybrid import (
+    COLBERT_STORAGE,
     DEFAULT_CANDIDATES,
+    DEFAULT_COLBERT_STORAGE,
     DEFAULT_WEIGHTS,
     MODES,
     HybridHit,
     HybridIndex,
     MultiVectors,
     SparseIndex,
+    check_colbert_storage,
     check_weights,
 )
 from .index import IndexFileError, VectorIndex
 
 __all__ = [
+    "COLBERT_STORAGE",
     "DEFAULT_CANDIDATES",
+    "DEFAULT_COLBERT_STORAGE",
     "DEFAULT_WEIGHTS",
     "MODES",
     "DenseIndex",
@@ -29,6 +34,7 @@ __all__ = [
     "PayloadFormat",
     "SparseIndex",
     "VectorIndex",
+    "check_colbert_storage",
     "check_weights",
     "embedding_settings",
 ]

@@ -148,11 +148,13 @@ def _member(archive: zipfile.ZipFile, name: str, file: Path, size: int) -> bytes
 
 
 def read_archive(
-    path: str | os.PathLike[str], format_name: str, version: int, names: Sequence[str],
-    settings: Mapping[str, Any] | None = None,
+    path: str | os.PathLike[str], format_name: str, version: int | Sequence[int], names: Sequence[str],
+    settings: Mapping[str, Any] | None = None, optional: Sequence[str] = (),
 ) -> tuple[dict[str, Any], dict[str, bytes]]:
-    """The manifest and the named parts of an archive, after checking member sizes, format, version, checksums and
-    (when given) that it was built with the same ``settings``; any problem is an :class:`IndexFileError`."""
+    """The manifest and the named parts of an archive, after checking member sizes, format, version (one, or any of
+    several), checksums and (when given) that it was built with the same ``settings``; any problem is an
+    :class:`IndexFileError`. The ``optional`` parts are read (and checked) only where the archive holds them."""
+    versions = (version,) if isinstance(version, int) else tuple(version)
     file = Path(path)
     if not file.is_file():
         raise IndexFileError(f"no index file at {file}")
@@ -164,10 +166,14 @@ def read_archive(
                 raise IndexFileError(f"{file}: its manifest is not a JSON object (corrupted?)")
             if manifest.get("format") != format_name:
                 raise IndexFileError(f"{file} is not a {format_name} file (format {manifest.get('format')!r})")
-            if manifest.get("version") != version:
-                raise IndexFileError(f"{file} has index format version {manifest.get('version')!r}; this flagstack "
-                                     f"reads version {version}")
-            parts = {name: _member(archive, name, file, size) for name in names}
+            found = manifest.get("version")
+            if isinstance(found, bool) or found not in versions:
+                readable = " or ".join(str(v) for v in versions)
+                raise IndexFileError(f"{file} has index format version {found!r}; this flagstack reads version "
+                                     f"{readable}")
+            present = set(archive.namelist())
+            parts = {name: _member(archive, name, file, size) for name in [*names, *optional]
+                     if name in names or name in present}
     except IndexFileError:
         raise
     except _READ_ERRORS as exc:

@@ -41,11 +41,25 @@ from .dense import PayloadFormat, check_rows
 from .index import VectorIndex
 
 FORMAT = "flagstack-hybrid-index"
-VERSION = 1
+VERSION = 2  # 2: ColBERT rows stored as colbert_storage says; a float32 index is still written as version 1
+VERSIONS = (1, 2)  # read
 DEFAULT_WEIGHTS = (0.4, 0.2, 0.4)  # dense, sparse, colbert: the weights FlagEmbedding suggests for bge-m3
 DEFAULT_CANDIDATES = 100
 PARTS = ("dense.npy", "payloads.jsonl", "sparse_ids.npy", "sparse_weights.npy", "sparse_offsets.npy", "colbert.npy",
          "colbert_offsets.npy")
+OPTIONAL_PARTS = ("colbert_scales.npy",)  # int8 and binary ColBERT storage
+COLBERT_STORAGE = ("float16", "float32", "int8", "binary")
+"""How :class:`MultiVectors` stores ColBERT rows (``colbert_storage`` of :class:`HybridIndex`)."""
+DEFAULT_COLBERT_STORAGE = "float32"  # float16 halves the bytes, but its MaxSim is ~5x slower today
+SCALED_STORAGE = ("int8", "binary")  # one float32 scale a row, in colbert_scales.npy
+_STORED_DTYPES = {"float32": "<f4", "float16": "<f2", "int8": "|i1", "binary": "|u1"}
+
+
+def check_colbert_storage(storage: Any) -> str:
+    """``storage`` if it is one of :data:`COLBERT_STORAGE`, else a ValueError naming them."""
+    if not isinstance(storage, str) or storage not in COLBERT_STORAGE:
+        raise ValueError(f"colbert_storage must be one of {', '.join(COLBERT_STORAGE)}; got {storage!r}")
+    return storage
 
 
 class SparseIndex:
@@ -147,10 +161,19 @@ class SparseIndex:
 
 
 class MultiVectors:
-    """Each document's ColBERT vectors (token rows), for MaxSim against a query's."""
+    """Each document's ColBERT vectors (token rows), for MaxSim against a query's, stored as ``storage`` says
+    (:data:`COLBERT_STORAGE`): "float32" as given (the default); "float16"; "int8", each row scaled by its largest
+    magnitude (symmetric, one float32 scale a row); "binary", each dimension's sign (1 bit) with one float32 scale
+    a row (``|row|² / |row|₁``, which keeps the row's projection on itself), so a row reads back as ``±scale``.
+    MaxSim always runs in float32 on the rows read back (:meth:`document`) with the query's float32 vectors (the
+    full-precision side: no document keeps float rows to rescore against), so every kind's scores are on float32's
+    scale and fuse with dense and sparse scores as they do."""
 
-    def __init__(self) -> None:
-        self._rows: list[np.ndarray] = []
+    def __init__(self, storage: str = DEFAULT_COLBERT_STORAGE) -> None:
+        self.storage = check_colbert_storage(storage)
+        self._rows: list[np.ndarray] = []  # per document: its rows as stored (float32, float16, int8 or packed bits)
+        self._scales: list[np.ndarray] = []  # per document: one float32 scale a row (int8 and binary only)
+        self._dim: int | None = None
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -158,7 +181,7 @@ class MultiVectors:
     @property
     def dim(self) -> int | None:
         """The size of the stored vectors (None while none is stored)."""
-        return next((int(rows.shape[1]) for rows in self._rows), None)
+        return self._dim if self._rows else None
 
     @staticmethod
     def rows(vectors: Any, dim: int | None = None) -> np.ndarray:
@@ -171,47 +194,125 @@ class MultiVectors:
             raise ValueError("ColBERT vectors hold NaN or infinity")
         return rows
 
+    def encode(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """One document's float32 rows as this store keeps them: (rows, per-row scales or None)."""
+        if self.storage == "float32":
+            return rows, None
+        if self.storage == "float16":
+            with np.errstate(over="ignore"):
+                half = rows.astype(np.float16)
+            if not np.isfinite(half).all():
+                raise ValueError("ColBERT vectors exceed float16's range; use colbert_storage='float32'")
+            return half, None
+        if self.storage == "int8":
+            scales = (np.abs(rows).max(axis=1, initial=0.0) / 127).astype(np.float32)
+            safe = np.where(scales > 0, scales, 1)[:, None]
+            return np.clip(np.rint(rows / safe), -127, 127).astype(np.int8), scales
+        # the scale that keeps each row's projection on itself: (scale * signs) . row == row . row, so ColBERT
+        # scores keep float32's scale (MaxSim fuses with dense and sparse scores by weight)
+        l1 = np.abs(rows).sum(axis=1, dtype=np.float64)
+        squares = np.square(rows, dtype=np.float64).sum(axis=1)
+        scales = np.divide(squares, l1, out=np.zeros_like(l1), where=l1 > 0).astype(np.float32)
+        return np.packbits(rows > 0, axis=1), scales
+
     def add(self, documents: Sequence[Any]) -> None:
         """Append documents' ColBERT vectors (all checked before any is stored)."""
         self.append([self.rows(rows) for rows in documents])
 
     def append(self, documents: Sequence[np.ndarray]) -> None:
-        """Append documents' vectors as :meth:`rows` gives them; all must have the stored size."""
+        """Append documents' vectors as :meth:`rows` gives them; all must have the stored size (all are checked
+        and encoded before any is stored)."""
         dim = self.dim
         for i, rows in enumerate(documents):
             if dim is not None and rows.shape[1] != dim:
                 raise ValueError(f"ColBERT vectors of document {i} have size {rows.shape[1]}, the index holds {dim}")
             dim = int(rows.shape[1])
-        self._rows.extend(documents)
+        encoded = [self.encode(rows) for rows in documents]
+        for stored, scales in encoded:
+            self._rows.append(stored)
+            if scales is not None:
+                self._scales.append(scales)
+        if dim is not None:
+            self._dim = dim
 
     def document(self, position: int) -> np.ndarray:
-        return self._rows[position]
+        """One document's rows as float32, read back from how they are stored."""
+        rows = self._rows[position]
+        if self.storage == "float32":
+            return rows
+        if self.storage == "float16":
+            return rows.astype(np.float32)
+        scales = self._scales[position][:, None]
+        if self.storage == "int8":
+            return rows.astype(np.float32) * scales
+        signs = np.unpackbits(rows, axis=1, count=self._dim or 0).astype(np.float32) * 2 - 1
+        return signs * scales
 
     def maxsim(self, query: np.ndarray, positions: Sequence[int]) -> np.ndarray:
-        """ColBERT scores of ``query`` with the documents at ``positions`` (only those)."""
-        return maxsim(query, [self._rows[position] for position in positions])
+        """ColBERT scores of ``query`` with the documents at ``positions`` (only those), in float32 against the
+        rows read back (:meth:`document`)."""
+        return maxsim(query, [self.document(position) for position in positions])
+
+    def converted(self, storage: str) -> MultiVectors:
+        """The same documents stored as ``storage`` (from the rows read back: a lossy kind's loss stays)."""
+        store = MultiVectors(storage)
+        store.append([self.document(i) for i in range(len(self))])
+        store._dim = self._dim
+        return store
 
     def parts(self) -> dict[str, bytes]:
+        """The archive parts: colbert.npy (rows as stored), colbert_offsets.npy and, for int8 and binary,
+        colbert_scales.npy."""
         sizes = np.array([len(rows) for rows in self._rows], dtype=np.int64)
         dim = self.dim or 0
-        data = np.concatenate(self._rows) if self._rows else np.zeros((0, dim), np.float32)
+        width = (dim + 7) // 8 if self.storage == "binary" else dim
+        dtype = _STORED_DTYPES[self.storage]
+        data = np.concatenate(self._rows) if self._rows else np.zeros((0, width), dtype)
         offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-        return {"colbert.npy": array_bytes(data), "colbert_offsets.npy": array_bytes(offsets)}
+        parts = {"colbert.npy": array_bytes(data), "colbert_offsets.npy": array_bytes(offsets)}
+        if self.storage in SCALED_STORAGE:
+            scales = np.concatenate(self._scales) if self._scales else np.zeros(0, np.float32)
+            parts["colbert_scales.npy"] = array_bytes(scales.astype(np.float32))
+        return parts
 
     @classmethod
     def from_parts(
-        cls, parts: Mapping[str, bytes], path: str | os.PathLike[str], count: int, dim: int | None
+        cls, parts: Mapping[str, bytes], path: str | os.PathLike[str], count: int, dim: int | None,
+        storage: str = "float32",
     ) -> MultiVectors:
         """The ``count`` documents of :meth:`parts` read from ``path`` (0 for an index without ColBERT vectors),
-        checked (an IndexFileError naming the part): finite float32 rows of size ``dim`` (when known), offsets
-        from 0 to their end."""
-        store = cls()
-        data = read_array(parts["colbert.npy"], f"{path}: colbert.npy", "<f4", 2, finite=True)
+        stored as ``storage``, checked (an IndexFileError naming the part): rows of the kind's dtype (finite floats;
+        int8 codes within ±127; packed bits of ``ceil(dim / 8)`` bytes) of size ``dim`` (when known, and always
+        for binary), finite non-negative scales one a row (int8 and binary only), offsets from 0 to their end."""
+        store = cls(storage)
+        where = f"{path}: colbert.npy"
+        floats = storage in ("float32", "float16")
+        data = read_array(parts["colbert.npy"], where, _STORED_DTYPES[storage], 2, finite=floats)
         offsets = read_array(parts["colbert_offsets.npy"], f"{path}: colbert_offsets.npy", "<i8", 1)
         check_offsets(offsets, count, len(data), f"{path}: colbert_offsets.npy")
-        if dim is not None and len(data) and data.shape[1] != dim:
-            raise IndexFileError(f"{path}: colbert.npy holds vectors of size {data.shape[1]}; the model gives {dim}")
-        store._rows = [data[a:b] for a, b in itertools.pairwise(offsets.tolist())]
+        if storage == "binary" and len(data):
+            if dim is None:
+                raise IndexFileError(f"{path}: binary ColBERT vectors need their size (colbert_dim) in the manifest")
+            if data.shape[1] != (dim + 7) // 8:
+                raise IndexFileError(f"{where} holds {data.shape[1]} bytes a row; {(dim + 7) // 8} hold {dim} bits")
+        elif dim is not None and len(data) and data.shape[1] != dim:
+            raise IndexFileError(f"{where} holds vectors of size {data.shape[1]}; the model gives {dim}")
+        if storage == "int8" and len(data) and int(data.min()) < -127:
+            raise IndexFileError(f"{where} holds -128, which int8 storage never writes (corrupted)")
+        spans = list(itertools.pairwise(offsets.tolist()))
+        if storage in SCALED_STORAGE:
+            if "colbert_scales.npy" not in parts:
+                raise IndexFileError(f"{path} has no colbert_scales.npy, which {storage} storage needs (truncated?)")
+            scales = read_array(parts["colbert_scales.npy"], f"{path}: colbert_scales.npy", "<f4", 1, finite=True)
+            if len(scales) != len(data) or (scales < 0).any():
+                raise IndexFileError(f"{path}: colbert_scales.npy holds {len(scales)} scales for {len(data)} rows, "
+                                     "or a negative one (corrupted)")
+            store._scales = [scales[a:b] for a, b in spans]
+        elif "colbert_scales.npy" in parts:
+            raise IndexFileError(f"{path} holds colbert_scales.npy, which {storage} storage never writes "
+                                 "(inconsistent)")
+        store._rows = [data[a:b] for a, b in spans]
+        store._dim = dim if dim is not None else (int(data.shape[1]) if len(data) else None)
         return store
 
 
@@ -237,7 +338,8 @@ class HybridIndex:
     ``add``, ``search`` and ``save`` may run from several threads: texts are encoded outside the index's lock and
     a document's three outputs are stored together under it. ``copy.deepcopy`` copies the documents and shares the
     model; :meth:`detached` / :meth:`attached` carry the documents without the model (for pickling a holder that
-    builds its model again)."""
+    builds its model again). ``colbert_storage`` is how ColBERT rows are kept, in memory and in the file
+    (:class:`MultiVectors`: "float32" by default, "float16", "int8" or "binary")."""
 
     def __init__(
         self,
@@ -245,6 +347,7 @@ class HybridIndex:
         settings: Mapping[str, Any] | None = None,
         payload_format: PayloadFormat | None = None,
         multi_vectors: bool = True,
+        colbert_storage: str = DEFAULT_COLBERT_STORAGE,
     ) -> None:
         self.model = model
         self.settings = dict(settings if settings is not None else model.signature())
@@ -252,11 +355,16 @@ class HybridIndex:
         self.multi_vectors = bool(multi_vectors)  # False: no ColBERT vectors kept (they are the bulk of the index)
         self.dense = VectorIndex()
         self.sparse = SparseIndex()
-        self.colbert = MultiVectors()
+        self.colbert = MultiVectors(colbert_storage)
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self.dense)
+
+    @property
+    def colbert_storage(self) -> str:
+        """How the ColBERT rows are stored (:data:`COLBERT_STORAGE`)."""
+        return self.colbert.storage
 
     # copies -------------------------------------------------------------------------------------
 
@@ -366,25 +474,34 @@ class HybridIndex:
     # persistence ------------------------------------------------------------------------------
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write every output, the texts and payloads to one file, atomically (checksummed)."""
+        """Write every output, the texts and payloads to one file, atomically (checksummed). A float32 index is
+        written as version 1 (which older flagstack reads), any other ColBERT storage as version 2."""
         with self._lock:
             parts = {"dense.npy": array_bytes(np.asarray(self.dense.vectors)),
                      "payloads.jsonl": payload_bytes(self.dense.payloads), **self.sparse.parts(),
                      **self.colbert.parts()}
-            manifest = {"format": FORMAT, "version": VERSION, "count": len(self), "settings": self.settings,
-                        "multi_vectors": self.multi_vectors,
+            storage = self.colbert.storage
+            manifest = {"format": FORMAT, "version": 1 if storage == "float32" else VERSION, "count": len(self),
+                        "settings": self.settings, "multi_vectors": self.multi_vectors,
+                        "colbert_storage": storage, "colbert_dim": self.colbert.dim,
                         "payload_format": self.payload_format.name if self.payload_format else None}
         write_archive(path, manifest, parts)
 
     @classmethod
     def load(
-        cls, path: str | os.PathLike[str], model: BGEM3FlagModel, payload_format: PayloadFormat | None = None
+        cls, path: str | os.PathLike[str], model: BGEM3FlagModel, payload_format: PayloadFormat | None = None,
+        colbert_storage: str | None = None,
     ) -> HybridIndex:
         """Read a file written by :meth:`save`; it must have been built with ``model``'s settings. Every part is
         checked here (sizes, checksums, dtypes, shapes, offsets, values, payloads), so a damaged or crafted file
-        is an :class:`IndexFileError` naming it and the part, never an error or a wrong score at search time."""
+        is an :class:`IndexFileError` naming it and the part, never an error or a wrong score at search time.
+        The ColBERT rows keep the file's storage (a version 1 file's: float32), or with ``colbert_storage``
+        given, are converted to it (from the rows as stored: a lossy kind's loss stays)."""
+        if colbert_storage is not None:
+            check_colbert_storage(colbert_storage)
         index = cls(model, payload_format=payload_format)
-        manifest, parts = read_archive(path, FORMAT, VERSION, PARTS, index.settings)
+        manifest, parts = read_archive(path, FORMAT, VERSIONS, PARTS, index.settings, OPTIONAL_PARTS)
+        storage = _manifest_storage(manifest, path)
         count = manifest_count(manifest, "count", path)
         dim, colbert_dim = (value if isinstance(value := index.settings.get(key), int) else None
                             for key in ("dimension", "colbert_dimension"))
@@ -401,11 +518,29 @@ class HybridIndex:
                                                          "<i8", 1)) != 1
         if not isinstance(multi_vectors, bool):
             raise IndexFileError(f"{path}: its manifest's multi_vectors is {multi_vectors!r}, not true or false")
-        colbert = MultiVectors.from_parts(parts, path, count if multi_vectors else 0, colbert_dim)
+        saved_dim = manifest.get("colbert_dim")
+        if saved_dim is not None and (isinstance(saved_dim, bool) or not isinstance(saved_dim, int) or saved_dim < 0
+                                      or (colbert_dim is not None and saved_dim != colbert_dim)):
+            raise IndexFileError(f"{path}: its manifest's colbert_dim is {saved_dim!r}; the model gives {colbert_dim}")
+        colbert = MultiVectors.from_parts(parts, path, count if multi_vectors else 0,
+                                          colbert_dim if colbert_dim is not None else saved_dim, storage)
+        if colbert_storage is not None and colbert_storage != storage:
+            colbert = colbert.converted(colbert_storage)
         if len(vectors):
             index.dense = VectorIndex.restored(vectors, payloads)
         index.sparse, index.colbert, index.multi_vectors = sparse, colbert, multi_vectors
         return index
+
+
+def _manifest_storage(manifest: Mapping[str, Any], path: str | os.PathLike[str]) -> str:
+    """The ColBERT storage a manifest records: version 1 files hold float32 rows (the key absent or "float32"),
+    version 2 files name one of :data:`COLBERT_STORAGE`; else an IndexFileError naming the file."""
+    storage = manifest.get("colbert_storage", "float32" if manifest.get("version") == 1 else None)
+    allowed = ("float32",) if manifest.get("version") == 1 else COLBERT_STORAGE
+    if storage not in allowed:
+        raise IndexFileError(f"{path}: its manifest's colbert_storage is {storage!r}; a version "
+                             f"{manifest.get('version')} file holds {' or '.join(allowed)}")
+    return str(storage)
 
 
 def _top(scores: np.ndarray, depth: int, positive: bool = False) -> list[int]:

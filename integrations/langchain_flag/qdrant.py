@@ -158,6 +158,10 @@ class FlagQdrantM3Store(QdrantVectorStore):
             colbert_embedding = colbert_embedding or FlagColbertEmbeddings.like(embedding)
         if search_mode not in SEARCH_MODES:
             raise ValueError(f"search_mode must be one of {list(SEARCH_MODES)}, got {search_mode!r}")
+        mode = kwargs.pop("retrieval_mode", RetrievalMode.HYBRID)  # from_existing_collection passes one
+        if mode != RetrievalMode.HYBRID:
+            raise ValueError(f"FlagQdrantM3Store keeps dense, sparse and ColBERT vectors (retrieval_mode HYBRID), got "
+                             f"retrieval_mode={mode!r}; rank by one of them with search_mode")
         if not isinstance(candidates, int) or isinstance(candidates, bool) or candidates < 1:
             raise ValueError(f"candidates must be a positive int, got {candidates!r}")
         exists = client.collection_exists(collection_name)
@@ -249,6 +253,27 @@ class FlagQdrantM3Store(QdrantVectorStore):
         sparse = models.SparseVector(indices=lexical.indices, values=lexical.values)
         return qdrant_m3_query((self.vector_name, self.sparse_vector_name, self.colbert_vector_name), dense, sparse,
                                colbert, k, self.search_mode, self.candidates, self.weights, query_filter)
+
+    @classmethod
+    def from_existing_collection(  # type: ignore[override]
+        cls, collection_name: str, embedding: Embeddings | None = None,
+        retrieval_mode: RetrievalMode = RetrievalMode.HYBRID, **kwargs: Any,
+    ) -> FlagQdrantM3Store:
+        """langchain-qdrant's ``from_existing_collection`` (``location``, ``path``, ``url``, ...) with this store's
+        defaults (HYBRID, vectors "dense" and "sparse", dot product): the collection must have its three vectors."""
+        kwargs = {"vector_name": "dense", "sparse_vector_name": "sparse", "distance": models.Distance.DOT, **kwargs}
+        return super().from_existing_collection(  # type: ignore[return-value]
+            collection_name=collection_name, embedding=embedding, retrieval_mode=retrieval_mode, **kwargs)
+
+    def _select_relevance_score_fn(self) -> Any:
+        """LangChain's relevance scores (0 worst, 1 best) are not defined for this store's rankings: Qdrant's
+        scores here are MaxSim sums over query tokens or weighted sums of unbounded scores, and LangChain's
+        inner-product mapping would turn the best hit into the worst. Refused, never inverted."""
+        if self.search_mode == "rrf":
+            return super()._select_relevance_score_fn()
+        raise NotImplementedError(f"relevance scores in [0, 1] are not defined for search_mode={self.search_mode!r}: "
+                                  "use similarity_search_with_score (Qdrant's scores, higher is better) and a "
+                                  "threshold of your own on them")
 
     def similarity_search_with_score(
         self,

@@ -4,6 +4,8 @@ same weights in langchain-milvus' shape. Importing this module needs no vector-s
 
 from __future__ import annotations
 
+import functools
+import sys
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
@@ -14,22 +16,32 @@ from flag_core.settings import M3Fields
 
 if TYPE_CHECKING:
     from langchain_qdrant import SparseVector
-else:
-    try:  # the store's own type when langchain-qdrant is installed
-        from langchain_qdrant import SparseVector
-    except ImportError:  # the same fields, for use without it
 
-        class SparseVector(BaseModel, extra="forbid"):
-            """A sparse vector: token ids (unique, sorted) and their weights (langchain-qdrant's fields)."""
 
-            indices: list[int] = Field(..., description="token ids")
-            values: list[float] = Field(..., description="their weights, one per index")
+class PlainSparseVector(BaseModel, extra="forbid"):
+    """A sparse vector with langchain-qdrant's fields (token ids, unique and sorted, and their weights), used when
+    langchain-qdrant is not installed."""
+
+    indices: list[int] = Field(..., description="token ids")
+    values: list[float] = Field(..., description="their weights, one per index")
+
+
+@functools.cache
+def _vector_class() -> type[Any]:
+    """langchain-qdrant's ``SparseVector`` when it is installed (imported on first use, not with this module),
+    else :class:`PlainSparseVector`; registers FlagSparseEmbeddings as a langchain-qdrant ``SparseEmbeddings``."""
+    try:
+        from langchain_qdrant import SparseEmbeddings, SparseVector
+    except ImportError:
+        return PlainSparseVector
+    SparseEmbeddings.register(FlagSparseEmbeddings)
+    return SparseVector
 
 
 def sparse_vector(weights: dict[str, float]) -> SparseVector:
     """Lexical weights (token id as a str -> weight) as a Qdrant sparse vector, sorted by index."""
     items = sorted((int(token), float(weight)) for token, weight in weights.items())
-    return SparseVector(indices=[i for i, _ in items], values=[w for _, w in items])
+    return _vector_class()(indices=[i for i, _ in items], values=[w for _, w in items])  # type: ignore[no-any-return]
 
 
 def weight_dict(weights: dict[str, float]) -> dict[int, float]:
@@ -65,6 +77,7 @@ class FlagSparseEmbeddings(RebuildsModel, M3Fields):
 
     def model_post_init(self, context: Any, /) -> None:
         self._model = one_pass_model(self, "sparse")
+        _vector_class()  # an instance of langchain-qdrant's SparseEmbeddings when that is installed
 
     @property
     def client(self) -> BGEM3FlagModel:
@@ -106,12 +119,5 @@ class FlagSparseEmbeddings(RebuildsModel, M3Fields):
         return milvus_sparse(self)
 
 
-def _register() -> None:
-    try:
-        from langchain_qdrant import SparseEmbeddings
-    except ImportError:
-        return
-    SparseEmbeddings.register(FlagSparseEmbeddings)
-
-
-_register()
+if "langchain_qdrant" in sys.modules:  # already imported by the user: register now (isinstance checks)
+    _vector_class()

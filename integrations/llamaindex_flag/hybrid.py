@@ -86,6 +86,7 @@ class FlagHybridRetriever(HybridIndexHolder, BaseComponent, M3Fields, BaseRetrie
         mode: str = "hybrid",
         weights: Sequence[float] = DEFAULT_WEIGHTS,
         candidates: int = DEFAULT_CANDIDATES,
+        colbert_storage: str | None = None,
         m3_settings: Mapping[str, Any] | None = None,
         callback_manager: CallbackManager | None = None,
         verbose: bool = False,
@@ -96,7 +97,7 @@ class FlagHybridRetriever(HybridIndexHolder, BaseComponent, M3Fields, BaseRetrie
             raise ValueError("model_name is required: a BGE-M3 hub id or folder (str or os.PathLike)")
         settings = expand_settings(settings, m3_settings, M3Fields.model_fields, "m3_settings")
         settings.update(model_name=model_name, similarity_top_k=similarity_top_k, mode=mode, weights=weights,
-                        candidates=candidates, verbose=bool(verbose))
+                        candidates=candidates, colbert_storage=colbert_storage, verbose=bool(verbose))
         if callback_manager is not None:
             settings["callback_manager"] = callback_manager
         super().__init__(**settings)

@@ -12,6 +12,7 @@ llama-index-vector-stores-qdrant (``pip install flagstack[vectorstores]``).
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -40,6 +41,10 @@ from .m3 import FlagM3Embedding
 from .sparse import FlagSparseEmbedding
 
 __all__ = ["FlagColbertEmbedding", "FlagQdrantM3VectorStore"]
+
+
+def _pending_variable() -> contextvars.ContextVar[dict[str, np.ndarray] | None]:
+    return contextvars.ContextVar("flagstack_pending_colbert", default=None)
 
 
 class FlagColbertEmbedding(RebuildsModel, M3Fields):
@@ -115,7 +120,10 @@ class FlagQdrantM3VectorStore(QdrantVectorStore):
 
     _colbert: FlagColbertEmbedding = PrivateAttr()
     _sparse: FlagSparseEmbedding = PrivateAttr()
-    _pending_colbert: dict[str, np.ndarray] = PrivateAttr(default_factory=dict)
+    # the ColBERT vectors of the nodes an add() is writing, for _build_points: per thread and per asyncio task
+    # (a context variable), so concurrent adds to one store never see each other's
+    _pending_colbert: contextvars.ContextVar[dict[str, np.ndarray] | None] = PrivateAttr(
+        default_factory=lambda: _pending_variable())
 
     def __init__(
         self,
@@ -171,27 +179,27 @@ class FlagQdrantM3VectorStore(QdrantVectorStore):
     def add(self, nodes: list[BaseNode], shard_identifier: Any | None = None,  # type: ignore[override]
             **add_kwargs: Any) -> list[str]:
         """Write ``nodes`` (embedded by the index's embed model) with their lexical weights and ColBERT vectors."""
-        self._pending_colbert = self._colbert_of(nodes)
+        token = self._pending_colbert.set(self._colbert_of(nodes))
         try:
             return super().add(nodes, shard_identifier, **add_kwargs)
         finally:
-            self._pending_colbert = {}
+            self._pending_colbert.reset(token)
 
     async def async_add(self, nodes: list[BaseNode], shard_identifier: Any | None = None,  # type: ignore[override]
                         **kwargs: Any) -> list[str]:
         """Like :meth:`add`, through the async client."""
-        self._pending_colbert = self._colbert_of(nodes)
+        token = self._pending_colbert.set(self._colbert_of(nodes))
         try:
             return await super().async_add(nodes, shard_identifier, **kwargs)
         finally:
-            self._pending_colbert = {}
+            self._pending_colbert.reset(token)
 
     def _colbert_of(self, nodes: list[BaseNode]) -> dict[str, np.ndarray]:
         texts = [node.get_content(metadata_mode=MetadataMode.EMBED) for node in nodes]
         return {node.node_id: rows for node, rows in zip(nodes, self._colbert.documents(texts), strict=True)}
 
     def _collection_options(self, vector_size: int) -> dict[str, Any]:
-        colbert_size = next(iter(self._pending_colbert.values())).shape[1]
+        colbert_size = next(iter((self._pending_colbert.get() or {}).values())).shape[1]
         return {
             "collection_name": self.collection_name,
             "vectors_config": {
@@ -233,7 +241,7 @@ class FlagQdrantM3VectorStore(QdrantVectorStore):
     def _build_points(self, nodes: list[BaseNode], sparse_vector_name: str) -> tuple[list[Any], list[str]]:
         points, ids = super()._build_points(nodes, sparse_vector_name)
         for point in points:
-            rows = self._pending_colbert.get(str(point.id))
+            rows = (self._pending_colbert.get() or {}).get(str(point.id))
             if rows is None:
                 raise ValueError(f"node {point.id} was not written through add(): it has no ColBERT vectors")
             point.vector[self.colbert_vector_name] = rows.tolist()

@@ -311,6 +311,19 @@ ARTEFACTS: list[Artefact] = [
             index.save(path)
         """,
         read_hybrid_index, _itself, remove_member=_drop_zip_member("colbert_offsets.npy")),
+    *(Artefact(
+        f"hybrid-index-{storage}",
+        ("flag_core.retrieval.hybrid:HybridIndex.save",),
+        f"""
+        def make(path, version, env):
+            from flag_core import BGEM3FlagModel
+            from flag_core.retrieval import HybridIndex
+            index = HybridIndex(BGEM3FlagModel(env["m3"], devices="cpu"), colbert_storage="{storage}")
+            index.add([f"pandas eat bamboo ({{version}})", "Paris is in France", f"version {{version}}"])
+            index.save(path)
+        """,
+        read_hybrid_index, _itself, remove_member=_drop_zip_member("colbert_scales.npy"))
+      for storage in ("int8", "binary")),
     Artefact(
         "eval-result", ("flag_core.evaluation.tasks:EvalResult.save", "flag_core.cli.evaluate:_write_outputs"),
         """

@@ -201,3 +201,41 @@ def test_flagembeddings_mode_name_is_an_alias_of_hybrid(m3_path: str) -> None:
                                                mode="colbert+sparse+dense")
     assert retriever.mode == "hybrid"  # kept by its canonical name
     assert retriever.invoke("pandas", mode="colbert+sparse+dense") == retriever.invoke("pandas", mode="hybrid")
+
+
+def test_a_model_setting_assigned_to_a_built_retriever_is_refused(m3_path: str) -> None:
+    retriever = FlagHybridRetriever.from_texts(TEXTS, model_name=m3_path, devices="cpu")
+    with pytest.raises(AttributeError, match="passage_max_length decides the model"):
+        retriever.passage_max_length = 8
+    assert retriever.passage_max_length != 8
+    retriever.k = 2  # a search setting: read at every call
+    assert len(retriever.invoke("what do pandas eat?")) == 2
+
+
+def test_colbert_storage_is_a_setting_kept_in_the_file(m3_path: str, tmp_path: Path) -> None:
+    """``colbert_storage`` goes to the index as ``candidates`` and ``weights`` go to its searches; the file keeps
+    the kind (None: the file's), a kind given converts it, and serialization carries the field."""
+    retriever = FlagHybridRetriever.from_texts(TEXTS, model_name=m3_path, devices="cpu", k=2, colbert_storage="int8")
+    assert retriever._index.colbert_storage == "int8"
+    assert FlagHybridRetriever(model_name=m3_path, devices="cpu")._index.colbert_storage == "float32"
+    retriever.save(tmp_path / "h.flag")
+    again = FlagHybridRetriever(model_name=m3_path, devices="cpu", k=2, index_path=tmp_path / "h.flag")
+    assert again.colbert_storage is None and again._index.colbert_storage == "int8"
+    assert again.invoke("pandas") == retriever.invoke("pandas")
+    converted = FlagHybridRetriever.load(tmp_path / "h.flag", model_name=m3_path, devices="cpu",
+                                         colbert_storage="binary")
+    assert converted._index.colbert_storage == "binary"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        back = loads(dumps(retriever), valid_namespaces=["langchain_flag"], allowed_objects=[FlagHybridRetriever])
+    assert back == retriever and back.colbert_storage == "int8" and back._index.colbert_storage == "int8"
+    assert copy.deepcopy(retriever)._index.colbert_storage == "int8"
+    assert pickle.loads(pickle.dumps(retriever))._index.colbert_storage == "int8"
+    with pytest.raises(ValueError, match="colbert_storage must be one of"):
+        FlagHybridRetriever(model_name=m3_path, devices="cpu", colbert_storage="int4")
+
+
+def test_colbert_storage_of_a_built_retriever_is_not_assigned_silently(m3_path: str) -> None:
+    retriever = FlagHybridRetriever.from_texts(TEXTS[:2], model_name=m3_path, devices="cpu")
+    with pytest.raises(AttributeError, match="colbert_storage decides"):
+        retriever.colbert_storage = "int8"

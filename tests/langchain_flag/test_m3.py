@@ -114,3 +114,26 @@ class TestFlagM3EmbeddingsIntegration(EmbeddingsIntegrationTests):
     @property
     def embedding_model_params(self) -> dict[str, Any]:
         return {"model_name": standard_m3(), "devices": "cpu"}
+
+
+def test_a_setting_assigned_later_is_the_one_the_model_runs_with(m3_path: str) -> None:
+    dense = FlagM3Embeddings(model_name=m3_path, devices="cpu")
+    dense.query_instruction_for_retrieval = "Represent: "
+    model = BGEM3FlagModel(m3_path, devices="cpu", query_instruction_for_retrieval="Represent: ")
+    np.testing.assert_allclose(dense.embed_query("pandas"), model.encode_queries("pandas")["dense_vecs"], atol=1e-6)
+    dense.truncate_dim = 8
+    assert len(dense.embed_query("pandas")) == 8 and dense.client.truncate_dim == 8
+    with pytest.raises(ValueError, match="batch_size"):
+        dense.batch_size = -3
+    assert dense.batch_size == dense.client.batch_size > 0  # refused: the old value stays, field and model agree
+    embeddings = FlagEmbeddings(model_name=m3_path, devices="cpu")
+    embeddings.query_instruction_for_retrieval = "Q: "
+    assert embeddings.client.query_instruction_for_retrieval == "Q: "
+
+
+def test_milvus_shape_refuses_a_text_without_lexical_weights_naming_it(m3_path: str) -> None:
+    pytest.importorskip("langchain_milvus", reason="needs langchain-milvus (the milvus extra)")
+    milvus = FlagSparseEmbeddings(model_name=m3_path, devices="cpu").milvus()
+    assert milvus.embed_documents(["Giant pandas eat bamboo."])[0]
+    with pytest.raises(ValueError, match=r"texts\[1\] \(''\) has no BGE-M3 lexical weight"):
+        milvus.embed_documents(["Giant pandas eat bamboo.", ""])

@@ -34,7 +34,7 @@ def reference(m3_path: str, scifact: tuple[list[str], list[str], list[str]]) -> 
     ids, texts, _ = scifact
     model = build_m3(m3_path, **SETTINGS)
     out = model.encode_corpus(texts, return_dense=True, return_sparse=True, return_colbert_vecs=True)
-    index = HybridIndex(model)
+    index = HybridIndex(model, colbert_storage="float32")  # Qdrant stores float32
     index.add(texts, [{"doc_id": d} for d in ids])
     return out, index
 
@@ -90,12 +90,20 @@ def test_from_texts_and_an_existing_collection(m3_path: str, tmp_path: Path) -> 
     assert store.similarity_search("capital of France", k=1)[0].page_content == texts[1]
     again = FlagQdrantM3Store(store.client, "docs", dense, search_mode="hybrid")  # validates the collection
     assert again.similarity_search("what do pandas eat?", k=1)[0].page_content == texts[0]
+    with pytest.raises(NotImplementedError, match="relevance scores"):  # refused, never inverted
+        store.similarity_search_with_relevance_scores("capital of France", k=1)
+    with pytest.raises(ValueError, match="retrieval_mode"):
+        FlagQdrantM3Store(store.client, "docs", dense, retrieval_mode="dense")
     store.client.create_collection("plain", vectors_config={})
     with pytest.raises(ValueError, match="no multivector named 'colbert'"):
         FlagQdrantM3Store(store.client, "plain", dense)
     with pytest.raises(TypeError, match="colbert_embedding"):
         FlagQdrantM3Store(store.client, "docs", object())  # type: ignore[arg-type]
     store.client.close()
+    reopened = FlagQdrantM3Store.from_existing_collection(embedding=dense, collection_name="docs",
+                                                          path=str(tmp_path / "q"))
+    assert reopened.similarity_search("capital of France", k=1)[0].page_content == texts[1]
+    reopened.client.close()
 
 
 def test_colbert_embeddings_equal_bge_m3s(m3_path: str) -> None:
@@ -110,3 +118,18 @@ def test_colbert_embeddings_equal_bge_m3s(m3_path: str) -> None:
                                atol=1e-6)
     with pytest.raises(TypeError):
         colbert.embed_query(["not", "a", "str"])  # type: ignore[arg-type]
+
+
+def test_sparse_mode_returns_only_documents_sharing_a_token_as_the_index_does(m3_path: str) -> None:
+    texts = ["Giant pandas eat bamboo.", "Paris is the capital of France.", "Red pandas live in the Himalayas.",
+             "JSON is parsed by json.loads.", "Bamboo grows fast in China."]
+    dense = FlagM3Embeddings(model_name=m3_path, **SETTINGS)
+    store = FlagQdrantM3Store.from_texts(texts, dense, collection_name="s", location=":memory:",
+                                         store_options={"search_mode": "sparse", "candidates": 5})
+    index = HybridIndex(build_m3(m3_path, **SETTINGS))
+    index.add(texts)
+    for query in ("pandas bamboo food", "capital city"):
+        got = [(doc.page_content, score) for doc, score in store.similarity_search_with_score(query, k=5)]
+        want = [(hit.text, hit.score) for hit in index.search(query, 5, mode="sparse", candidates=5)]
+        assert [text for text, _ in got] == [text for text, _ in want], (query, got, want)
+        assert all(score > 0 for _, score in got)

@@ -203,3 +203,22 @@ def test_flagembeddings_mode_name_is_an_alias_of_hybrid(m3_path: str) -> None:
     assert retriever.mode == "hybrid"  # kept by its canonical name
     assert [(r.node.node_id, r.score) for r in retriever.retrieve("pandas", mode="colbert+sparse+dense")] == [
         (r.node.node_id, r.score) for r in retriever.retrieve("pandas", mode="hybrid")]
+
+
+def test_colbert_storage_is_a_setting_kept_in_the_file(m3_path: str, tmp_path: Path) -> None:
+    """``colbert_storage`` is taken as ``candidates`` and ``weights`` are; the file keeps the kind (None: the
+    file's), a kind given converts it, and to_dict / from_dict carry the field."""
+    nodes = [TextNode(text=t, id_=f"n{i}") for i, t in enumerate(TEXTS)]
+    retriever = FlagHybridRetriever(nodes=nodes, model_name=m3_path, devices="cpu", colbert_storage="binary")
+    assert retriever._index.colbert_storage == "binary" and retriever.colbert_storage == "binary"
+    retriever.save(tmp_path / "h.flag")
+    back = FlagHybridRetriever.from_dict(retriever.to_dict())
+    assert back == retriever and back._index.colbert_storage == "binary"
+    loaded = FlagHybridRetriever.load(tmp_path / "h.flag", m3_path, devices="cpu")
+    assert loaded.colbert_storage is None and loaded._index.colbert_storage == "binary"
+    assert [(r.node.node_id, r.score) for r in loaded.retrieve("Paris")] == [
+        (r.node.node_id, r.score) for r in retriever.retrieve("Paris")]
+    converted = FlagHybridRetriever.load(tmp_path / "h.flag", m3_path, devices="cpu", colbert_storage="float32")
+    assert converted._index.colbert_storage == "float32"
+    with pytest.raises(ValueError, match="colbert_storage must be one of"):
+        FlagHybridRetriever(model_name=m3_path, devices="cpu", colbert_storage="fp8")

@@ -74,3 +74,19 @@ def test_a_qdrant_hybrid_store_encodes_each_text_once(m3_path: str) -> None:
     retriever = index.as_retriever(vector_store_query_mode="hybrid", similarity_top_k=3, sparse_top_k=3)
     assert len(retriever.retrieve("where do giant pandas live?")) == 3
     assert sum(rows) == 1  # the query: one encoding for its dense and sparse vectors
+
+
+def test_milvus_function_refuses_a_text_without_lexical_weights_naming_it(m3_path: str) -> None:
+    pytest.importorskip("llama_index.vector_stores.milvus", reason="needs the milvus extra")
+    function = FlagSparseEmbedding(model_name=m3_path, devices="cpu").milvus()
+    assert function.encode_documents(["Giant pandas eat bamboo."])[0]
+    with pytest.raises(ValueError, match=r"documents\[1\] \(''\) has no BGE-M3 lexical weight"):
+        function.encode_documents(["Giant pandas eat bamboo.", ""])
+
+
+def test_a_setting_assigned_later_is_the_one_the_model_runs_with(m3_path: str) -> None:
+    dense = FlagM3Embedding(model_name=m3_path, devices="cpu")
+    dense.query_instruction_for_retrieval = "Represent: "
+    model = BGEM3FlagModel(m3_path, devices="cpu", query_instruction_for_retrieval="Represent: ")
+    np.testing.assert_allclose(dense.get_query_embedding("pandas"), model.encode_queries("pandas")["dense_vecs"],
+                               atol=1e-6)

@@ -38,7 +38,7 @@ def test_one_encoding_per_node_and_qdrant_ranks_as_flagstack(m3_path: str, share
     ids, texts = list(corpus), [doc["full"] for doc in corpus.values()]
     model = build_m3(m3_path, **SETTINGS)
     out = model.encode_corpus(texts, return_dense=True, return_sparse=True, return_colbert_vecs=True)
-    reference = HybridIndex(model)
+    reference = HybridIndex(model, colbert_storage="float32")  # Qdrant stores float32
     reference.add(texts, [{"doc_id": d} for d in ids])
 
     dense = FlagM3Embedding(model_name=m3_path, embed_batch_size=len(texts), **SETTINGS)  # one batch, as above
@@ -118,3 +118,22 @@ def test_colbert_embedding_equals_bge_m3s(m3_path: str) -> None:
     np.testing.assert_allclose(colbert.queries(["pandas?"])[0],
                                model.encode_queries(["pandas?"], return_colbert_vecs=True)["colbert_vecs"][0],
                                atol=1e-6)
+
+
+def test_two_threads_adding_to_one_store_each_write_their_own_colbert_vectors(m3_path: str) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    dense = FlagM3Embedding(model_name=m3_path, **SETTINGS)
+    store = FlagQdrantM3VectorStore("threads", dense, client=QdrantClient(location=":memory:"))
+    texts = [f"thread text {i}: {'giant pandas eat bamboo ' * (1 + i % 3)}" for i in range(24)]
+    nodes = [TextNode(text=text, id_=f"00000000-0000-0000-0000-{i:012d}") for i, text in enumerate(texts)]
+    for node, vector in zip(nodes, dense.get_text_embedding_batch(texts), strict=True):
+        node.embedding = vector
+    store.add(nodes[:1])  # the collection exists before the threads race
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        list(pool.map(lambda i: store.add(nodes[i:i + 3]), range(1, len(nodes), 3)))
+    expected = build_m3(m3_path, **SETTINGS).encode_corpus(texts, return_colbert_vecs=True)["colbert_vecs"]
+    stored = {str(p.id): p.vector for p in store.client.scroll("threads", limit=100, with_vectors=True)[0]}
+    assert len(stored) == len(nodes)
+    for node, rows in zip(nodes, expected, strict=True):
+        np.testing.assert_allclose(stored[node.node_id]["colbert"], rows, atol=1e-5)  # type: ignore[index]

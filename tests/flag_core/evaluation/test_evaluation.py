@@ -290,7 +290,7 @@ def test_bge_m3_modes(beir: Path, m3_path: str, mini_model: FlagModel, capsys: p
               (json.loads(line) for line in (beir / "corpus.jsonl").read_text().splitlines())}
     lines = (beir / "queries.jsonl").read_text().splitlines()
     queries = {q["_id"]: q["text"] for q in map(json.loads, lines)}
-    index = HybridIndex(m3)
+    index = HybridIndex(m3, colbert_storage="float32")  # evaluation scores the model's own (float32) vectors
     index.add(list(corpus.values()))
     qrels = load_qrels(beir)
     run = {qid: {list(corpus)[h.position]: h.score for h in index.search(queries[qid], 100, weights=(0.5, 0.2, 0.3))}

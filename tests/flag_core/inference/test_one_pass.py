@@ -109,3 +109,28 @@ def test_bad_input_is_refused_naming_it(model: BGEM3FlagModel, texts: Any, side:
                                          error: type[Exception], match: str) -> None:
     with pytest.raises(error, match=match):
         OnePass(model).serve(texts, side, output)
+
+
+def test_a_text_encoded_again_after_a_drop_keeps_only_what_was_still_unasked(model: BGEM3FlagModel) -> None:
+    one_pass = OnePass(model, pending_bytes=4 * (2 * 384 * 4 + 224))
+    for output in ("sparse", "colbert"):
+        one_pass.register(output)
+    one_pass.serve(TEXTS, "passage", "dense")  # keeps sparse + colbert of each; the oldest dropped for room
+    dropped = len(TEXTS) - one_pass.pending
+    assert dropped > 0
+    one_pass.serve(TEXTS, "passage", "colbert")  # the dropped ones encoded again: they keep sparse only, no dense
+    assert all(set(entry) <= {"sparse"} for entry in one_pass._pending.values())
+    one_pass.serve(TEXTS, "passage", "sparse")
+    assert one_pass.pending == 0 and one_pass.encoded == len(TEXTS) + dropped
+
+
+def test_queries_kept_are_few(model: BGEM3FlagModel, monkeypatch: pytest.MonkeyPatch) -> None:
+    from flag_core.inference import one_pass as module
+
+    monkeypatch.setattr(module, "QUERY_PENDING", 3)
+    one_pass = OnePass(model)
+    one_pass.register("sparse")
+    for text in TEXTS:  # a dense-only retriever: nobody asks for the queries' sparse outputs
+        one_pass.serve([text], "query", "dense")
+    one_pass.serve(TEXTS[:2], "passage", "dense")
+    assert one_pass.pending == 3 + 2

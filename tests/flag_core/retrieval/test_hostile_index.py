@@ -67,8 +67,8 @@ class StubM3:
                 "colbert_vecs": colbert(n) if return_colbert_vecs else None}
 
 
-def saved_index(tmp_path: Path) -> Path:
-    index = HybridIndex(StubM3())  # type: ignore[arg-type]
+def saved_index(tmp_path: Path, storage: str = "float16") -> Path:
+    index = HybridIndex(StubM3(), colbert_storage=storage)  # type: ignore[arg-type]
     index.add([f"doc {n}" for n in (1, 2, 3)], [{"n": n} for n in (1, 2, 3)])
     path = tmp_path / "hybrid.flag"
     index.save(path)
@@ -180,6 +180,49 @@ def test_crafted_hybrid_archives_fail_at_load_naming_the_part(tmp_path: Path, ca
     change, part = CASES[case]
     change(manifest, parts)
     write_archive(path, manifest, parts)  # checksums that match the crafted parts
+    with pytest.raises(IndexFileError) as error:
+        HybridIndex.load(path, StubM3())  # type: ignore[arg-type]
+    assert str(path) in str(error.value) and part in str(error.value), str(error.value)
+
+
+def drop(name: str) -> Callable[[dict[str, Any], dict[str, bytes]], None]:
+    def apply(manifest: dict[str, Any], parts: dict[str, bytes]) -> None:
+        del parts[name]
+    return apply
+
+
+# ColBERT storage kinds: (storage, change, the part or key the error names)
+STORAGE_CASES = {
+    "int8 scales missing": ("int8", drop("colbert_scales.npy"), "colbert_scales.npy"),
+    "int8 scales short": ("int8", put("colbert_scales.npy", lambda a: a[:-1]), "colbert_scales.npy"),
+    "int8 scales negative": ("int8", put("colbert_scales.npy", lambda a: -a), "colbert_scales.npy"),
+    "int8 scales NaN": ("int8", put("colbert_scales.npy", with_nan), "colbert_scales.npy"),
+    "int8 scales float64": ("int8", put("colbert_scales.npy", lambda a: a.astype(np.float64)), "colbert_scales.npy"),
+    "int8 codes -128": ("int8", put("colbert.npy", lambda a: np.full_like(a, -128)), "colbert.npy"),
+    "int8 codes float": ("int8", put("colbert.npy", lambda a: a.astype(np.float32)), "colbert.npy"),
+    "binary scales missing": ("binary", drop("colbert_scales.npy"), "colbert_scales.npy"),
+    "binary scales infinite": ("binary", put("colbert_scales.npy", lambda a: with_nan(a, np.inf)),
+                               "colbert_scales.npy"),
+    "binary too wide": ("binary", put("colbert.npy", lambda a: np.concatenate([a, a], axis=1)), "colbert.npy"),
+    "binary dim other": ("binary", manifest_key("colbert_dim", 12), "colbert_dim"),
+    "binary read as int8": ("binary", manifest_key("colbert_storage", "int8"), "colbert.npy"),
+    "float16 with scales": ("float16", lambda m, p: p.update({"colbert_scales.npy": array_bytes(np.ones(6, "<f4"))}),
+                            "colbert_scales.npy"),
+    "float16 read as float32": ("float16", manifest_key("colbert_storage", "float32"), "colbert.npy"),
+    "storage unknown": ("float16", manifest_key("colbert_storage", "int4"), "colbert_storage"),
+    "storage in version 1": ("int8", manifest_key("version", 1), "colbert_storage"),
+    "version a bool": ("float32", manifest_key("version", True), "version"),
+}
+
+
+@pytest.mark.parametrize("case", list(STORAGE_CASES))
+def test_crafted_colbert_storage_fails_at_load_naming_the_part(tmp_path: Path, case: str) -> None:
+    storage, change, part = STORAGE_CASES[case]
+    path = saved_index(tmp_path, storage)
+    assert HybridIndex.load(path, StubM3()).colbert_storage == storage  # type: ignore[arg-type]
+    manifest, parts = contents(path)
+    change(manifest, parts)
+    write_archive(path, manifest, parts)
     with pytest.raises(IndexFileError) as error:
         HybridIndex.load(path, StubM3())  # type: ignore[arg-type]
     assert str(path) in str(error.value) and part in str(error.value), str(error.value)
@@ -371,11 +414,12 @@ def test_threads_adding_to_a_vector_index_lose_nothing(monkeypatch: pytest.Monke
 
 
 @pytest.mark.slow  # thousands of loads
-def test_every_cut_and_flipped_byte_is_refused_or_harmless(tmp_path: Path) -> None:
-    """A hybrid archive cut at every length, and with each byte's lowest bit flipped: an IndexFileError naming the
-    file, or (a flip in zip fields nothing reads, e.g. a timestamp) the same index; never another error or a
-    different result."""
-    path = saved_index(tmp_path)
+@pytest.mark.parametrize("storage", ["float16", "float32", "int8", "binary"])
+def test_every_cut_and_flipped_byte_is_refused_or_harmless(tmp_path: Path, storage: str) -> None:
+    """A hybrid archive (each ColBERT storage kind) cut at every length, and with each byte's lowest bit flipped: an
+    IndexFileError naming the file, or (a flip in zip fields nothing reads, e.g. a timestamp) the same index; never
+    another error or a different result."""
+    path = saved_index(tmp_path, storage)
     good = HybridIndex.load(path, StubM3())  # type: ignore[arg-type]
     expected = [good.search(f"doc {n}", k=3) for n in (1, 2, 3)]
     data = path.read_bytes()

@@ -33,7 +33,7 @@ def m3(m3_path: str) -> BGEM3FlagModel:
 
 @pytest.fixture(scope="module")
 def index(m3: BGEM3FlagModel) -> HybridIndex:
-    hybrid = HybridIndex(m3)
+    hybrid = HybridIndex(m3, colbert_storage="float32")  # exact: brute force below is float32
     hybrid.add(TEXTS[:5], [{"n": i} for i in range(5)])
     hybrid.add(TEXTS[5:], [{"n": i} for i in range(5, len(TEXTS))])
     return hybrid
@@ -134,3 +134,118 @@ def test_an_index_without_colbert_vectors_loads(m3: BGEM3FlagModel, tmp_path: Pa
     older = HybridIndex.load(tmp_path / "older.flag", m3)
     assert older.multi_vectors is False and older.search("Paris", k=1, mode="dense") == loaded.search(
         "Paris", k=1, mode="dense")
+
+
+KINDS = ("float16", "int8", "binary")
+
+
+@pytest.fixture(scope="module")
+def stored(m3: BGEM3FlagModel) -> dict[str, HybridIndex]:
+    """The same documents in one index per ColBERT storage kind (float32 included)."""
+    out = {}
+    for kind in ("float32", *KINDS):
+        out[kind] = HybridIndex(m3, colbert_storage=kind)
+        out[kind].add(TEXTS, [{"n": i} for i in range(len(TEXTS))])
+    return out
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_each_colbert_storage_ranks_close_to_float32(stored: dict[str, HybridIndex], kind: str) -> None:
+    """float16 gives float32's rankings in every ColBERT mode and its scores to 1e-3; int8 its hybrid top 3 and
+    scores to 1e-2; binary (signs and a scale a row) ColBERT scores that still pick float32's best document for
+    every query. Each kind stores its rows as it says, and reads them back as float32."""
+    reference, index = stored["float32"], stored[kind]
+    tolerance = {"float16": 1e-3, "int8": 1e-2, "binary": 0.2}[kind]
+    for query in QUERIES:
+        for mode in ("colbert", "hybrid"):
+            want = reference.search(query, k=3, mode=mode, candidates=len(TEXTS))
+            got = index.search(query, k=3, mode=mode, candidates=len(TEXTS))
+            if kind == "float16" or (kind == "int8" and mode == "hybrid"):
+                assert [h.position for h in got] == [h.position for h in want], (kind, mode, query)
+            assert got[0].position == want[0].position, (kind, mode, query)
+            for hit in got:
+                assert hit.scores["colbert"] == pytest.approx(reference.colbert.maxsim(
+                    reference.model.encode_queries(query, return_colbert_vecs=True)["colbert_vecs"],
+                    [hit.position])[0], abs=tolerance)
+    rows, original = index.colbert.document(0), reference.colbert.document(0)
+    assert rows.dtype == np.float32 and rows.shape == original.shape
+    if kind == "binary":
+        assert (np.sign(rows) == np.where(original > 0, 1, -1)).all()
+    expected = {"float16": np.float16, "int8": np.int8, "binary": np.uint8}[kind]
+    assert index.colbert._rows[0].dtype == expected and index.colbert_storage == kind
+
+
+@pytest.mark.parametrize("kind", ("float32", *KINDS))
+def test_each_colbert_storage_saves_and_loads(stored: dict[str, HybridIndex], m3: BGEM3FlagModel, kind: str,
+                                              tmp_path: Path) -> None:
+    """A saved index loads with its storage and searches exactly as before; float32 is written as version 1 (as
+    flagstack wrote it before the other kinds), the others as version 2; the ColBERT parts shrink with the kind;
+    a kind given at load converts the file's rows."""
+    import json
+    import zipfile
+
+    index = stored[kind]
+    path = tmp_path / f"{kind}.flag"
+    index.save(path)
+    loaded = HybridIndex.load(path, m3)
+    assert loaded.colbert_storage == kind and len(loaded) == len(TEXTS)
+    for query in QUERIES:
+        for mode in ("colbert", "hybrid"):
+            assert loaded.search(query, k=4, mode=mode) == index.search(query, k=4, mode=mode)
+    with zipfile.ZipFile(path) as archive:
+        manifest = json.loads(archive.read("manifest.json"))
+        colbert_bytes = archive.getinfo("colbert.npy").file_size
+        assert ("colbert_scales.npy" in archive.namelist()) == (kind in ("int8", "binary"))
+    assert manifest["version"] == (1 if kind == "float32" else 2) and manifest["colbert_storage"] == kind
+    rows = sum(len(index.colbert.document(i)) for i in range(len(index)))
+    dim = index.colbert.dim
+    assert dim is not None
+    per_row = {"float32": 4 * dim, "float16": 2 * dim, "int8": dim, "binary": dim // 8}[kind]
+    assert rows * per_row <= colbert_bytes <= rows * per_row + 256  # the rows and a .npy header
+    converted = HybridIndex.load(path, m3, colbert_storage="int8")
+    assert converted.colbert_storage == "int8" and converted.colbert._rows[0].dtype == np.int8
+    with pytest.raises(ValueError, match="colbert_storage must be one of"):
+        HybridIndex.load(path, m3, colbert_storage="int4")
+
+
+def test_files_without_a_colbert_storage_load_as_float32(stored: dict[str, HybridIndex], m3: BGEM3FlagModel,
+                                                         tmp_path: Path) -> None:
+    """A version 1 file as flagstack wrote it before ColBERT storage kinds (float32 rows, no colbert_storage or
+    colbert_dim in its manifest) loads as float32 and searches as it did; a version 1 manifest naming another kind,
+    a version 2 one naming an unknown kind, and a version 3 file are refused, naming the file."""
+    import json
+    import zipfile
+
+    from flag_core.retrieval.archive import write_archive
+
+    path = tmp_path / "float32.flag"
+    stored["float32"].save(path)
+    with zipfile.ZipFile(path) as archive:
+        manifest = json.loads(archive.read("manifest.json"))
+        parts = {name: archive.read(name) for name in archive.namelist() if name != "manifest.json"}
+    del manifest["colbert_storage"], manifest["colbert_dim"], manifest["sha256"]
+    write_archive(tmp_path / "older.flag", manifest, parts)
+    older = HybridIndex.load(tmp_path / "older.flag", m3)
+    assert older.colbert_storage == "float32"
+    for query in QUERIES:
+        assert older.search(query, k=4) == stored["float32"].search(query, k=4)
+    for name, changes, message in [
+        ("v1-int8.flag", {"colbert_storage": "int8"}, "colbert_storage is 'int8'; a version 1 file holds float32"),
+        ("v2-int4.flag", {"version": 2, "colbert_storage": "int4"}, "colbert_storage is 'int4'"),
+        ("v2-none.flag", {"version": 2}, "colbert_storage is None"),
+        ("v3.flag", {"version": 3}, "version 3; this flagstack reads version 1 or 2"),
+    ]:
+        write_archive(tmp_path / name, {**manifest, **changes}, parts)
+        with pytest.raises(IndexFileError, match=f"{name}.*{message}"):
+            HybridIndex.load(tmp_path / name, m3)
+
+
+def test_colbert_storage_is_checked(m3: BGEM3FlagModel) -> None:
+    for bad in ("int4", "fp16", None, 8):
+        with pytest.raises(ValueError, match="colbert_storage must be one of float16, float32, int8, binary"):
+            HybridIndex(m3, colbert_storage=bad)  # type: ignore[arg-type]
+    assert HybridIndex(m3).colbert_storage == "float32"
+    store = MultiVectors("float16")
+    with pytest.raises(ValueError, match="float16's range"):
+        store.add([np.full((2, 4), 1e6, dtype=np.float32)])
+    assert len(store) == 0
