@@ -97,8 +97,8 @@ def main() -> None:
         path = work / f"{kind}.hybrid"
         index.save(path)
         with zipfile.ZipFile(path) as archive:
-            colbert = sum(info.file_size for info in archive.infolist() if info.filename in COLBERT_PARTS)
-        sizes[kind] = (colbert / len(index), path.stat().st_size / len(index))
+            colbert_bytes = sum(info.file_size for info in archive.infolist() if info.filename in COLBERT_PARTS)
+        sizes[kind] = (colbert_bytes / len(index), path.stat().st_size / len(index))
         assert HybridIndex.load(path, m3).colbert_storage == kind
         path.unlink()
     rows = sum(len(indexes["float32"].colbert.document(i)) for i in range(len(ids))) / len(ids)
