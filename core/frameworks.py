@@ -6,6 +6,8 @@
 - :func:`expand_settings`: a dict of settings (e.g. LlamaIndex's ``m3_settings={...}``) as keyword arguments.
 - :func:`run_async`: a blocking flag_core call awaited without blocking the event loop, its model calls gathered
   with other callers' (the adapters' async methods).
+- :class:`M3Adapter`: the BGE-M3 adapters' ``client`` and ``one_pass``; :func:`require_lexical_weights`: their
+  Milvus shapes' check that a text has lexical weights.
 - :func:`one_pass_model`: the shared BGE-M3 model of a dense, sparse or ColBERT adapter, registered with its
   :class:`~flag_core.inference.one_pass.OnePass` so that a hybrid store's separate asks share one encoding.
 - :func:`qdrant_m3_query`: Qdrant ``query_points`` arguments that rank BGE-M3's three vectors as
@@ -45,6 +47,7 @@ from .retrieval.hybrid import (
 __all__ = [
     "ColbertStorage",
     "HybridIndexHolder",
+    "M3Adapter",
     "Mode",
     "ModelName",
     "OnePass",
@@ -57,6 +60,7 @@ __all__ = [
     "expand_settings",
     "one_pass_model",
     "qdrant_m3_query",
+    "require_lexical_weights",
     "run_async",
     "search_options",
 ]
@@ -109,6 +113,33 @@ class RebuildsModel:
         clone = type(self).__new__(type(self))
         clone.__setstate__(copy.deepcopy(self.__getstate__(), memo))
         return clone
+
+
+class M3Adapter(RebuildsModel):
+    """The BGE-M3 adapters (dense, sparse, ColBERT; both frameworks): a :class:`RebuildsModel` whose ``_model`` (a
+    private attribute the class declares) is built by :func:`one_pass_model`."""
+
+    @property
+    def client(self) -> BGEM3FlagModel:
+        """The flag_core model doing the work."""
+        return self._model  # type: ignore[attr-defined, no-any-return]
+
+    @property
+    def one_pass(self) -> OnePass:
+        """The model's shared encodings (:class:`flag_core.frameworks.OnePass`)."""
+        return self.client.one_pass
+
+
+def require_lexical_weights(texts: Sequence[str], weights: list[Any], name: str) -> list[Any]:
+    """``weights``, or a ValueError naming the first text BGE-M3 gives no lexical weight for: Milvus refuses an
+    empty sparse vector, and would fail a whole insert without saying which text (the adapters' Milvus shapes)."""
+    for position, (text, row) in enumerate(zip(texts, weights, strict=True)):
+        if not row:
+            where = name if name == "the query" else f"{name}[{position}]"
+            raise ValueError(f"{where} ({text[:60]!r}) has no BGE-M3 lexical weight (no token outweighs zero), and "
+                             "Milvus cannot store or search an empty sparse vector: leave such texts out of the "
+                             "sparse field")
+    return weights
 
 
 def _is_model_setting(owner: type, name: str) -> bool:

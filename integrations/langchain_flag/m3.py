@@ -10,14 +10,14 @@ from langchain_core.load.serializable import Serializable
 from pydantic import ConfigDict, Field, PrivateAttr
 
 from flag_core import BGEM3FlagModel
-from flag_core.frameworks import ModelName, OnePass, RebuildsModel, one_pass_model, run_async
+from flag_core.frameworks import M3Adapter, ModelName, one_pass_model, run_async
 from flag_core.settings import M3Fields
 
 if TYPE_CHECKING:
     from .sparse import FlagSparseEmbeddings
 
 
-class FlagM3Embeddings(RebuildsModel, M3Fields, Embeddings, Serializable):
+class FlagM3Embeddings(M3Adapter, M3Fields, Embeddings, Serializable):
     """BGE-M3's dense vectors for LangChain (settings: :class:`flag_core.settings.M3Fields`). With
     :meth:`sparse` (or a :class:`~langchain_flag.FlagSparseEmbeddings` of equal settings) in a hybrid store, the
     model is loaded once and each text is encoded once for both outputs, whichever the store asks for first.
@@ -47,16 +47,6 @@ class FlagM3Embeddings(RebuildsModel, M3Fields, Embeddings, Serializable):
 
     def model_post_init(self, context: Any, /) -> None:
         self._model = one_pass_model(self, "dense")
-
-    @property
-    def client(self) -> BGEM3FlagModel:
-        """The flag_core model doing the work."""
-        return self._model
-
-    @property
-    def one_pass(self) -> OnePass:
-        """The model's shared encodings (:class:`flag_core.frameworks.OnePass`)."""
-        return self._model.one_pass
 
     def sparse(self) -> FlagSparseEmbeddings:
         """The sparse embeddings of the same model and settings (one loaded model, one encoding per text)."""

@@ -22,9 +22,8 @@ from qdrant_client import QdrantClient, models
 
 from flag_core import BGEM3FlagModel
 from flag_core.frameworks import (
+    M3Adapter,
     ModelName,
-    OnePass,
-    RebuildsModel,
     check_weights,
     one_pass_model,
     qdrant_m3_query,
@@ -44,7 +43,7 @@ langchain-qdrant's own hybrid search."""
 SEARCH_MODES: tuple[str, ...] = ("dense", "sparse", "sparse+dense", "colbert", "hybrid", "rrf")
 
 
-class FlagColbertEmbeddings(RebuildsModel, M3Fields):
+class FlagColbertEmbeddings(M3Adapter, M3Fields):
     """BGE-M3's ColBERT multi-vectors (settings: :class:`flag_core.settings.M3Fields`): per text a list of token
     vectors, exactly ``encode_corpus(..., return_colbert_vecs=True)["colbert_vecs"]`` (passages) or
     ``encode_queries`` (queries). With dense and sparse embeddings of equal settings each text is encoded once.
@@ -72,16 +71,6 @@ class FlagColbertEmbeddings(RebuildsModel, M3Fields):
     def like(cls, embeddings: FlagM3Embeddings) -> FlagColbertEmbeddings:
         """The ColBERT embeddings of the same model and settings as ``embeddings``."""
         return cls(**{name: getattr(embeddings, name) for name in cls.model_fields})
-
-    @property
-    def client(self) -> BGEM3FlagModel:
-        """The flag_core model doing the work."""
-        return self._model
-
-    @property
-    def one_pass(self) -> OnePass:
-        """The model's shared encodings (:class:`flag_core.frameworks.OnePass`)."""
-        return self._model.one_pass
 
     def vectors(self, texts: list[str], side: Literal["query", "passage"] = "passage") -> list[np.ndarray]:
         """flag_core's ColBERT vectors of ``texts``: a (tokens, dim) float32 array per text."""

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from flag_core import BGEM3FlagModel
-from flag_core.frameworks import ModelName, OnePass, RebuildsModel, one_pass_model, run_async
+from flag_core.frameworks import M3Adapter, ModelName, one_pass_model, run_async
 from flag_core.settings import M3Fields
 
 if TYPE_CHECKING:
@@ -49,7 +49,7 @@ def weight_dict(weights: dict[str, float]) -> dict[int, float]:
     return {int(token): float(weight) for token, weight in weights.items()}
 
 
-class FlagSparseEmbeddings(RebuildsModel, M3Fields):
+class FlagSparseEmbeddings(M3Adapter, M3Fields):
     """BGE-M3 sparse embeddings for ``langchain_qdrant.QdrantVectorStore(sparse_embedding=...,
     retrieval_mode=RetrievalMode.SPARSE or HYBRID)`` (an instance of langchain-qdrant's ``SparseEmbeddings`` when
     that is installed); settings: :class:`flag_core.settings.M3Fields`. With a
@@ -78,16 +78,6 @@ class FlagSparseEmbeddings(RebuildsModel, M3Fields):
     def model_post_init(self, context: Any, /) -> None:
         self._model = one_pass_model(self, "sparse")
         _vector_class()  # an instance of langchain-qdrant's SparseEmbeddings when that is installed
-
-    @property
-    def client(self) -> BGEM3FlagModel:
-        """The flag_core model doing the work."""
-        return self._model
-
-    @property
-    def one_pass(self) -> OnePass:
-        """The model's shared encodings (:class:`flag_core.frameworks.OnePass`)."""
-        return self._model.one_pass
 
     def lexical_weights(self, texts: list[str], side: str = "passage") -> list[dict[str, float]]:
         """flag_core's lexical weights (token id as a str -> weight) of ``texts`` on the query or passage side."""

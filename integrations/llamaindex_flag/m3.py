@@ -9,14 +9,14 @@ from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr
 
 from flag_core import BGEM3FlagModel
-from flag_core.frameworks import ModelName, OnePass, RebuildsModel, one_pass_model, run_async
+from flag_core.frameworks import M3Adapter, ModelName, one_pass_model, run_async
 from flag_core.settings import M3Fields
 
 if TYPE_CHECKING:
     from .sparse import FlagSparseEmbedding
 
 
-class FlagM3Embedding(RebuildsModel, BaseEmbedding, M3Fields):
+class FlagM3Embedding(M3Adapter, BaseEmbedding, M3Fields):
     """BGE-M3's dense vectors for LlamaIndex (settings: :class:`flag_core.settings.M3Fields`). With :meth:`sparse`
     (or a :class:`~llamaindex_flag.FlagSparseEmbedding` of equal settings) as the sparse side of a hybrid store, the
     model is loaded once and each text is encoded once for both outputs, whichever the store asks for first.
@@ -46,16 +46,6 @@ class FlagM3Embedding(RebuildsModel, BaseEmbedding, M3Fields):
     @classmethod
     def class_name(cls) -> str:
         return "FlagM3Embedding"
-
-    @property
-    def client(self) -> BGEM3FlagModel:
-        """The flag_core model doing the work."""
-        return self._model
-
-    @property
-    def one_pass(self) -> OnePass:
-        """The model's shared encodings (:class:`flag_core.frameworks.OnePass`)."""
-        return self._model.one_pass
 
     def sparse(self) -> FlagSparseEmbedding:
         """The sparse embedding of the same model and settings (one loaded model, one encoding per text)."""

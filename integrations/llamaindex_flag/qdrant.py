@@ -26,9 +26,8 @@ from qdrant_client import models
 
 from flag_core import BGEM3FlagModel
 from flag_core.frameworks import (
+    M3Adapter,
     ModelName,
-    OnePass,
-    RebuildsModel,
     check_mode,
     check_weights,
     one_pass_model,
@@ -47,7 +46,7 @@ def _pending_variable() -> contextvars.ContextVar[dict[str, np.ndarray] | None]:
     return contextvars.ContextVar("flagstack_pending_colbert", default=None)
 
 
-class FlagColbertEmbedding(RebuildsModel, M3Fields):
+class FlagColbertEmbedding(M3Adapter, M3Fields):
     """BGE-M3's ColBERT multi-vectors for LlamaIndex stores (settings: :class:`flag_core.settings.M3Fields`): per
     text a (tokens, dim) float32 array, exactly ``encode_corpus`` / ``encode_queries``' ``colbert_vecs``. With a
     :class:`~llamaindex_flag.FlagM3Embedding` of equal settings each text is encoded once for both."""
@@ -65,16 +64,6 @@ class FlagColbertEmbedding(RebuildsModel, M3Fields):
     def like(cls, embedding: FlagM3Embedding | FlagSparseEmbedding) -> FlagColbertEmbedding:
         """The ColBERT embedding of the same model and settings as ``embedding``."""
         return cls(**{name: getattr(embedding, name) for name in cls.model_fields})
-
-    @property
-    def client(self) -> BGEM3FlagModel:
-        """The flag_core model doing the work."""
-        return self._model
-
-    @property
-    def one_pass(self) -> OnePass:
-        """The model's shared encodings (:class:`flag_core.frameworks.OnePass`)."""
-        return self._model.one_pass
 
     def documents(self, texts: list[str]) -> list[np.ndarray]:
         """ColBERT vectors of passages (with the passage instruction, if any)."""

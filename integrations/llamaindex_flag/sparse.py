@@ -9,7 +9,7 @@ from llama_index.core.base.embeddings.base_sparse import BaseSparseEmbedding, Sp
 from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr
 
 from flag_core import BGEM3FlagModel
-from flag_core.frameworks import ModelName, OnePass, RebuildsModel, one_pass_model, run_async
+from flag_core.frameworks import M3Adapter, ModelName, one_pass_model, run_async
 from flag_core.settings import M3Fields
 
 
@@ -17,7 +17,7 @@ def _sparse(weights: dict[str, float]) -> SparseEmbedding:
     return {int(token): float(weight) for token, weight in weights.items()}
 
 
-class FlagSparseEmbedding(RebuildsModel, BaseSparseEmbedding, M3Fields):
+class FlagSparseEmbedding(M3Adapter, BaseSparseEmbedding, M3Fields):
     """BGE-M3 sparse embeddings for LlamaIndex (e.g. the sparse side of a hybrid vector store), with
     :class:`flag_core.settings.M3Fields`; LlamaIndex's sparse-embedding events come with every batch. With a
     :class:`~llamaindex_flag.FlagM3Embedding` of equal settings as the dense side, the model is loaded once and
@@ -47,16 +47,6 @@ class FlagSparseEmbedding(RebuildsModel, BaseSparseEmbedding, M3Fields):
     @classmethod
     def class_name(cls) -> str:
         return "FlagSparseEmbedding"
-
-    @property
-    def client(self) -> BGEM3FlagModel:
-        """The flag_core model doing the work."""
-        return self._model
-
-    @property
-    def one_pass(self) -> OnePass:
-        """The model's shared encodings (:class:`flag_core.frameworks.OnePass`)."""
-        return self._model.one_pass
 
     def _get_query_embedding(self, query: str) -> SparseEmbedding:
         if not isinstance(query, str):
