@@ -32,7 +32,7 @@ from .inference.gather import run_async
 from .inference.inputs import ModelName, as_model_name, check_positive_int
 from .inference.m3 import BGEM3FlagModel
 from .inference.one_pass import OnePass, Output
-from .inference.settings import ModelSettings
+from .inference.settings import settings_class
 from .inference.shared import build_m3
 from .retrieval.dense import PayloadFormat
 from .retrieval.hybrid import (
@@ -143,12 +143,15 @@ def require_lexical_weights(texts: Sequence[str], weights: list[Any], name: str)
 
 
 def _is_model_setting(owner: type, name: str) -> bool:
-    """Whether ``name`` is a field of the settings class behind ``owner`` that its model is built with."""
-    for cls in owner.__mro__:  # the first frozen ModelSettings class (flag_core.settings.settings_class's rule)
-        if isinstance(cls, type) and issubclass(cls, ModelSettings) and cls.__dict__.get("model_config", {}).get(
-                "frozen") is True:
-            return name in cls.model_fields and name not in getattr(owner, "per_call", ())
-    return False
+    """Whether assigning ``name`` changes what ``owner``'s model is built from: the model's name or path, or a
+    field of the settings class behind ``owner`` that is not a per-call option."""
+    if name in ("model_name", "model") and name in getattr(owner, "model_fields", {}):
+        return True
+    try:
+        cls = settings_class(owner)
+    except TypeError:  # a class that holds no flag_core settings
+        return False
+    return name in cls.model_fields and name not in getattr(owner, "per_call", ())
 
 
 def one_pass_model(adapter: Any, output: Output) -> BGEM3FlagModel:

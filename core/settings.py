@@ -27,6 +27,7 @@ from .inference.settings import (
     M3Settings,
     ModelSettings,
     RerankerSettings,
+    settings_class,
 )
 
 Backend = BackendName  # the names flag_core.settings gave these types before
@@ -51,16 +52,6 @@ __all__ = [
     "given",
     "settings_class",
 ]
-
-
-def settings_class(owner: type) -> type[ModelSettings]:
-    """The immutable settings class behind ``owner`` (an adapter class or a fields view): the first class in its
-    method resolution order that is a frozen :class:`ModelSettings`."""
-    for cls in owner.__mro__:
-        if isinstance(cls, type) and issubclass(cls, ModelSettings) and cls.__dict__.get("model_config", {}).get(
-                "frozen") is True:
-            return cls
-    raise TypeError(f"{owner.__name__} holds no flag_core settings")
 
 
 def given(settings: BaseModel, fields: type[BaseModel], exclude: tuple[str, ...] = ()) -> dict[str, Any]:

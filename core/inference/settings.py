@@ -230,3 +230,13 @@ class RerankerSettings(ModelSettings):
         default=None, description="instruction put before each passage (None: the class's, 'B: ' for LLM rerankers)"
     )
     passage_instruction_format: str | None = Field(default="{}{}", description="how instruction and passage join")
+
+
+def settings_class(owner: type) -> type[ModelSettings]:
+    """The immutable settings class behind ``owner`` (an adapter class or a fields view): the first class in its
+    method resolution order that is a frozen :class:`ModelSettings`."""
+    for cls in owner.__mro__:
+        if isinstance(cls, type) and issubclass(cls, ModelSettings) and cls.__dict__.get("model_config", {}).get(
+                "frozen") is True:
+            return cls
+    raise TypeError(f"{owner.__name__} holds no flag_core settings")

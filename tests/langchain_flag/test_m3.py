@@ -137,3 +137,10 @@ def test_milvus_shape_refuses_a_text_without_lexical_weights_naming_it(m3_path: 
     assert milvus.embed_documents(["Giant pandas eat bamboo."])[0]
     with pytest.raises(ValueError, match=r"texts\[1\] \(''\) has no BGE-M3 lexical weight"):
         milvus.embed_documents(["Giant pandas eat bamboo.", ""])
+
+
+def test_a_model_name_assigned_later_is_the_model_that_runs(m3_path: str, model_path: str) -> None:
+    embeddings = FlagEmbeddings(model_name=model_path, devices="cpu")
+    before = embeddings.client
+    embeddings.model_name = m3_path
+    assert embeddings.client is not before and embeddings.client.model_name_or_path == m3_path
