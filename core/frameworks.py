@@ -278,7 +278,7 @@ class HybridIndexHolder(RebuildsModel, BaseModel):
                                  f"load it with colbert_storage={value!r} to convert them")
         super().__setattr__(name, value)
     _index: HybridIndex = PrivateAttr()
-    _saved_size: int = PrivateAttr(default=0)  # documents in the index when it was last saved or read
+    _saved_revision: int | None = PrivateAttr(default=None)  # the index's revision when last saved or read
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -318,14 +318,15 @@ class HybridIndexHolder(RebuildsModel, BaseModel):
 
     def __getstate__(self) -> dict[str, Any]:
         """Settings (the model is built again, shared: :class:`RebuildsModel`) and the index's documents."""
-        return {**super().__getstate__(), "flagstack_index": self._index.detached(), "saved_size": self._saved_size}
+        return {**super().__getstate__(), "flagstack_index": self._index.detached(),
+                "saved_revision": self._saved_revision}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         state = dict(state)
-        documents, saved_size = state.pop("flagstack_index"), state.pop("saved_size")
+        documents, saved_revision = state.pop("flagstack_index"), state.pop("saved_revision", None)
         super().__setstate__(state)
         self._index = HybridIndex.attached(self._index.model, documents)
-        self._saved_size = saved_size
+        self._saved_revision = saved_revision
 
     def __eq__(self, other: object) -> bool:
         if type(other) is not type(self):
@@ -345,16 +346,17 @@ class HybridIndexHolder(RebuildsModel, BaseModel):
 
     def in_file(self) -> bool:
         """Whether everything the index holds is in the file at ``index_path`` (what serialization refers to)."""
-        return not len(self._index) or (self.index_path is not None and len(self._index) == self._saved_size)
+        return (not len(self._index) and self.index_path is None) or (
+            self.index_path is not None and self._index.revision == self._saved_revision)
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the index (all three outputs, texts, payloads, model settings) to one file, atomically; it
         becomes ``index_path``."""
         self._index.save(path)
         self.index_path = absolute_path(path)
-        self._saved_size = len(self._index)
+        self._saved_revision = self._index.revision
 
     def _read_index(self, path: str | os.PathLike[str]) -> None:
         self._index = HybridIndex.load(path, self._index.model, self.payloads, self.colbert_storage)
         self.index_path = absolute_path(path)
-        self._saved_size = len(self._index)
+        self._saved_revision = self._index.revision

@@ -1,7 +1,8 @@
-"""Retrieval: the exact vector index (saved atomically and checksummed), dense search over texts, and hybrid
-search over BGE-M3's dense, sparse and ColBERT outputs."""
+"""Retrieval: the exact vector index (ids, deletes, upserts, metadata filters; saved atomically and checksummed),
+dense search over texts, and hybrid search over BGE-M3's dense, sparse and ColBERT outputs."""
 
-from .dense import DenseIndex, EmbedDocuments, EmbedQuery, Hit, PayloadFormat, embedding_settings
+from .dense import DenseIndex, EmbedDocuments, EmbedQuery, Entry, Hit, PayloadFormat, embedding_settings
+from .filters import COMPARISONS, LOGICAL, Filter, compile_filter
 from .hybrid import (
     COLBERT_STORAGE,
     DEFAULT_CANDIDATES,
@@ -15,17 +16,21 @@ from .hybrid import (
     check_colbert_storage,
     check_weights,
 )
-from .index import IndexFileError, VectorIndex
+from .index import IndexFileError, VectorIndex, check_ids, new_id
 
 __all__ = [
     "COLBERT_STORAGE",
+    "COMPARISONS",
     "DEFAULT_CANDIDATES",
     "DEFAULT_COLBERT_STORAGE",
     "DEFAULT_WEIGHTS",
+    "LOGICAL",
     "MODES",
     "DenseIndex",
     "EmbedDocuments",
     "EmbedQuery",
+    "Entry",
+    "Filter",
     "Hit",
     "HybridHit",
     "HybridIndex",
@@ -35,6 +40,9 @@ __all__ = [
     "SparseIndex",
     "VectorIndex",
     "check_colbert_storage",
+    "check_ids",
     "check_weights",
+    "compile_filter",
     "embedding_settings",
+    "new_id",
 ]

@@ -1,13 +1,15 @@
 """Retrieval with all three BGE-M3 outputs: dense vectors, sparse lexical weights, ColBERT multi-vectors.
 
-:class:`HybridIndex` keeps each document's dense vector (an exact :class:`~.index.VectorIndex`), its lexical
-weights (an inverted index: token id -> the documents that hold it and their weights, never a vocabulary-wide
-matrix) and its ColBERT vectors. A search takes the best ``candidates`` documents by dense and by sparse score,
-scores their union in every mode, and ranks by the chosen mode; ColBERT MaxSim is computed for those candidates
-only, so its cost grows with the candidates, not with the corpus. Scores fuse as FlagEmbedding's ``compute_score``
-fuses them (:func:`flag_core.inference.fusion.fuse`, the one fusion): ``(w_colbert * colbert + w_sparse * sparse +
-w_dense * dense) / (w_dense + w_sparse + w_colbert)``. The mode names are :data:`flag_core.inference.fusion.MODES`
-("hybrid" is FlagEmbedding's "colbert+sparse+dense", accepted as an alias).
+:class:`HybridIndex` keeps each document's dense vector (an exact :class:`~.index.VectorIndex`), its lexical weights (an
+inverted index: token id -> the documents that hold it and their weights, never a vocabulary-wide matrix) and its
+ColBERT vectors, under an id (given or generated: :meth:`HybridIndex.get`, :meth:`HybridIndex.upsert` and
+:meth:`HybridIndex.delete` work by id). A search (optionally restricted by a metadata filter, applied before any
+candidate is taken: :mod:`.filters`) takes the best ``candidates`` documents by dense and by sparse score, scores their
+union in every mode, and ranks by the chosen mode; ColBERT MaxSim is computed for those candidates only, so its cost
+grows with the candidates, not with the corpus. Scores fuse as FlagEmbedding's ``compute_score`` fuses them
+(:func:`flag_core.inference.fusion.fuse`, the one fusion): ``(w_colbert * colbert + w_sparse * sparse + w_dense * dense)
+/ (w_dense + w_sparse + w_colbert)``. The mode names are :data:`flag_core.inference.fusion.MODES` ("hybrid" is
+FlagEmbedding's "colbert+sparse+dense", accepted as an alias).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import copy
 import itertools
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,17 +39,18 @@ from .archive import (
     read_payloads,
     write_archive,
 )
-from .dense import PayloadFormat, check_rows
-from .index import VectorIndex
+from .dense import Entry, PayloadFormat, _rows_id, check_rows, check_texts, rows_where
+from .filters import Filter
+from .index import VectorIndex, check_ids, ids_bytes, read_ids
 
 FORMAT = "flagstack-hybrid-index"
-VERSION = 2  # 2: ColBERT rows stored as colbert_storage says; a float32 index is still written as version 1
-VERSIONS = (1, 2)  # read
+VERSION = 3  # 2: ColBERT rows stored as colbert_storage says; 3: ids.json (files of 1 and 2 get ids made for them)
+VERSIONS = (1, 2, 3)  # read
 DEFAULT_WEIGHTS = (0.4, 0.2, 0.4)  # dense, sparse, colbert: the weights FlagEmbedding suggests for bge-m3
 DEFAULT_CANDIDATES = 100
 PARTS = ("dense.npy", "payloads.jsonl", "sparse_ids.npy", "sparse_weights.npy", "sparse_offsets.npy", "colbert.npy",
          "colbert_offsets.npy")
-OPTIONAL_PARTS = ("colbert_scales.npy",)  # int8 and binary ColBERT storage
+OPTIONAL_PARTS = ("colbert_scales.npy", "ids.json")  # int8 and binary ColBERT storage; version 3
 COLBERT_STORAGE = ("float16", "float32", "int8", "binary")
 """How :class:`MultiVectors` stores ColBERT rows (``colbert_storage`` of :class:`HybridIndex`)."""
 DEFAULT_COLBERT_STORAGE = "float32"  # float16 halves the bytes, but its MaxSim is ~5x slower today
@@ -100,6 +103,13 @@ class SparseIndex:
             self._ids.append(ids)
             self._weights.append(values)
         self._postings = None
+
+    def keep(self, keep: np.ndarray | None) -> None:
+        """Keep only the documents where ``keep`` (a bool per document; None: all) is true."""
+        if keep is not None:
+            self._ids = [ids for ids, kept in zip(self._ids, keep, strict=True) if kept]
+            self._weights = [weights for weights, kept in zip(self._weights, keep, strict=True) if kept]
+            self._postings = None
 
     def _inverted(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         if self._postings is None:
@@ -227,13 +237,24 @@ class MultiVectors:
             if dim is not None and rows.shape[1] != dim:
                 raise ValueError(f"ColBERT vectors of document {i} have size {rows.shape[1]}, the index holds {dim}")
             dim = int(rows.shape[1])
-        encoded = [self.encode(rows) for rows in documents]
+        self.store([self.encode(rows) for rows in documents], dim)
+
+    def store(self, encoded: Sequence[tuple[np.ndarray, np.ndarray | None]], dim: int | None) -> None:
+        """Append documents as :meth:`encode` gave them (rows of size ``dim``, checked by the caller)."""
         for stored, scales in encoded:
             self._rows.append(stored)
             if scales is not None:
                 self._scales.append(scales)
-        if dim is not None:
+        if dim is not None and encoded:
             self._dim = dim
+
+    def keep(self, keep: np.ndarray | None) -> None:
+        """Keep only the documents where ``keep`` (a bool per document; None: all) is true (an index without
+        ColBERT vectors keeps none)."""
+        if keep is not None and self._rows:
+            self._rows = [rows for rows, kept in zip(self._rows, keep, strict=True) if kept]
+            if self._scales:
+                self._scales = [scales for scales, kept in zip(self._scales, keep, strict=True) if kept]
 
     def document(self, position: int) -> np.ndarray:
         """One document's rows as float32, read back from how they are stored."""
@@ -318,13 +339,14 @@ class MultiVectors:
 
 @dataclass(frozen=True)
 class HybridHit:
-    """One search result: where it sits, its text and payload, the ranking score and every mode's score."""
+    """One search result: where it sits, its text and payload, the ranking score, every mode's score and its id."""
 
     position: int
     text: str
     payload: dict[str, Any]
     score: float
     scores: dict[str, float] = field(default_factory=dict)
+    id: str = ""
 
 
 def check_weights(weights: Sequence[float]) -> tuple[float, float, float]:
@@ -335,11 +357,11 @@ def check_weights(weights: Sequence[float]) -> tuple[float, float, float]:
 class HybridIndex:
     """Texts with payloads, searchable by BGE-M3's dense, sparse and ColBERT outputs (see the module docstring).
 
-    ``add``, ``search`` and ``save`` may run from several threads: texts are encoded outside the index's lock and
-    a document's three outputs are stored together under it. ``copy.deepcopy`` copies the documents and shares the
-    model; :meth:`detached` / :meth:`attached` carry the documents without the model (for pickling a holder that
-    builds its model again). ``colbert_storage`` is how ColBERT rows are kept, in memory and in the file
-    (:class:`MultiVectors`: "float32" by default, "float16", "int8" or "binary")."""
+    ``add``, ``upsert``, ``delete``, ``search`` and ``save`` may run from several threads: texts are encoded outside the
+    index's lock and a document's three outputs are stored, replaced and deleted together under it. ``copy.deepcopy``
+    copies the documents and shares the model; :meth:`detached` / :meth:`attached` carry the documents without the model
+    (for pickling a holder that builds its model again). ``colbert_storage`` is how ColBERT rows are kept, in memory and
+    in the file (:class:`MultiVectors`: "float32" by default, "float16", "int8" or "binary")."""
 
     def __init__(
         self,
@@ -360,6 +382,19 @@ class HybridIndex:
 
     def __len__(self) -> int:
         return len(self.dense)
+
+    def __contains__(self, entry_id: object) -> bool:
+        return entry_id in self.dense
+
+    @property
+    def ids(self) -> list[str]:
+        """Every document's id, in position order."""
+        return self.dense.ids
+
+    @property
+    def revision(self) -> int:
+        """A count of the changes made (a holder compares it to tell whether its saved file is current)."""
+        return self.dense.revision
 
     @property
     def colbert_storage(self) -> str:
@@ -403,31 +438,72 @@ class HybridIndex:
 
     # building and searching ---------------------------------------------------------------------
 
-    def add(self, texts: Sequence[str], payloads: Sequence[Mapping[str, Any]] | None = None) -> list[int]:
-        """Encode ``texts`` (all three outputs, one pass) and store them with their payloads; a payload that
-        cannot be saved as JSON is refused (a TypeError naming it) before anything is encoded or stored."""
-        texts = list(texts)
-        for i, text in enumerate(texts):
-            if not isinstance(text, str):
-                raise TypeError(f"texts[{i}] is {type(text).__name__}, expected str")
-        if payloads is not None and len(payloads) != len(texts):
-            raise ValueError(f"{len(texts)} texts but {len(payloads)} payloads: give one per text")
+    def add(
+        self, texts: Sequence[str], payloads: Sequence[Mapping[str, Any]] | None = None,
+        ids: Sequence[str | None] | None = None,
+    ) -> list[int]:
+        """Encode ``texts`` (all three outputs, one pass) and store them with their payloads and ``ids`` (None: new
+        ones); returns their positions. A payload that cannot be saved as JSON (a TypeError naming it) or an id
+        already in the index (a ValueError: use :meth:`upsert`) is refused before anything is encoded or stored."""
+        return self._put(texts, payloads, ids, replace=False)[0]
+
+    def upsert(
+        self, texts: Sequence[str], payloads: Sequence[Mapping[str, Any]] | None = None,
+        ids: Sequence[str | None] | None = None,
+    ) -> list[str]:
+        """Encode ``texts`` and store them under ``ids``, replacing the documents that hold those ids (all three
+        outputs, in one step: a search sees the old document or the new); returns the ids."""
+        return self._put(texts, payloads, ids, replace=True)[1]
+
+    def _put(
+        self, texts: Sequence[str], payloads: Sequence[Mapping[str, Any]] | None, ids: Sequence[str | None] | None,
+        replace: bool,
+    ) -> tuple[list[int], list[str]]:
+        texts, rows = check_texts(texts, payloads)
+        if ids is not None:
+            given = check_ids(ids, len(texts))
+            present = [value for value in given if value is not None and value in self.dense]
+            if present and not replace:  # before the encoding work (checked again when storing)
+                raise ValueError(f"id {present[0]!r} is already in the index; upsert to replace it, or delete it "
+                                 "first")
         if not texts:
-            return []
-        rows = [{"text": t, "payload": dict(payloads[i]) if payloads else {}} for i, t in enumerate(texts)]
-        payload_bytes(rows)
+            return [], []
         out = self.model.encode_corpus(texts, return_dense=True, return_sparse=True,
                                        return_colbert_vecs=self.multi_vectors)
         lexical = [SparseIndex.arrays(weights) for weights in out["lexical_weights"]]
         colbert = [MultiVectors.rows(rows) for rows in out["colbert_vecs"]] if self.multi_vectors else []
+        encoded = [self.colbert.encode(rows) for rows in colbert]  # a float16 overflow is refused before storing
+
         with self._lock:  # one document's three outputs are stored together, or none of them
             dim = self.colbert.dim or (colbert[0].shape[1] if colbert else None)
             if any(rows.shape[1] != dim for rows in colbert):
                 raise ValueError(f"the model's ColBERT vectors have another size than the index's ({dim})")
-            positions = self.dense.add(out["dense_vecs"], rows)  # checks shapes and values before storing
+            # checks shapes, values and ids before anything changes
+            result = self.dense.put(out["dense_vecs"], rows, ids, replace, self._kept)
             self.sparse.append(lexical)
-            self.colbert.append(colbert)
-        return positions
+            self.colbert.store(encoded, dim)
+        return result
+
+    def delete(self, ids: Iterable[str]) -> int:
+        """Remove the documents with ``ids`` (all three outputs; ids not in the index are passed over); returns
+        how many were removed."""
+        with self._lock:
+            return self.dense.delete(ids, changed=self._kept)
+
+    def _kept(self, keep: np.ndarray | None) -> None:
+        """Dense entries were removed (``keep``: a bool per old position): the other outputs follow."""
+        self.sparse.keep(keep)
+        self.colbert.keep(keep)
+
+    def get(self, ids: Iterable[str]) -> list[Entry]:
+        """The documents with ``ids`` (text and payload copies), in the order given; ids not in the index are left
+        out."""
+        return [Entry(value, row["text"], row["payload"]) for value, row in self.dense.get(ids)]
+
+    def find(self, filter: Filter) -> list[str]:
+        """The ids of the documents whose metadata ``filter`` accepts, in position order."""
+        where = rows_where(filter, self.payload_format)
+        return self.dense.find(where) if where is not None else self.dense.ids
 
     def search(
         self,
@@ -436,12 +512,14 @@ class HybridIndex:
         mode: str = "hybrid",
         weights: Sequence[float] = DEFAULT_WEIGHTS,
         candidates: int = DEFAULT_CANDIDATES,
+        filter: Filter | None = None,
     ) -> list[HybridHit]:
         """The ``k`` best documents for ``query`` by ``mode`` (dense, sparse, colbert, sparse+dense or hybrid, or
         FlagEmbedding's colbert+sparse+dense for hybrid), best first (ties: lower position); each hit carries every
         mode's score, under the canonical names. The candidates are the ``candidates``
         best by dense and (positive) sparse score: for "dense" the dense ones, for "sparse" the sparse ones, for
-        the others their union, which ColBERT rescores."""
+        the others their union, which ColBERT rescores. With a metadata ``filter``, only the documents it accepts
+        are candidates (exactly: the filter is applied before candidates are taken)."""
         if not isinstance(query, str):
             raise TypeError(f"query must be a str, got {type(query).__name__}")
         k = check_positive_int(k, "k", allow_none=False)
@@ -450,16 +528,18 @@ class HybridIndex:
         if mode in COLBERT_MODES and not self.multi_vectors:
             raise ValueError(f"mode={mode!r} needs ColBERT vectors; this index was built with multi_vectors=False")
         weights = check_weights(weights)
+        where = rows_where(filter, self.payload_format)
         if not len(self):
             return []
         q = self.model.encode_queries(query, return_dense=True, return_sparse=True,
                                       return_colbert_vecs=mode in COLBERT_MODES)
         with self._lock:  # the stores as one state, never half of a concurrent add
             depth = min(max(candidates, k), len(self))
+            allowed = self.dense.allowed(where)
             dense_all = self.dense.vectors @ q["dense_vecs"]
             sparse_all = self.sparse.scores(q["lexical_weights"])
-            lexical_hits = _top(sparse_all, depth, positive=True) if mode != "dense" else []
-            pool = lexical_hits if mode == "sparse" else _union(_top(dense_all, depth), lexical_hits)
+            lexical_hits = _top(sparse_all, depth, positive=True, allowed=allowed) if mode != "dense" else []
+            pool = lexical_hits if mode == "sparse" else _union(_top(dense_all, depth, allowed=allowed), lexical_hits)
             if not pool:
                 return []
             colbert = self.colbert.maxsim(q["colbert_vecs"], pool) if mode in COLBERT_MODES else None
@@ -467,21 +547,21 @@ class HybridIndex:
             ranking = scores[mode]
             order = sorted(range(len(pool)), key=lambda i: (-ranking[i], pool[i]))[:k]
             rows = [self.dense.payload(pool[i]) for i in order]  # copies: a hit's payload is the caller's
+            ids = self.dense.ids_at([pool[i] for i in order])
         return [HybridHit(position=pool[i], text=row["text"], payload=row["payload"], score=float(ranking[i]),
-                          scores={name: float(values[i]) for name, values in scores.items()})
-                for i, row in zip(order, rows, strict=True)]
+                          scores={name: float(values[i]) for name, values in scores.items()}, id=entry_id)
+                for i, row, entry_id in zip(order, rows, ids, strict=True)]
 
     # persistence ------------------------------------------------------------------------------
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write every output, the texts and payloads to one file, atomically (checksummed). A float32 index is
-        written as version 1 (which older flagstack reads), any other ColBERT storage as version 2."""
+        """Write every output, the ids, texts and payloads to one file, atomically (checksummed)."""
         with self._lock:
             parts = {"dense.npy": array_bytes(np.asarray(self.dense.vectors)),
-                     "payloads.jsonl": payload_bytes(self.dense.payloads), **self.sparse.parts(),
-                     **self.colbert.parts()}
+                     "payloads.jsonl": payload_bytes(self.dense.payloads), "ids.json": ids_bytes(self.dense.ids),
+                     **self.sparse.parts(), **self.colbert.parts()}
             storage = self.colbert.storage
-            manifest = {"format": FORMAT, "version": 1 if storage == "float32" else VERSION, "count": len(self),
+            manifest = {"format": FORMAT, "version": VERSION, "count": len(self),
                         "settings": self.settings, "multi_vectors": self.multi_vectors,
                         "colbert_storage": storage, "colbert_dim": self.colbert.dim,
                         "payload_format": self.payload_format.name if self.payload_format else None}
@@ -496,7 +576,9 @@ class HybridIndex:
         checked here (sizes, checksums, dtypes, shapes, offsets, values, payloads), so a damaged or crafted file
         is an :class:`IndexFileError` naming it and the part, never an error or a wrong score at search time.
         The ColBERT rows keep the file's storage (a version 1 file's: float32), or with ``colbert_storage``
-        given, are converted to it (from the rows as stored: a lossy kind's loss stays)."""
+        given, are converted to it (from the rows as stored: a lossy kind's loss stays). A file written before
+        documents had ids (version 1 or 2) gets ids made for it (``payload_format.legacy_id`` where it gives
+        one)."""
         if colbert_storage is not None:
             check_colbert_storage(colbert_storage)
         index = cls(model, payload_format=payload_format)
@@ -511,6 +593,8 @@ class HybridIndex:
                                  "are expected")
         payloads = read_payloads(parts["payloads.jsonl"], f"{path}: payloads.jsonl", count)
         check_rows(path, manifest.get("payload_format"), payloads, payload_format)
+        ids = read_ids(parts, path, count, manifest.get("version") in (1, 2), payloads,
+                       _rows_id(payload_format.legacy_id if payload_format is not None else None))
         sparse = SparseIndex.from_parts(parts, path, count)
         multi_vectors = manifest.get("multi_vectors")
         if multi_vectors is None:  # written before the manifest said: an index without them has one offset
@@ -527,14 +611,14 @@ class HybridIndex:
         if colbert_storage is not None and colbert_storage != storage:
             colbert = colbert.converted(colbert_storage)
         if len(vectors):
-            index.dense = VectorIndex.restored(vectors, payloads)
+            index.dense = VectorIndex.restored(vectors, payloads, ids)
         index.sparse, index.colbert, index.multi_vectors = sparse, colbert, multi_vectors
         return index
 
 
 def _manifest_storage(manifest: Mapping[str, Any], path: str | os.PathLike[str]) -> str:
     """The ColBERT storage a manifest records: version 1 files hold float32 rows (the key absent or "float32"),
-    version 2 files name one of :data:`COLBERT_STORAGE`; else an IndexFileError naming the file."""
+    later versions name one of :data:`COLBERT_STORAGE`; else an IndexFileError naming the file."""
     storage = manifest.get("colbert_storage", "float32" if manifest.get("version") == 1 else None)
     allowed = ("float32",) if manifest.get("version") == 1 else COLBERT_STORAGE
     if storage not in allowed:
@@ -543,8 +627,12 @@ def _manifest_storage(manifest: Mapping[str, Any], path: str | os.PathLike[str])
     return str(storage)
 
 
-def _top(scores: np.ndarray, depth: int, positive: bool = False) -> list[int]:
-    """Positions of the ``depth`` highest scores (ties: lower position); with ``positive``, scores above 0 only."""
+def _top(scores: np.ndarray, depth: int, positive: bool = False, allowed: np.ndarray | None = None) -> list[int]:
+    """Positions of the ``depth`` highest scores (ties: lower position); with ``positive``, scores above 0 only;
+    with ``allowed`` (a bool per position), those positions only."""
+    if allowed is not None:
+        scores = np.where(allowed, scores, -np.inf)
+        depth = min(depth, int(allowed.sum()))
     if positive:
         depth = min(depth, int((scores > 0).sum()))
     depth = min(depth, len(scores))

@@ -123,7 +123,7 @@ class FlagHybridRetriever(HybridIndexHolder, BaseComponent, M3Fields, BaseRetrie
         nodes read from the file); a ValueError while the retriever holds nodes that are not in the file."""
         if not self.in_file():
             raise ValueError(
-                f"this retriever holds {len(self)} nodes, {self._saved_size} of them in a file: save(path) first; "
+                f"this retriever holds {len(self)} nodes that are not all in a file as they are: save(path) first; "
                 "to_dict refers to the nodes by index_path, never inlines them"
             )
         return super().to_dict(**kwargs)

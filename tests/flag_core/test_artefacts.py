@@ -174,7 +174,7 @@ def read_dense_index(path: Path, env: dict[str, str]) -> Any:
     from flag_core.retrieval import VectorIndex
 
     index = VectorIndex.load(path)
-    return index.vectors.tolist(), index.payloads
+    return index.vectors.tolist(), index.payloads, index.ids
 
 
 def read_hybrid_index(path: Path, env: dict[str, str]) -> Any:
@@ -182,7 +182,7 @@ def read_hybrid_index(path: Path, env: dict[str, str]) -> Any:
     from flag_core.retrieval import HybridIndex
 
     index = HybridIndex.load(path, BGEM3FlagModel(env["m3"], devices="cpu"))
-    return [(h.text, round(h.score, 5)) for h in index.search("pandas", k=3)]
+    return [(h.id, h.text, round(h.score, 5)) for h in index.search("pandas", k=3)]
 
 
 def read_result(path: Path, env: dict[str, str]) -> Any:
@@ -295,7 +295,8 @@ ARTEFACTS: list[Artefact] = [
             import numpy as np
             from flag_core.retrieval import VectorIndex
             index = VectorIndex()
-            index.add(np.full((3, 4), version, dtype=np.float32), [{"v": version, "i": i} for i in range(3)])
+            index.add(np.full((3, 4), version, dtype=np.float32), [{"v": version, "i": i} for i in range(3)],
+                      ids=[f"{version}-{i}" for i in range(3)])
             index.save(path)
         """,
         read_dense_index, _itself, remove_member=_drop_zip_member("payloads.jsonl")),
@@ -307,7 +308,8 @@ ARTEFACTS: list[Artefact] = [
             from flag_core import BGEM3FlagModel
             from flag_core.retrieval import HybridIndex
             index = HybridIndex(BGEM3FlagModel(env["m3"], devices="cpu"))
-            index.add([f"pandas eat bamboo ({version})", "Paris is in France", f"version {version}"])
+            index.add([f"pandas eat bamboo ({version})", "Paris is in France", f"version {version}"],
+                      ids=[f"{version}-{i}" for i in range(3)])
             index.save(path)
         """,
         read_hybrid_index, _itself, remove_member=_drop_zip_member("colbert_offsets.npy")),
@@ -319,7 +321,8 @@ ARTEFACTS: list[Artefact] = [
             from flag_core import BGEM3FlagModel
             from flag_core.retrieval import HybridIndex
             index = HybridIndex(BGEM3FlagModel(env["m3"], devices="cpu"), colbert_storage="{storage}")
-            index.add([f"pandas eat bamboo ({{version}})", "Paris is in France", f"version {{version}}"])
+            index.add([f"pandas eat bamboo ({{version}})", "Paris is in France", f"version {{version}}"],
+                      ids=[f"{{version}}-{{i}}" for i in range(3)])
             index.save(path)
         """,
         read_hybrid_index, _itself, remove_member=_drop_zip_member("colbert_scales.npy"))

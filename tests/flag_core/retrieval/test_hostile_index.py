@@ -69,7 +69,7 @@ class StubM3:
 
 def saved_index(tmp_path: Path, storage: str = "float16") -> Path:
     index = HybridIndex(StubM3(), colbert_storage=storage)  # type: ignore[arg-type]
-    index.add([f"doc {n}" for n in (1, 2, 3)], [{"n": n} for n in (1, 2, 3)])
+    index.add([f"doc {n}" for n in (1, 2, 3)], [{"n": n} for n in (1, 2, 3)], ids=["a", "b", "c"])
     path = tmp_path / "hybrid.flag"
     index.save(path)
     return path
@@ -128,6 +128,29 @@ def huge_header(parts: dict[str, bytes], name: str) -> None:
     parts[name] = buffer.getvalue() + original.tobytes()
 
 
+def drop(name: str) -> Callable[[dict[str, Any], dict[str, bytes]], None]:
+    def apply(manifest: dict[str, Any], parts: dict[str, bytes]) -> None:
+        del parts[name]
+    return apply
+
+
+def ids_json(value: Any) -> Callable[[dict[str, Any], dict[str, bytes]], None]:
+    def apply(manifest: dict[str, Any], parts: dict[str, bytes]) -> None:
+        parts["ids.json"] = json.dumps(value).encode() if not isinstance(value, bytes) else value
+    return apply
+
+
+# the ids of an archive of three entries ("a", "b", "c" as saved; the dense case below has two: "a", "b")
+ID_CASES = {
+    "ids missing": (drop("ids.json"), "ids.json"),
+    "ids repeated": (ids_json(["a", "a", "c"]), "ids.json"),
+    "ids too few": (ids_json(["a"]), "ids.json"),
+    "ids not a list": (ids_json({"a": 0}), "ids.json"),
+    "id a number": (ids_json(["a", 5, "c"]), "ids.json"),
+    "id empty": (ids_json(["a", "", "c"]), "ids.json"),
+    "ids not JSON": (ids_json(b"[\"a\", "), "ids.json"),
+}
+
 # sparse: ids [1, 101, 2, 102, 3, 100] at offsets [0, 2, 4, 6]; ColBERT: 2, 3 and 1 rows at offsets [0, 2, 5, 6]
 CASES = {
     "dense float64": (put("dense.npy", lambda a: a.astype(np.float64)), "dense.npy"),
@@ -169,6 +192,8 @@ CASES = {
     "multi_vectors a str": (manifest_key("multi_vectors", "yes"), "multi_vectors"),
     "settings a list": (manifest_key("settings", []), "settings"),
     "payload_format a number": (manifest_key("payload_format", 5), "payload_format"),
+    **{f"{name} (hybrid)": case for name, case in ID_CASES.items()},
+    "ids in a version 2 file": (manifest_key("version", 2), "ids.json"),
 }
 
 
@@ -183,12 +208,6 @@ def test_crafted_hybrid_archives_fail_at_load_naming_the_part(tmp_path: Path, ca
     with pytest.raises(IndexFileError) as error:
         HybridIndex.load(path, StubM3())  # type: ignore[arg-type]
     assert str(path) in str(error.value) and part in str(error.value), str(error.value)
-
-
-def drop(name: str) -> Callable[[dict[str, Any], dict[str, bytes]], None]:
-    def apply(manifest: dict[str, Any], parts: dict[str, bytes]) -> None:
-        del parts[name]
-    return apply
 
 
 # ColBERT storage kinds: (storage, change, the part or key the error names)
@@ -288,9 +307,11 @@ VECTOR_CASES = {
     "vectors other shape": (put("vectors.npy", lambda a: a[:, :3]), "vectors.npy"),
     "vectors huge header": (lambda m, p: huge_header(p, "vectors.npy"), "vectors.npy"),
     "dim missing": (manifest_key("dim", None), "dim"),
-    "payload a str": (lines(lambda ls: [ls[0], '"text"']), "payloads.jsonl, line 2"),
+    "payload a str": (lines(lambda ls: [ls[0], '"text"', ls[2]]), "payloads.jsonl, line 2"),
     "payload lines extra": (lines(lambda ls: [*ls, "{}"]), "payloads.jsonl"),
-    "row without text": (lines(lambda ls: [ls[0], '{"payload": {}}']), "entry 1"),
+    "row without text": (lines(lambda ls: [ls[0], '{"payload": {}}', ls[2]]), "entry 1"),
+    **{f"{name} (dense)": case for name, case in ID_CASES.items()},
+    "ids in a version 1 file": (manifest_key("version", 1), "ids.json"),
 }
 
 
@@ -299,7 +320,7 @@ def test_crafted_dense_archives_fail_at_load_naming_the_part(tmp_path: Path, cas
     model = StubM3()
     index = DenseIndex(lambda texts: model.encode_corpus(texts)["dense_vecs"],
                        lambda query: model.encode_queries(query)["dense_vecs"])
-    index.add(["doc 1", "doc 2"])
+    index.add(["doc 1", "doc 2", "doc 3"], ids=["a", "b", "c"])
     path = tmp_path / "dense.flag"
     index.save(path)
     manifest, parts = contents(path)
@@ -348,17 +369,17 @@ def test_threads_keep_each_documents_outputs_together(monkeypatch: pytest.Monkey
     other thread's sparse entry lands at position 0, beside the first document's dense row."""
     threads = 4
     index = HybridIndex(StubM3(threading.Barrier(threads, timeout=30)))  # type: ignore[arg-type]
-    original_add = VectorIndex.add
+    original_put = VectorIndex.put
 
-    def add_then_wait(self: VectorIndex, vectors: Any, payloads: Any) -> list[int]:
-        positions = original_add(self, vectors, payloads)
+    def put_then_wait(self: VectorIndex, *args: Any, **kwargs: Any) -> tuple[list[int], list[str]]:
+        positions, ids = original_put(self, *args, **kwargs)
         if positions == [0]:
             deadline = time.monotonic() + 1.0
             while not len(index.sparse) and time.monotonic() < deadline:
                 time.sleep(0.005)
-        return positions
+        return positions, ids
 
-    monkeypatch.setattr(VectorIndex, "add", add_then_wait)
+    monkeypatch.setattr(VectorIndex, "put", put_then_wait)
     errors: list[BaseException] = []
 
     def add(n: int) -> None:

@@ -178,9 +178,8 @@ def test_each_colbert_storage_ranks_close_to_float32(stored: dict[str, HybridInd
 @pytest.mark.parametrize("kind", ("float32", *KINDS))
 def test_each_colbert_storage_saves_and_loads(stored: dict[str, HybridIndex], m3: BGEM3FlagModel, kind: str,
                                               tmp_path: Path) -> None:
-    """A saved index loads with its storage and searches exactly as before; float32 is written as version 1 (as
-    flagstack wrote it before the other kinds), the others as version 2; the ColBERT parts shrink with the kind;
-    a kind given at load converts the file's rows."""
+    """A saved index loads with its storage and searches exactly as before; every kind is written as version 3
+    (ids); the ColBERT parts shrink with the kind; a kind given at load converts the file's rows."""
     import json
     import zipfile
 
@@ -196,7 +195,7 @@ def test_each_colbert_storage_saves_and_loads(stored: dict[str, HybridIndex], m3
         manifest = json.loads(archive.read("manifest.json"))
         colbert_bytes = archive.getinfo("colbert.npy").file_size
         assert ("colbert_scales.npy" in archive.namelist()) == (kind in ("int8", "binary"))
-    assert manifest["version"] == (1 if kind == "float32" else 2) and manifest["colbert_storage"] == kind
+    assert manifest["version"] == 3 and manifest["colbert_storage"] == kind
     rows = sum(len(index.colbert.document(i)) for i in range(len(index)))
     dim = index.colbert.dim
     assert dim is not None
@@ -211,8 +210,8 @@ def test_each_colbert_storage_saves_and_loads(stored: dict[str, HybridIndex], m3
 def test_files_without_a_colbert_storage_load_as_float32(stored: dict[str, HybridIndex], m3: BGEM3FlagModel,
                                                          tmp_path: Path) -> None:
     """A version 1 file as flagstack wrote it before ColBERT storage kinds (float32 rows, no colbert_storage or
-    colbert_dim in its manifest) loads as float32 and searches as it did; a version 1 manifest naming another kind,
-    a version 2 one naming an unknown kind, and a version 3 file are refused, naming the file."""
+    colbert_dim in its manifest, no ids) loads as float32 and searches as it did; a version 1 manifest naming another
+    kind, a version 2 one naming an unknown kind, and a version 4 file are refused, naming the file."""
     import json
     import zipfile
 
@@ -222,18 +221,20 @@ def test_files_without_a_colbert_storage_load_as_float32(stored: dict[str, Hybri
     stored["float32"].save(path)
     with zipfile.ZipFile(path) as archive:
         manifest = json.loads(archive.read("manifest.json"))
-        parts = {name: archive.read(name) for name in archive.namelist() if name != "manifest.json"}
+        parts = {name: archive.read(name) for name in archive.namelist() if name not in ("manifest.json", "ids.json")}
     del manifest["colbert_storage"], manifest["colbert_dim"], manifest["sha256"]
+    manifest["version"] = 1
     write_archive(tmp_path / "older.flag", manifest, parts)
     older = HybridIndex.load(tmp_path / "older.flag", m3)
     assert older.colbert_storage == "float32"
     for query in QUERIES:
-        assert older.search(query, k=4) == stored["float32"].search(query, k=4)
+        assert [(h.position, h.text, h.score) for h in older.search(query, k=4)] == [
+            (h.position, h.text, h.score) for h in stored["float32"].search(query, k=4)]
     for name, changes, message in [
         ("v1-int8.flag", {"colbert_storage": "int8"}, "colbert_storage is 'int8'; a version 1 file holds float32"),
         ("v2-int4.flag", {"version": 2, "colbert_storage": "int4"}, "colbert_storage is 'int4'"),
         ("v2-none.flag", {"version": 2}, "colbert_storage is None"),
-        ("v3.flag", {"version": 3}, "version 3; this flagstack reads version 1 or 2"),
+        ("v4.flag", {"version": 4}, "version 4; this flagstack reads version 1 or 2 or 3"),
     ]:
         write_archive(tmp_path / name, {**manifest, **changes}, parts)
         with pytest.raises(IndexFileError, match=f"{name}.*{message}"):
