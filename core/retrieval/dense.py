@@ -9,6 +9,8 @@ hits is :meth:`flag_core.FlagReranker.rerank`.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -52,9 +54,14 @@ def rows_where(spec: Filter | None, payload_format: PayloadFormat | None) -> Whe
     if match is None:
         return None
     view = payload_format.metadata if payload_format is not None and payload_format.metadata else None
-    if view is None:
-        return lambda row: match(row["payload"])
-    return lambda row: match(view(row["payload"]))
+
+    def where(row: dict[str, Any]) -> bool:
+        return match(row["payload"] if view is None else view(row["payload"]))
+
+    if isinstance(spec, Mapping):  # answers kept while the index is unchanged (VectorIndex.top)
+        with contextlib.suppress(TypeError, ValueError):  # e.g. a set of values: evaluated every time
+            where.cache_key = json.dumps(spec, sort_keys=True, allow_nan=False)  # type: ignore[attr-defined]
+    return where
 
 
 @dataclass(frozen=True)

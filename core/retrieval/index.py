@@ -38,7 +38,10 @@ FORMAT = "flagstack-index"
 VERSION = 2  # 2: ids.json (version 1 files load with ids made for them)
 VERSIONS = (1, 2)  # read
 Where = Callable[[dict[str, Any]], bool]
-"""A search restriction: given an entry's stored payload (not a copy: never edit it), whether it may be returned."""
+"""A search restriction: given an entry's stored payload (not a copy: never edit it), whether it may be returned. One
+with a ``cache_key`` attribute (a str naming what it accepts, e.g. a filter mapping as JSON) has its answers kept
+while the index is unchanged, so repeated searches with the same filter evaluate it once."""
+_MASKS_KEPT = 8
 
 
 def new_id() -> str:
@@ -98,6 +101,7 @@ class VectorIndex:
         self._where: dict[str, int] = {}  # id -> position
         self._faiss: Any = None
         self._lock = threading.Lock()
+        self._masks: dict[str, tuple[int, np.ndarray]] = {}  # cache_key -> (revision, the entries it accepts)
         self.revision = 0
         self.payload_format: str | None = None  # what a loaded file says its payloads hold
 
@@ -108,12 +112,13 @@ class VectorIndex:
         with self._lock:
             state = dict(self.__dict__)
         del state["_lock"]
-        state["_faiss"] = None
+        state["_faiss"], state["_masks"] = None, {}
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._lock = threading.Lock()
+        self._masks = {}
 
     @classmethod
     def restored(
@@ -254,13 +259,29 @@ class VectorIndex:
         with self._lock:
             return self._payloads, self._ids, len(self._payloads)
 
-    def allowed(self, where: Where | None, count: int | None = None) -> np.ndarray | None:
-        """The bool mask of the first ``count`` entries (all: None) that ``where`` accepts (None: no filter)."""
+    def allowed(self, where: Where | None) -> np.ndarray | None:
+        """The bool mask of the entries that ``where`` accepts (None: no filter)."""
         if where is None:
             return None
-        payloads, _, stored = self._snapshot()
-        count = stored if count is None else count
-        return np.fromiter((bool(where(payloads[i])) for i in range(count)), dtype=bool, count=count)
+        with self._lock:
+            rows, count, revision = self._payloads, len(self._payloads), self.revision
+        return self._mask(where, rows, count, revision)
+
+    def _mask(self, where: Where, rows: list[dict[str, Any]], count: int, revision: int) -> np.ndarray:
+        """Which of the first ``count`` of ``rows`` (the state at ``revision``) ``where`` accepts; kept for a
+        ``where`` with a ``cache_key`` until the index changes."""
+        key = getattr(where, "cache_key", None)
+        kept = self._masks.get(key) if isinstance(key, str) else None
+        if kept is not None and kept[0] == revision and len(kept[1]) == count:
+            return kept[1]
+        mask = np.fromiter((bool(where(rows[i])) for i in range(count)), dtype=bool, count=count)
+        mask.flags.writeable = False
+        if isinstance(key, str):
+            with self._lock:
+                if len(self._masks) >= _MASKS_KEPT and key not in self._masks:
+                    self._masks.pop(next(iter(self._masks)))
+                self._masks[key] = (revision, mask)
+        return mask
 
     def search(self, queries: Any, k: int, where: Where | None = None) -> list[list[tuple[int, float]]]:
         """For each query vector, up to ``k`` (position, score) pairs, best first (ties: lower position), among
@@ -279,6 +300,7 @@ class VectorIndex:
         k = check_positive_int(k, "k", allow_none=False)
         with self._lock:  # whole changes only, and a FAISS index built from them
             stored, rows, ids, count = self._vectors, self._payloads, self._ids, len(self._payloads)
+            revision = self.revision
             if self.use_faiss and count and where is None:
                 faiss_index = self._faiss = self._faiss or _faiss_index(stored)
         if count == 0:
@@ -286,8 +308,7 @@ class VectorIndex:
         if q.ndim != 2 or q.shape[1] != stored.shape[1]:
             raise ValueError(f"query vectors have dimension {q.shape[-1]}, the index holds dimension "
                              f"{stored.shape[1]}")
-        mask = None if where is None else np.fromiter((bool(where(rows[i])) for i in range(count)), dtype=bool,
-                                                      count=count)
+        mask = None if where is None else self._mask(where, rows, count, revision)
         if self.use_faiss and mask is None:
             scores, found = faiss_index.search(np.ascontiguousarray(q), min(k, count))
             ranked = [[(int(i), float(s)) for i, s in zip(row_ids, row_scores, strict=True) if i >= 0]

@@ -298,3 +298,16 @@ def test_a_hybrid_file_written_by_967415d_loads_and_searches_as_a_fresh_one(m3: 
     loaded.delete([loaded.ids[0]])
     assert [h.text for h in loaded.search("panda", k=4)] == [h.text for h in fresh.search("panda", k=4)
                                                              if h.text != OLD_TEXTS[0]]
+
+
+def test_a_repeated_filter_sees_every_change() -> None:
+    """A filter's answers are kept between searches only while the index is unchanged."""
+    index = dense_index()
+    spec = {"topic": "pandas"}
+    assert [hit.id for hit in index.search("bears", k=5, filter=spec)] == ["doc-0"]
+    index.upsert(["pandas again"], [{"topic": "pandas"}], ["doc-4"])
+    assert sorted(hit.id for hit in index.search("bears", k=5, filter=spec)) == ["doc-0", "doc-4"]
+    index.delete(["doc-0"])
+    assert [hit.id for hit in index.search("bears", k=5, filter=dict(spec))] == ["doc-4"]
+    index.add(["more pandas"], [{"topic": "pandas"}], ["new"])
+    assert sorted(hit.id for hit in index.search("bears", k=5, filter=spec)) == ["doc-4", "new"]
