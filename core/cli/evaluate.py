@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import Any, cast
 
 from ..retrieval.hybrid import DEFAULT_WEIGHTS, MODES
-from ..settings import EmbedderFields, RerankerFields
+from ..settings import EmbedderFields, RerankerFields, RerankerSettings
 from .encode import embedder_options, embedder_settings
-from .options import overwrite_option, parser_kwargs, positive_int, quiet, setting
+from .options import (
+    GATHER_SETTINGS,
+    SETTINGS,
+    given_settings,
+    model_options,
+    overwrite_option,
+    parser_kwargs,
+    positive_int,
+    quiet,
+    setting,
+)
 from .tables import format_table
 
 
@@ -70,12 +80,25 @@ def _model(args: argparse.Namespace) -> Any:
 
 
 def _reranker(path: str | None, args: argparse.Namespace) -> Any:
+    """``eval retrieval``'s reranker: on the embedder's --device and --backend, with --rerank-max-length."""
     from ..inference.reranker import FlagAutoReranker
 
     if path is None or path == "identity":
         return None
     return FlagAutoReranker.from_finetuned(path, devices=args.devices, max_length=args.rerank_max_length,
                                            backend=args.backend)
+
+
+def _rerank_model(args: argparse.Namespace) -> Any:
+    """``eval rerank``'s reranker, from its settings options (``model_class``, the registry or the folder's config
+    picks the class; a None instruction means the class's own); None for 'identity'."""
+    from ..inference.reranker import auto_reranker
+
+    if args.reranker == "identity":
+        return None
+    fields = SETTINGS["reranker"]
+    settings = fields.checked({**given_settings(args, fields), "max_length": args.rerank_max_length})
+    return auto_reranker(args.reranker, cast(RerankerSettings, settings))  # from_settings checks its class
 
 
 def cmd_eval_retrieval(args: argparse.Namespace) -> int:
@@ -101,7 +124,7 @@ def cmd_eval_rerank(args: argparse.Namespace) -> int:
     check_outputs(args, [args.data, args.run, args.reranker])
     print(f"reranking {args.run} on {args.data} ({args.split}) with {args.reranker}")
     result = evaluate_rerank(
-        _reranker(args.reranker, args), args.data, args.run, split=args.split, top_k=args.rerank_top_k,
+        _rerank_model(args), args.data, args.run, split=args.split, top_k=args.rerank_top_k,
         show_progress=not args.quiet,
     )
     print_metrics(result)
@@ -138,6 +161,18 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="embedding model folder or hub id")
     embedder_options(parser)
     setting(parser, EmbedderFields, "batch_size")
+
+
+# reranker settings `eval rerank` leaves out: max_length, which keeps its name --rerank-max-length (`eval retrieval`
+# shares the option, where --max-length is the embedder's); normalize (a sigmoid keeps the order, so the metrics);
+# the instruction formats and the passage instruction (the class's defaults serve); and, as encode leaves them out,
+# fp16 (CPU runs), the token budget, remote code and the hub cache (the CLI loads local folders or hub ids as they
+# are), the progress bar (--quiet) and gathering calls across callers (one command is one caller)
+RERANKER_OMITTED = (
+    "max_length", "normalize", "query_instruction_format", "passage_instruction_for_rerank",
+    "passage_instruction_format", "use_fp16", "max_tokens_per_batch", "trust_remote_code", "cache_dir",
+    "show_progress_bar", *GATHER_SETTINGS,
+)
 
 
 def _rerank_options(parser: argparse.ArgumentParser) -> None:
@@ -180,8 +215,7 @@ def add_parsers(sub: Any) -> None:
     rerank.add_argument("--run", required=True, help="TREC run file: qid Q0 docid rank score tag")
     rerank.add_argument("--split", default="test", help="qrels split")
     _rerank_options(rerank)
-    setting(rerank, RerankerFields, "devices", "--device")
-    setting(rerank, RerankerFields, "backend")
+    model_options(rerank, "reranker", RERANKER_OMITTED)
     _outputs(rerank)
     rerank.set_defaults(func=cmd_eval_rerank)
 

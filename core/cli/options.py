@@ -30,7 +30,8 @@ SETTINGS: dict[str, type[ModelSettings]] = {"embedder": EmbedderSettings, "reran
 GATHER_SETTINGS = ("gather_window_ms", "gather_max_inputs", "queue_limit")
 # settings whose option has a shorter name than --name-with-dashes
 FLAGS = {"pooling_method": "--pooling", "devices": "--device", "use_bf16": "--bf16",
-         "query_instruction_for_retrieval": "--query-instruction"}
+         "query_instruction_for_retrieval": "--query-instruction",
+         "query_instruction_for_rerank": "--query-instruction"}
 
 
 class Formatter(argparse.ArgumentDefaultsHelpFormatter):

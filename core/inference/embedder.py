@@ -24,12 +24,17 @@ from .model_files import resolve_model_path
 from .progress import progress_bar
 from .registry import ModelEntry, checkpoint_kind, clamp_length, resolve_embedder
 from .runtime import EmbeddingRuntime
-from .settings import BackendName, Devices, EmbedderSettings
+from .settings import BackendName, Devices, EmbedderSettings, setting_defaults
 from .streaming import DEFAULT_CHUNK_SIZE, NpyStream, encode_chunks, write_npy
 
 OutputFormat = Literal["numpy", "torch", "list"]
 Side = Literal["query", "passage"]
 Embeddings = np.ndarray | torch.Tensor | list[float] | list[list[float]]
+
+# the declared default of each setting: the FlagEmbedding-compatible signatures below spell their parameters out
+# and read each default from its one declaration, in the settings class (a constructor whose default differs reads
+# it from its class's none_means, a named constant; tests/flag_core/test_settings.py holds both)
+_E = setting_defaults(EmbedderSettings)
 
 
 class EncodeOptions(TypedDict, total=False):
@@ -65,26 +70,26 @@ class FlagModel(ModelFront[EmbedderSettings]):
     def __init__(
         self,
         model_name_or_path: str | os.PathLike[str],
-        normalize_embeddings: bool = True,
-        use_fp16: bool = True,
-        query_instruction_for_retrieval: str | None = None,
-        query_instruction_format: str = "{}{}",
-        devices: Devices = None,
-        pooling_method: str | None = None,
-        trust_remote_code: bool = False,
-        cache_dir: str | None = None,
-        batch_size: int = 256,
-        query_max_length: int | None = None,
-        passage_max_length: int | None = None,
-        convert_to_numpy: bool = True,
-        truncate_dim: int | None = None,
-        passage_instruction_for_retrieval: str | None = None,
-        passage_instruction_format: str = "{}{}",
-        use_bf16: bool = False,
-        max_tokens_per_batch: int | None = None,
-        show_progress_bar: bool = False,
-        padding_side: Literal["left", "right"] | None = None,
-        backend: BackendName = "torch",
+        normalize_embeddings: bool = _E.normalize_embeddings,
+        use_fp16: bool = _E.use_fp16,
+        query_instruction_for_retrieval: str | None = _E.query_instruction_for_retrieval,
+        query_instruction_format: str = none_means["query_instruction_format"],
+        devices: Devices = _E.devices,
+        pooling_method: str | None = _E.pooling_method,
+        trust_remote_code: bool = _E.trust_remote_code,
+        cache_dir: str | None = _E.cache_dir,
+        batch_size: int = _E.batch_size,
+        query_max_length: int | None = _E.query_max_length,
+        passage_max_length: int | None = _E.passage_max_length,
+        convert_to_numpy: bool = options["convert_to_numpy"],
+        truncate_dim: int | None = _E.truncate_dim,
+        passage_instruction_for_retrieval: str | None = _E.passage_instruction_for_retrieval,
+        passage_instruction_format: str = _E.passage_instruction_format,
+        use_bf16: bool = _E.use_bf16,
+        max_tokens_per_batch: int | None = _E.max_tokens_per_batch,
+        show_progress_bar: bool = _E.show_progress_bar,
+        padding_side: Literal["left", "right"] | None = options["padding_side"],
+        backend: BackendName = _E.backend,
     ) -> None:
         self._start(model_name_or_path, locals())
         self._setup()
@@ -364,18 +369,18 @@ class LLMEmbedder(FlagModel):
     """BAAI/llm-embedder: one model, six tasks, each with its own query and key instruction."""
 
     none_means: ClassVar[dict[str, Any]] = {**FlagModel.none_means, "task": LLM_EMBEDDER_DEFAULT_TASK,
-                                            "pooling_method": "cls"}
+                                            "pooling_method": ModelKind.LLM_EMBEDDER.own_pooling}
     task_decides: ClassVar[tuple[str, ...]] = ("query_instruction_for_retrieval", "query_instruction_format")
     not_in_constructor: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,
         model_name_or_path: str | os.PathLike[str],
-        normalize_embeddings: bool = True,
-        use_fp16: bool = True,
-        devices: Devices = None,
-        pooling_method: str | None = "cls",
-        task: str = LLM_EMBEDDER_DEFAULT_TASK,
+        normalize_embeddings: bool = _E.normalize_embeddings,
+        use_fp16: bool = _E.use_fp16,
+        devices: Devices = _E.devices,
+        pooling_method: str | None = none_means["pooling_method"],
+        task: str = none_means["task"],
         **kwargs: Any,
     ) -> None:
         kwargs.pop("query_instruction_for_retrieval", None)  # the task decides the instruction
@@ -458,13 +463,13 @@ class FlagAutoModel:
         cls,
         model_name_or_path: str | os.PathLike[str],
         model_class: str | None = None,
-        normalize_embeddings: bool = True,
-        use_fp16: bool = True,
-        query_instruction_for_retrieval: str | None = None,
-        devices: Devices = None,
-        pooling_method: str | None = None,
-        trust_remote_code: bool = False,
-        query_instruction_format: str | None = None,
+        normalize_embeddings: bool = _E.normalize_embeddings,
+        use_fp16: bool = _E.use_fp16,
+        query_instruction_for_retrieval: str | None = _E.query_instruction_for_retrieval,
+        devices: Devices = _E.devices,
+        pooling_method: str | None = _E.pooling_method,
+        trust_remote_code: bool = _E.trust_remote_code,
+        query_instruction_format: str | None = _E.query_instruction_format,
         **kwargs: Any,
     ) -> FlagModel | BGEM3FlagModel:
         """An embedder for ``model_name_or_path``, its settings decided by :func:`~.registry.resolve_embedder` (the

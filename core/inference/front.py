@@ -36,10 +36,11 @@ class ModelFront(Generic[SettingsT]):
 
     settings_class: ClassVar[type[ModelSettings]]
     # constructor arguments that are not settings (FlagModel's convert_to_numpy, BGE-M3's return_* flags): name ->
-    # default; they are kept as plain attributes
+    # default (the constructor's signature reads its default from here); they are kept as plain attributes
     options: ClassVar[dict[str, Any]] = {}
     # what a setting left as None means for this class when the settings object comes from elsewhere (an adapter,
-    # where None means "the class's own"); FlagEmbedding's constructors say it with their defaults
+    # where None means "the class's own"); FlagEmbedding's constructors say it with their defaults, which they read
+    # from here (every other default of theirs is the settings class's: settings.setting_defaults)
     none_means: ClassVar[dict[str, Any]] = {}
     # settings of the kind that this class's constructor does not take (they come only in a settings object)
     not_in_constructor: ClassVar[tuple[str, ...]] = ()

@@ -34,15 +34,19 @@ from .front import ModelFront
 from .fusion import MODES, SCORE_MODES, check_mode_weights, colbert_score, fuse, lexical_matching_score
 from .inputs import as_pair_list, as_text_list, check_positive_int
 from .instructions import apply_instruction
-from .kinds import ModelKind
+from .kinds import M3_POOLING, ModelKind
 from .model_files import M3_HEAD_FILES
 from .one_pass import OnePass
 from .registry import clamp_length, resolve_embedder
 from .runtime import EncoderRuntime
-from .settings import BackendName, Devices, M3Settings
+from .settings import BackendName, Devices, M3Settings, setting_defaults
 
 HEAD_FILES = M3_HEAD_FILES
 LexicalWeights = dict[str, float]
+
+# the declared default of each setting: BGEM3FlagModel's signature spells its parameters out and reads each
+# default from its one declaration, in M3Settings (tests/flag_core/test_settings.py holds it)
+_M = setting_defaults(M3Settings)
 
 
 @dataclass(frozen=True)
@@ -207,35 +211,35 @@ class BGEM3FlagModel(ModelFront[M3Settings]):
     (:class:`M3Settings`, lengths resolved) read as attributes."""
 
     settings_class = M3Settings
-    options: ClassVar[dict[str, Any]] = {"pooling_method": "cls", "return_dense": True, "return_sparse": False,
+    options: ClassVar[dict[str, Any]] = {"pooling_method": M3_POOLING, "return_dense": True, "return_sparse": False,
                                          "return_colbert_vecs": False}
     runtime: M3Runtime
 
     def __init__(
         self,
         model_name_or_path: str | os.PathLike[str],
-        normalize_embeddings: bool = True,
-        use_fp16: bool = True,
-        query_instruction_for_retrieval: str | None = None,
-        query_instruction_format: str = "{}{}",
-        devices: Devices = None,
-        pooling_method: str = "cls",
-        trust_remote_code: bool = False,
-        cache_dir: str | None = None,
-        colbert_dim: int = -1,
-        batch_size: int = 256,
-        query_max_length: int | None = None,
-        passage_max_length: int | None = None,
-        return_dense: bool = True,
-        return_sparse: bool = False,
-        return_colbert_vecs: bool = False,
-        passage_instruction_for_retrieval: str | None = None,
-        passage_instruction_format: str = "{}{}",
-        use_bf16: bool = False,
-        truncate_dim: int | None = None,
-        max_tokens_per_batch: int | None = None,
-        show_progress_bar: bool = False,
-        backend: BackendName = "torch",
+        normalize_embeddings: bool = _M.normalize_embeddings,
+        use_fp16: bool = _M.use_fp16,
+        query_instruction_for_retrieval: str | None = _M.query_instruction_for_retrieval,
+        query_instruction_format: str = _M.query_instruction_format,
+        devices: Devices = _M.devices,
+        pooling_method: str = options["pooling_method"],
+        trust_remote_code: bool = _M.trust_remote_code,
+        cache_dir: str | None = _M.cache_dir,
+        colbert_dim: int = _M.colbert_dim,
+        batch_size: int = _M.batch_size,
+        query_max_length: int | None = _M.query_max_length,
+        passage_max_length: int | None = _M.passage_max_length,
+        return_dense: bool = options["return_dense"],
+        return_sparse: bool = options["return_sparse"],
+        return_colbert_vecs: bool = options["return_colbert_vecs"],
+        passage_instruction_for_retrieval: str | None = _M.passage_instruction_for_retrieval,
+        passage_instruction_format: str = _M.passage_instruction_format,
+        use_bf16: bool = _M.use_bf16,
+        truncate_dim: int | None = _M.truncate_dim,
+        max_tokens_per_batch: int | None = _M.max_tokens_per_batch,
+        show_progress_bar: bool = _M.show_progress_bar,
+        backend: BackendName = _M.backend,
     ) -> None:
         self._start(model_name_or_path, locals())
         self._setup()
@@ -245,7 +249,7 @@ class BGEM3FlagModel(ModelFront[M3Settings]):
         self.resolved = resolve_embedder(self.model_name_or_path, self.path, model_class=ModelKind.M3,
                                          pooling=self.pooling_method, query_max_length=settings.query_max_length,
                                          passage_max_length=settings.passage_max_length)
-        if self.resolved.pooling != "cls":
+        if self.resolved.pooling != M3_POOLING:
             raise ValueError(f"BGE-M3's dense output is CLS pooled; pooling_method={self.pooling_method!r} is not "
                              "supported")
         for name in ("return_dense", "return_sparse", "return_colbert_vecs"):

@@ -11,16 +11,21 @@ from typing import Any, ClassVar
 from .front import ModelFront
 from .inputs import as_pair_list, as_text_list, check_positive_int
 from .instructions import apply_instruction
-from .kinds import DEFAULT_MAX_LENGTH, ModelKind, reranker_class
+from .kinds import ModelKind, reranker_class
 from .model_files import read_json, resolve_model_path
 from .registry import lookup_reranker
 from .rerank_runtime import RerankerRuntime
-from .settings import BackendName, Devices, RerankerSettings
+from .settings import BackendName, Devices, RerankerSettings, setting_defaults
 
 logger = logging.getLogger(__name__)
 
 LLM_QUERY_INSTRUCTION = "A: "  # FlagEmbedding's LLM rerankers' instructions
 LLM_PASSAGE_INSTRUCTION = "B: "
+
+# the declared default of each setting: the FlagEmbedding-compatible signatures below spell their parameters out
+# and read each default from its one declaration, in the settings class (a constructor whose default differs reads
+# it from its class's none_means, a named constant; tests/flag_core/test_settings.py holds both)
+_R = setting_defaults(RerankerSettings)
 
 
 class FlagReranker(ModelFront[RerankerSettings]):
@@ -41,22 +46,22 @@ class FlagReranker(ModelFront[RerankerSettings]):
     def __init__(
         self,
         model_name_or_path: str | os.PathLike[str],
-        use_fp16: bool = False,
-        query_instruction_for_rerank: str | None = None,
-        query_instruction_format: str = "{}{}",
-        passage_instruction_for_rerank: str | None = None,
-        passage_instruction_format: str = "{}{}",
-        trust_remote_code: bool = False,
-        cache_dir: str | None = None,
-        devices: Devices = None,
-        batch_size: int = 128,
-        query_max_length: int | None = None,
-        max_length: int = DEFAULT_MAX_LENGTH,
-        normalize: bool = False,
-        use_bf16: bool = False,
-        max_tokens_per_batch: int | None = None,
-        show_progress_bar: bool = False,
-        backend: BackendName = "torch",
+        use_fp16: bool = _R.use_fp16,
+        query_instruction_for_rerank: str | None = _R.query_instruction_for_rerank,
+        query_instruction_format: str = _R.query_instruction_format,
+        passage_instruction_for_rerank: str | None = _R.passage_instruction_for_rerank,
+        passage_instruction_format: str = _R.passage_instruction_format,
+        trust_remote_code: bool = _R.trust_remote_code,
+        cache_dir: str | None = _R.cache_dir,
+        devices: Devices = _R.devices,
+        batch_size: int = _R.batch_size,
+        query_max_length: int | None = _R.query_max_length,
+        max_length: int = _R.max_length,
+        normalize: bool = _R.normalize,
+        use_bf16: bool = _R.use_bf16,
+        max_tokens_per_batch: int | None = _R.max_tokens_per_batch,
+        show_progress_bar: bool = _R.show_progress_bar,
+        backend: BackendName = _R.backend,
     ) -> None:
         self._start(model_name_or_path, locals())
         self._setup()
@@ -128,13 +133,13 @@ class FlagLLMReranker(FlagReranker):
     def __init__(
         self,
         model_name_or_path: str | os.PathLike[str],
-        use_fp16: bool = False,
-        use_bf16: bool = False,
-        query_instruction_for_rerank: str | None = LLM_QUERY_INSTRUCTION,
-        query_instruction_format: str = "{}{}",
-        passage_instruction_for_rerank: str | None = LLM_PASSAGE_INSTRUCTION,
-        passage_instruction_format: str = "{}{}",
-        prompt: str | None = None,
+        use_fp16: bool = _R.use_fp16,
+        use_bf16: bool = _R.use_bf16,
+        query_instruction_for_rerank: str | None = none_means["query_instruction_for_rerank"],
+        query_instruction_format: str = _R.query_instruction_format,
+        passage_instruction_for_rerank: str | None = none_means["passage_instruction_for_rerank"],
+        passage_instruction_format: str = _R.passage_instruction_format,
+        prompt: str | None = _R.prompt,
         **kwargs: Any,
     ) -> None:
         self._start(model_name_or_path, locals())
@@ -199,9 +204,9 @@ class FlagAutoReranker:
     def from_finetuned(
         cls,
         model_name_or_path: str | os.PathLike[str],
-        model_class: str | None = None,
-        use_fp16: bool = False,
-        trust_remote_code: bool = False,
+        model_class: str | None = _R.model_class,
+        use_fp16: bool = _R.use_fp16,
+        trust_remote_code: bool = _R.trust_remote_code,
         **kwargs: Any,
     ) -> FlagReranker:
         """A reranker for ``model_name_or_path``: the registry decides for known names

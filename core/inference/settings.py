@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import numbers
 import os
+import re
+import types
 from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar, Literal, TypeVar
 
@@ -24,6 +26,7 @@ from pydantic.fields import FieldInfo
 from .backends import BACKENDS
 from .devices import resolve_devices
 from .inputs import check_positive_int
+from .instructions import DEFAULT_INSTRUCTION_FORMAT
 from .kinds import DEFAULT_MAX_LENGTH, POOLING_METHODS, check_pooling
 
 CPU_TOKEN_BUDGET = 2048  # tokens in one padded batch on a CPU (cache-friendly)
@@ -43,6 +46,15 @@ def kind_default(owner: type[BaseModel], name: str, default: Any) -> Any:
     bounds = {key: getattr(meta, key) for meta in info.metadata for key in ("gt", "ge") if hasattr(meta, key)}
     return Field(default=default, description=info.description, gt=bounds.get("gt"), ge=bounds.get("ge"),
                  json_schema_extra=info.json_schema_extra)
+
+
+def setting_defaults(cls: type[BaseModel]) -> Any:
+    """Each setting's declared default as an attribute (``setting_defaults(EmbedderSettings).batch_size``), read
+    from the fields when called: the FlagEmbedding-compatible constructors spell their parameters out (for type
+    checkers and ``inspect.signature``) and take each default from here when their module is imported, so a default
+    is written once, in its field. Typed Any: each parameter's own annotation says its type."""
+    return types.SimpleNamespace(**{name: info.get_default(call_default_factory=True)
+                                    for name, info in cls.model_fields.items()})
 
 
 def _flag(value: Any, name: str) -> bool:
@@ -145,6 +157,18 @@ class ModelSettings(BaseModel):
                 for error in exc.errors())
             raise ValueError(problems) from None
 
+    @classmethod
+    def check_setting(cls, name: str, value: Any, called: str | None = None) -> Any:
+        """``value`` read and checked as setting ``name`` is (its type, bound and validators: the one validation of
+        that setting), for an argument elsewhere that holds this setting under its own name ``called`` (a training
+        argument); the error starts with ``called``."""
+        try:
+            return getattr(cls.checked({name: value}), name)
+        except (TypeError, ValueError) as exc:
+            if called is None or called == name:
+                raise
+            raise type(exc)(re.sub(rf"^{re.escape(name)}\b", called, str(exc))) from None
+
     def key(self) -> str:
         """A stable text of every setting (the shared-instance cache's key)."""
         return f"{type(self).__module__}.{type(self).__qualname__}:{self.model_dump_json()}"
@@ -157,12 +181,14 @@ class TextSettings(ModelSettings):
         default=None, description="instruction put before each query (None: the registry's for the model; '': none)"
     )
     query_instruction_format: str | None = Field(
-        default="{}{}", description="how instruction and query join, e.g. '{}{}' (None: the registry's, else '{}{}')"
+        default=DEFAULT_INSTRUCTION_FORMAT, description="how instruction and query join, e.g. "
+        f"{DEFAULT_INSTRUCTION_FORMAT!r} (None: the registry's, else {DEFAULT_INSTRUCTION_FORMAT!r})"
     )
     passage_instruction_for_retrieval: str | None = Field(
         default=None, description="instruction put before each passage (None: the registry's, usually none)"
     )
-    passage_instruction_format: str | None = Field(default="{}{}", description="how instruction and passage join")
+    passage_instruction_format: str | None = Field(default=DEFAULT_INSTRUCTION_FORMAT,
+                                                   description="how instruction and passage join")
     normalize_embeddings: bool = Field(default=True, description="unit-length vectors")
     query_max_length: int | None = Field(
         default=None, gt=0, description=f"longest query in tokens (None: {DEFAULT_MAX_LENGTH} for BGE-M3, else the "
@@ -225,11 +251,13 @@ class RerankerSettings(ModelSettings):
     query_instruction_for_rerank: str | None = Field(
         default=None, description="instruction put before each query (None: the class's, 'A: ' for LLM rerankers)"
     )
-    query_instruction_format: str | None = Field(default="{}{}", description="how instruction and query join")
+    query_instruction_format: str | None = Field(default=DEFAULT_INSTRUCTION_FORMAT,
+                                                 description="how instruction and query join")
     passage_instruction_for_rerank: str | None = Field(
         default=None, description="instruction put before each passage (None: the class's, 'B: ' for LLM rerankers)"
     )
-    passage_instruction_format: str | None = Field(default="{}{}", description="how instruction and passage join")
+    passage_instruction_format: str | None = Field(default=DEFAULT_INSTRUCTION_FORMAT,
+                                                   description="how instruction and passage join")
 
 
 def settings_class(owner: type) -> type[ModelSettings]:

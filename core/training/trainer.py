@@ -36,7 +36,7 @@ from ..fileio import (
 )
 from ..inference.batching import PairLayout, cut_second, pad_batch, pad_token_id, tokenize_plain
 from ..inference.inputs import check_positive_int
-from ..inference.instructions import apply_instruction
+from ..inference.instructions import DEFAULT_INSTRUCTION_FORMAT, apply_instruction
 from ..inference.kinds import DEFAULT_MAX_LENGTH
 from ..inference.loading import length_limit
 from ..inference.model_files import (
@@ -45,12 +45,15 @@ from ..inference.model_files import (
     resolve_model_path,
     write_sentence_transformers_config,
 )
-from ..inference.pooling import check_pooling, pool, resolve_pooling
+from ..inference.pooling import pool, resolve_pooling
 from ..inference.registry import clamp_length
+from ..inference.settings import EmbedderSettings, setting_defaults
 from .data import TrainExample, read_examples
 from .distributed import any_process, barrier, broadcast_object, gather_with_grad, rank
 
 logger = logging.getLogger(__name__)
+
+_EMBEDDER = setting_defaults(EmbedderSettings)  # the embedder settings' declared defaults
 
 
 def check_number(value: Any, name: str, minimum: float | None = None, above: bool = False,
@@ -147,7 +150,17 @@ class TrainingArgs(RunArgs):
 class EmbedderTrainingArgs(TrainingArgs):
     """Embedder training: the BGE defaults. ``negatives_cross_device`` scores each query against the passages
     of every process (FlagEmbedding's name), not only its own process's. Lengths beyond what the model
-    accepts are cut to its limit (with one warning line each)."""
+    accepts are cut to its limit (with one warning line each). ``query_instruction`` None: no instruction (as in
+    FlagEmbedding's fine-tuning; the registry's instruction is an inference default)."""
+
+    # the arguments that are embedder settings under FlagEmbedding's fine-tuning names (argument -> setting of
+    # EmbedderSettings): each is read and checked by that setting's field, its one validation. The lengths are not
+    # here: a training length is never None (a setting's None means "the model's") and keeps FlagEmbedding's
+    # fine-tuning defaults (32 and 128), and it refuses "32" or 32.0, which a setting reads as 32
+    embedder_settings: ClassVar[dict[str, str]] = {
+        "query_instruction": "query_instruction_for_retrieval", "query_instruction_format": "query_instruction_format",
+        "pooling": "pooling_method", "normalize": "normalize_embeddings",
+    }
 
     temperature: float = 0.02
     in_batch_negatives: bool = True
@@ -155,17 +168,17 @@ class EmbedderTrainingArgs(TrainingArgs):
     query_max_length: int = 32
     passage_max_length: int = 128
     query_instruction: str | None = None
-    query_instruction_format: str = "{}{}"
-    pooling: str | None = None
-    normalize: bool = True
+    query_instruction_format: str = DEFAULT_INSTRUCTION_FORMAT
+    pooling: str | None = _EMBEDDER.pooling_method
+    normalize: bool = _EMBEDDER.normalize_embeddings
 
     def check(self) -> None:
         super().check()
         check_number(self.temperature, "temperature", 0, above=True)
         for name in ("query_max_length", "passage_max_length"):
             check_positive_int(getattr(self, name), name, allow_none=False)
-        if self.pooling is not None:
-            check_pooling(self.pooling)
+        for name, setting in self.embedder_settings.items():
+            setattr(self, name, EmbedderSettings.check_setting(setting, getattr(self, name), name))
         if self.negatives_cross_device and not self.in_batch_negatives:
             raise ValueError("negatives_cross_device shares in-batch negatives across processes: it needs "
                              "in_batch_negatives=True")

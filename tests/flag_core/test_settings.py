@@ -4,7 +4,10 @@ constructors (names and defaults), and the command line's options are built from
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import inspect
+import types
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -62,6 +65,63 @@ def test_reranker_fields_agree_with_the_constructors() -> None:
     differing = {name: (fields[name], constructors[name]) for name in fields
                  if name in constructors and fields[name] != constructors[name]}
     assert differing == {}
+
+
+def fresh_module(name: str) -> types.ModuleType:
+    """Another copy of module ``name``, run now and put nowhere (not in sys.modules): its signatures' defaults are
+    read again from wherever the module reads them."""
+    module = importlib.import_module(name)
+    spec = importlib.util.spec_from_file_location(name, module.__file__)
+    assert spec is not None and spec.loader is not None
+    copy = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(copy)
+    return copy
+
+
+def test_constructor_defaults_are_read_from_the_settings_classes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every default a FlagEmbedding-compatible signature gives a setting is the settings class's declaration
+    (changing it there changes the signature), or, where FlagEmbedding's own default for that class differs, the
+    class's none_means (a named constant, also what a None in a settings object means for the class); a literal
+    written in a signature fails here."""
+    from flag_core.inference.instructions import DEFAULT_INSTRUCTION_FORMAT, LLM_EMBEDDER_DEFAULT_TASK
+    from flag_core.inference.kinds import ModelKind
+    from flag_core.inference.reranker import LLM_PASSAGE_INSTRUCTION, LLM_QUERY_INSTRUCTION
+    from flag_core.settings import EmbedderSettings, M3Settings, RerankerSettings
+
+    for cls in (EmbedderSettings, RerankerSettings, M3Settings):
+        for name, info in cls.model_fields.items():
+            monkeypatch.setattr(info, "default", f"<{cls.__name__}.{name}>")  # the one declaration, changed
+    embedder = fresh_module("flag_core.inference.embedder")
+    reranker = fresh_module("flag_core.inference.reranker")
+    m3 = fresh_module("flag_core.inference.m3")
+    fronts = [embedder.FlagModel, embedder.LLMEmbedder, reranker.FlagReranker, reranker.FlagLLMReranker,
+              reranker.LayerWiseFlagLLMReranker, m3.BGEM3FlagModel]
+    checked: list[tuple[str, Callable[..., Any], type[BaseModel], dict[str, Any], dict[str, Any]]] = [
+        (front.__name__, front.__init__, front.settings_class, front.none_means, front.options) for front in fronts]
+    checked += [("FlagAutoModel", embedder.FlagAutoModel.from_finetuned, EmbedderSettings, {}, {}),
+                ("FlagAutoReranker", reranker.FlagAutoReranker.from_finetuned, RerankerSettings, {}, {})]
+    differing = {}
+    for owner, function, settings, none_means, own_options in checked:
+        for name, parameter in inspect.signature(function).parameters.items():
+            if name in settings.model_fields:
+                expected = none_means.get(name, f"<{settings.__name__}.{name}>")
+                if name in none_means:
+                    differing[owner, name] = parameter.default
+            elif name in own_options:
+                expected = own_options[name]  # a constructor argument that is not a setting, declared in options
+            else:
+                assert name in ("self", "model_name_or_path", "kwargs", "model_class"), (owner, name)
+                continue
+            assert parameter.default == expected, f"{owner}: {name}={parameter.default!r}, not {expected!r}"
+    assert differing == {  # FlagEmbedding's own defaults for these classes, each a named constant
+        ("FlagModel", "query_instruction_format"): DEFAULT_INSTRUCTION_FORMAT,
+        ("LLMEmbedder", "pooling_method"): ModelKind.LLM_EMBEDDER.own_pooling,
+        ("LLMEmbedder", "task"): LLM_EMBEDDER_DEFAULT_TASK,
+        ("FlagLLMReranker", "query_instruction_for_rerank"): LLM_QUERY_INSTRUCTION,
+        ("FlagLLMReranker", "passage_instruction_for_rerank"): LLM_PASSAGE_INSTRUCTION,
+        ("LayerWiseFlagLLMReranker", "query_instruction_for_rerank"): LLM_QUERY_INSTRUCTION,
+        ("LayerWiseFlagLLMReranker", "passage_instruction_for_rerank"): LLM_PASSAGE_INSTRUCTION,
+    }
 
 
 def test_a_field_left_as_none_is_not_passed_on() -> None:
@@ -123,6 +183,39 @@ def test_training_options_take_the_library_defaults() -> None:
     assert embedder["learning_rate"].default == EmbedderTrainingArgs.learning_rate
     assert reranker["learning_rate"].default == RerankerTrainingArgs.learning_rate != EmbedderTrainingArgs.learning_rate
     assert embedder["train_group_size"].option_strings == ["--group-size"]
+
+
+def test_training_arguments_that_are_settings_are_checked_by_the_settings() -> None:
+    """pooling, normalize and the query instruction and format of embedder training are embedder settings under
+    FlagEmbedding's fine-tuning names: the setting's field checks each (the same errors, naming the argument), their
+    types agree, and the defaults are the settings' (the format's is FlagEmbedding's, the one constant)."""
+    import dataclasses
+    import typing
+
+    from flag_core.inference.instructions import DEFAULT_INSTRUCTION_FORMAT
+    from flag_core.settings import EmbedderSettings
+    from flag_core.training import EmbedderTrainingArgs
+
+    mapping = EmbedderTrainingArgs.embedder_settings
+    assert set(mapping) == {"pooling", "normalize", "query_instruction", "query_instruction_format"}
+    arguments = {f.name: f for f in dataclasses.fields(EmbedderTrainingArgs)}
+    hints = typing.get_type_hints(EmbedderTrainingArgs)
+    for argument, name in mapping.items():
+        field = EmbedderSettings.model_fields[name]
+        if argument != "query_instruction_format":  # a training run always has a format (None reads as the default)
+            assert hints[argument] == field.annotation, argument
+        bad = {"pooling": "max", "normalize": "no", "query_instruction": 5, "query_instruction_format": 3}[argument]
+        with pytest.raises((TypeError, ValueError)) as by_setting:
+            EmbedderSettings.checked({name: bad})
+        with pytest.raises(type(by_setting.value)) as by_argument:
+            EmbedderTrainingArgs(output_dir="unused", **{argument: bad})
+        assert str(by_argument.value) == str(by_setting.value).replace(name, argument, 1)
+    assert arguments["pooling"].default == EmbedderSettings.model_fields["pooling_method"].default
+    assert arguments["normalize"].default == EmbedderSettings.model_fields["normalize_embeddings"].default
+    assert arguments["query_instruction_format"].default == DEFAULT_INSTRUCTION_FORMAT
+    assert (arguments["query_max_length"].default, arguments["passage_max_length"].default) == (32, 128)
+    args = EmbedderTrainingArgs(output_dir="unused", normalize=1, pooling="mean")
+    assert args.normalize is True and args.pooling == "mean"  # read as the setting reads them
 
 
 def test_every_option_has_help_and_shows_its_default(capsys: pytest.CaptureFixture[str]) -> None:
@@ -197,6 +290,54 @@ def test_a_new_setting_reaches_the_command_line(monkeypatch: pytest.MonkeyPatch,
     with pytest.raises(SystemExit):
         build_parser().parse_args(["encode", "--knob", "0"])  # its bound (gt=0) is the option's too
     assert "expected a positive int" in capsys.readouterr().err
+
+
+class Built(Exception):
+    """Raised by a stand-in for a model factory, once it has recorded what it was given."""
+
+
+def test_a_new_setting_reaches_mine_and_eval_rerank(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    """`mine` and `eval rerank` generate their model options too: a new embedder or reranker setting becomes their
+    option and reaches the model they build (eval rerank's as one settings object), with no other edit."""
+    from pydantic import Field
+
+    from flag_core.cli import options as cli_options
+    from flag_core.inference import reranker as reranker_module
+    from flag_core.inference import shared
+    from flag_core.settings import RerankerSettings
+
+    class ScratchReranker(RerankerSettings):
+        knob: int = Field(default=3, gt=0, description="a setting only this test declares")
+
+    monkeypatch.setitem(cli_options.SETTINGS, "embedder", scratch_settings())
+    monkeypatch.setitem(cli_options.SETTINGS, "reranker", ScratchReranker)
+    built: dict[str, tuple[Any, ...]] = {}
+
+    def stand_in(command: str) -> Callable[..., Any]:
+        def build(*args: Any, **keywords: Any) -> Any:
+            built[command] = (args, keywords)
+            raise Built
+
+        return build
+
+    monkeypatch.setattr(shared, "build_embedder", stand_in("mine"))
+    monkeypatch.setattr(reranker_module, "auto_reranker", stand_in("eval rerank"))
+    commands = dict(subparsers(build_parser()))
+    for command in ("flagstack mine", "flagstack eval rerank"):
+        knob = options(commands[command])["knob"]
+        assert knob.option_strings == ["--knob"] and knob.default == 3
+    data = tmp_path / "train.jsonl"
+    data.write_text('{"query": "q", "pos": ["p"], "neg": ["n"]}\n', encoding="utf-8")
+    with pytest.raises(Built):
+        main(["mine", "--model", "m", "--input", str(data), "--output", str(tmp_path / "o.jsonl"), "--knob", "5",
+              "--pooling", "mean"])
+    assert built["mine"][1]["knob"] == 5 and built["mine"][1]["pooling_method"] == "mean"
+    with pytest.raises(Built):
+        main(["eval", "rerank", "--reranker", "r", "--data", str(tmp_path), "--run", str(data), "--knob", "6",
+              "--prompt", "P", "--rerank-max-length", "64"])
+    (path, settings), _ = built["eval rerank"]
+    assert path == "r" and type(settings) is ScratchReranker
+    assert (settings.knob, settings.prompt, settings.max_length, settings.batch_size) == (6, "P", 64, 128)
 
 
 @pytest.mark.parametrize("framework", ["langchain", "llamaindex"])

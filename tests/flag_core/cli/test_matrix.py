@@ -300,6 +300,23 @@ def check_eval_rerank(ctx: Context, outcome: Outcome) -> None:
     assert (ctx.tmp / "k.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def check_eval_rerank_llm(ctx: Context, outcome: Outcome) -> None:
+    from flag_core import FlagLLMReranker
+    from flag_core.evaluation import EvalResult, evaluate_rerank
+
+    reranker = FlagLLMReranker(ctx.extra["decoder"], devices="cpu", use_bf16=True, prompt="Relevant?",
+                               query_instruction_for_rerank="Q: ", query_max_length=16, batch_size=2, max_length=48)
+    api = evaluate_rerank(reranker, ctx.beir, ctx.run, split="test", top_k=3)
+    saved = EvalResult.load(ctx.tmp / "k2.json")
+    assert saved.metrics == pytest.approx(api.metrics, abs=1e-9) and saved.settings["max_length"] == 48
+
+
+def check_eval_rerank_prompt_refused(ctx: Context, outcome: Outcome) -> None:
+    # a cross-encoder has no prompt: refused by name before it loads, never ignored
+    assert "prompt='Relevant?' is an LLM reranker setting, not one of FlagReranker" in outcome.err
+    assert not (ctx.tmp / "k3.json").exists()
+
+
 def check_eval_sts(ctx: Context, outcome: Outcome) -> None:
     from flag_core import FlagModel
     from flag_core.evaluation import EvalResult, evaluate_sts
@@ -368,6 +385,18 @@ def check_mine(ctx: Context, outcome: Outcome) -> None:
         np.testing.assert_allclose([*got.pos_scores, *got.neg_scores], [*want.pos_scores, *want.neg_scores],
                                    atol=1e-5)
     assert "old" not in (ctx.tmp / "m.jsonl").read_text()
+
+
+def check_mine_embedder_options(ctx: Context, outcome: Outcome) -> None:
+    from flag_core import FlagModel
+    from flag_core.training import mine_hard_negatives, read_examples
+
+    model = FlagModel(ctx.model, pooling_method="mean", query_max_length=16, passage_max_length=16, use_bf16=True,
+                      devices="cpu", backend="torch")
+    expected, _ = mine_hard_negatives(model, read_examples(ctx.extra["train"]), None, (0, 4), 2, 42)
+    written = read_examples(ctx.tmp / "m2.jsonl")
+    assert [(e.query, e.pos, e.neg) for e in written] == [(e.query, e.pos, e.neg) for e in expected]
+    assert all(e.pos_scores is None for e in written)  # no --reranker: no teacher scores
 
 
 def _weights(folder: Path) -> dict[str, np.ndarray]:
@@ -755,6 +784,14 @@ ROWS: list[Row] = [
         "eval rerank --reranker {reranker} --data {beir} --run {run} --split test --rerank-top-k 2 "
         "--rerank-max-length 64 --device cpu --backend torch --output {tmp}/k.json --plot {tmp}/k.png --overwrite -q",
         check_eval_rerank, setup=_earlier_result("k.json")),
+    Row("eval-rerank-llm-options",
+        "eval rerank --reranker {decoder} --data {beir} --run {run} --rerank-top-k 3 --rerank-max-length 48 "
+        "--model-class llm --prompt Relevant? --query-instruction 'Q: ' --query-max-length 16 --batch-size 2 --bf16 "
+        "--device cpu --output {tmp}/k2.json -q",
+        check_eval_rerank_llm),
+    Row("eval-rerank-prompt-for-a-cross-encoder",
+        "eval rerank --reranker {reranker} --data {beir} --run {run} --prompt Relevant? --output {tmp}/k3.json -q",
+        check_eval_rerank_prompt_refused, code=2),
     Row("eval-sts",
         "eval sts --model {model} --pairs {sts} --query-instruction 'q: ' --pooling cls --max-length 32 --device cpu "
         "--bf16 --backend torch --batch-size 4 --output {tmp}/s.json --plot {tmp}/s.png --overwrite -q",
@@ -767,6 +804,10 @@ ROWS: list[Row] = [
         "--range-for-sampling 0-4 --negative-number 2 --query-instruction 'q: ' --reranker {reranker} --seed 7 "
         "--device cpu -q",
         check_mine, setup=_earlier_file("m.jsonl")),
+    Row("mine-embedder-options",
+        "mine --model {model} --input {train} --output {tmp}/m2.jsonl --range-for-sampling 0-4 --negative-number 2 "
+        "--pooling mean --max-length 16 --bf16 --backend torch --device cpu -q",
+        check_mine_embedder_options),
     Row("train-embedder",
         "train embedder --model {model} --data {train} --output {tmp}/te --overwrite --epochs 1 --max-steps 2 "
         "--batch-size 2 --learning-rate 1e-4 --seed 3 --save-steps 1 --logging-steps 1 --optim sgd "
@@ -861,7 +902,7 @@ def test_the_coverage_check_sees_a_removed_row() -> None:
 
 @pytest.fixture
 def context(model_path: str, reranker_path: str, m3_path: str, mini_beir: Path, tmp_path: Path, other_model: str,
-            monkeypatch: pytest.MonkeyPatch) -> Context:
+            tiny_decoder_path: str, monkeypatch: pytest.MonkeyPatch) -> Context:
     monkeypatch.setenv("FLAGSTACK_CACHE", str(tmp_path / "flagstack-cache"))
     texts = tmp_path / "texts.txt"
     texts.write_text("How do pandas live?\n\nThe giant panda eats bamboo.\nParis is in France.\n", encoding="utf-8")
@@ -878,6 +919,7 @@ def context(model_path: str, reranker_path: str, m3_path: str, mini_beir: Path, 
     out.mkdir()
     extra = _training_files(tmp_path)
     extra["other"] = other_model
+    extra["decoder"] = tiny_decoder_path  # an LLM reranker (a 2-layer causal LM)
     return Context(model=model_path, reranker=reranker_path, m3=m3_path, beir=mini_beir,
                    run=mini_beir.parent / "run.trec", sts=sts, texts=texts, tmp=out, extra=extra)
 
