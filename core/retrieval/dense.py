@@ -21,7 +21,7 @@ import numpy as np
 from ..inference.inputs import check_positive_int
 from .archive import payload_bytes
 from .filters import Filter, compile_filter
-from .index import Found, IndexFileError, VectorIndex, Where, check_ids
+from .index import Found, IndexFileError, VectorIndex, Where
 
 EmbedDocuments = Callable[[list[str]], Any]
 EmbedQuery = Callable[[str], Any]
@@ -170,12 +170,7 @@ class DenseIndex:
         vectors: Any, replace: bool,
     ) -> tuple[list[int], list[str]]:
         texts, rows = check_texts(texts, payloads)
-        if ids is not None:
-            given = check_ids(ids, len(texts))
-            present = [value for value in given if value is not None and value in self.index]
-            if present and not replace:  # before the embedding work (checked again when storing)
-                raise ValueError(f"id {present[0]!r} is already in the index; upsert to replace it, or delete it "
-                                 "first")
+        self.index.check_new(ids, len(texts), replace)
         if not texts:
             return [], []
         if vectors is None:

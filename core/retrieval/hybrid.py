@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 
 from ..inference.fusion import COLBERT_MODES, canonical_mode, check_mode_weights, fuse, maxsim
 from ..inference.fusion import MODES as MODES  # re-exported: the adapters, the command line and evaluation
@@ -41,7 +42,7 @@ from .archive import (
 )
 from .dense import Entry, PayloadFormat, _rows_id, check_rows, check_texts, rows_where
 from .filters import Filter
-from .index import VectorIndex, check_ids, ids_bytes, read_ids
+from .index import VectorIndex, ids_bytes, read_ids
 
 FORMAT = "flagstack-hybrid-index"
 VERSION = 3  # 2: ColBERT rows stored as colbert_storage says; 3: ids.json (files of 1 and 2 get ids made for them)
@@ -50,12 +51,27 @@ DEFAULT_WEIGHTS = (0.4, 0.2, 0.4)  # dense, sparse, colbert: the weights FlagEmb
 DEFAULT_CANDIDATES = 100
 PARTS = ("dense.npy", "payloads.jsonl", "sparse_ids.npy", "sparse_weights.npy", "sparse_offsets.npy", "colbert.npy",
          "colbert_offsets.npy")
-OPTIONAL_PARTS = ("colbert_scales.npy", "ids.json")  # int8 and binary ColBERT storage; version 3
-COLBERT_STORAGE = ("float16", "float32", "int8", "binary")
+OPTIONAL_PARTS = ("colbert_scales.npy", "ids.json")  # int8, int4 and binary ColBERT storage; version 3
+COLBERT_STORAGE = ("float16", "float32", "int8", "int4", "binary")
 """How :class:`MultiVectors` stores ColBERT rows (``colbert_storage`` of :class:`HybridIndex`)."""
 DEFAULT_COLBERT_STORAGE = "float32"  # float16 halves the bytes, but its MaxSim is ~5x slower today
-SCALED_STORAGE = ("int8", "binary")  # one float32 scale a row, in colbert_scales.npy
-_STORED_DTYPES = {"float32": "<f4", "float16": "<f2", "int8": "|i1", "binary": "|u1"}
+SCALED_STORAGE = ("int8", "int4", "binary")  # one float32 scale a row, in colbert_scales.npy
+PACKED_STORAGE = {"int4": 2, "binary": 8}  # codes a byte
+_STORED_DTYPES = {"float32": "<f4", "float16": "<f2", "int8": "|i1", "int4": "|u1", "binary": "|u1"}
+
+
+def _packed_width(storage: str, dim: int) -> int:
+    """Bytes a row of ``dim`` values takes in ``storage``."""
+    per_byte = PACKED_STORAGE.get(storage, 1)
+    return (dim + per_byte - 1) // per_byte
+
+
+def _as_float32(rows: np.ndarray) -> np.ndarray:
+    """``rows`` (float16 or int8) as float32: exact, through torch's vectorised conversion (about ten times faster
+    than numpy's for float16, which is what made float16 storage slow to search)."""
+    if not rows.flags.writeable or not rows.flags.c_contiguous:
+        rows = np.array(rows, order="C")
+    return torch.from_numpy(rows).to(torch.float32).numpy()
 
 
 def check_colbert_storage(storage: Any) -> str:
@@ -173,7 +189,8 @@ class SparseIndex:
 class MultiVectors:
     """Each document's ColBERT vectors (token rows), for MaxSim against a query's, stored as ``storage`` says
     (:data:`COLBERT_STORAGE`): "float32" as given (the default); "float16"; "int8", each row scaled by its largest
-    magnitude (symmetric, one float32 scale a row); "binary", each dimension's sign (1 bit) with one float32 scale
+    magnitude (symmetric, one float32 scale a row); "int4", the same with 15 levels (-7..7) packed two a byte;
+    "binary", each dimension's sign (1 bit) with one float32 scale
     a row (``|row|² / |row|₁``, which keeps the row's projection on itself), so a row reads back as ``±scale``.
     MaxSim always runs in float32 on the rows read back (:meth:`document`) with the query's float32 vectors (the
     full-precision side: no document keeps float rows to rescore against), so every kind's scores are on float32's
@@ -182,7 +199,7 @@ class MultiVectors:
     def __init__(self, storage: str = DEFAULT_COLBERT_STORAGE) -> None:
         self.storage = check_colbert_storage(storage)
         self._rows: list[np.ndarray] = []  # per document: its rows as stored (float32, float16, int8 or packed bits)
-        self._scales: list[np.ndarray] = []  # per document: one float32 scale a row (int8 and binary only)
+        self._scales: list[np.ndarray] = []  # per document: one float32 scale a row (int8, int4, binary only)
         self._dim: int | None = None
 
     def __len__(self) -> int:
@@ -214,10 +231,17 @@ class MultiVectors:
             if not np.isfinite(half).all():
                 raise ValueError("ColBERT vectors exceed float16's range; use colbert_storage='float32'")
             return half, None
-        if self.storage == "int8":
-            scales = (np.abs(rows).max(axis=1, initial=0.0) / 127).astype(np.float32)
+        if self.storage in ("int8", "int4"):
+            top = 127 if self.storage == "int8" else 7
+            scales = (np.abs(rows).max(axis=1, initial=0.0) / top).astype(np.float32)
             safe = np.where(scales > 0, scales, 1)[:, None]
-            return np.clip(np.rint(rows / safe), -127, 127).astype(np.int8), scales
+            codes = np.clip(np.rint(rows / safe), -top, top).astype(np.int8)
+            if self.storage == "int8":
+                return codes, scales
+            nibbles = (codes + 8).astype(np.uint8)  # 1..15; 0 is never written
+            if nibbles.shape[1] % 2:
+                nibbles = np.concatenate([nibbles, np.full((len(nibbles), 1), 8, np.uint8)], axis=1)
+            return nibbles[:, 0::2] | (nibbles[:, 1::2] << 4), scales
         # the scale that keeps each row's projection on itself: (scale * signs) . row == row . row, so ColBERT
         # scores keep float32's scale (MaxSim fuses with dense and sparse scores by weight)
         l1 = np.abs(rows).sum(axis=1, dtype=np.float64)
@@ -262,10 +286,15 @@ class MultiVectors:
         if self.storage == "float32":
             return rows
         if self.storage == "float16":
-            return rows.astype(np.float32)
+            return _as_float32(rows)
         scales = self._scales[position][:, None]
         if self.storage == "int8":
-            return rows.astype(np.float32) * scales
+            return _as_float32(rows) * scales
+        if self.storage == "int4":
+            nibbles = np.empty((len(rows), 2 * rows.shape[1]), dtype=np.int8)
+            nibbles[:, 0::2] = rows & 0x0F
+            nibbles[:, 1::2] = rows >> 4
+            return (_as_float32(nibbles[:, :self._dim or 0]) - 8) * scales
         signs = np.unpackbits(rows, axis=1, count=self._dim or 0).astype(np.float32) * 2 - 1
         return signs * scales
 
@@ -282,11 +311,11 @@ class MultiVectors:
         return store
 
     def parts(self) -> dict[str, bytes]:
-        """The archive parts: colbert.npy (rows as stored), colbert_offsets.npy and, for int8 and binary,
+        """The archive parts: colbert.npy (rows as stored), colbert_offsets.npy and, for int8, int4 and binary,
         colbert_scales.npy."""
         sizes = np.array([len(rows) for rows in self._rows], dtype=np.int64)
         dim = self.dim or 0
-        width = (dim + 7) // 8 if self.storage == "binary" else dim
+        width = _packed_width(self.storage, dim)
         dtype = _STORED_DTYPES[self.storage]
         data = np.concatenate(self._rows) if self._rows else np.zeros((0, width), dtype)
         offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
@@ -303,19 +332,23 @@ class MultiVectors:
     ) -> MultiVectors:
         """The ``count`` documents of :meth:`parts` read from ``path`` (0 for an index without ColBERT vectors),
         stored as ``storage``, checked (an IndexFileError naming the part): rows of the kind's dtype (finite floats;
-        int8 codes within ±127; packed bits of ``ceil(dim / 8)`` bytes) of size ``dim`` (when known, and always
-        for binary), finite non-negative scales one a row (int8 and binary only), offsets from 0 to their end."""
+        int8 codes within ±127; int4 codes 1..15 packed in ``ceil(dim / 2)`` bytes; packed bits of ``ceil(dim / 8)``
+        bytes) of size ``dim`` (when known, and always for int4 and binary), finite non-negative scales one a row (int8,
+        int4 and binary only), offsets from 0 to their end."""
         store = cls(storage)
         where = f"{path}: colbert.npy"
         floats = storage in ("float32", "float16")
         data = read_array(parts["colbert.npy"], where, _STORED_DTYPES[storage], 2, finite=floats)
         offsets = read_array(parts["colbert_offsets.npy"], f"{path}: colbert_offsets.npy", "<i8", 1)
         check_offsets(offsets, count, len(data), f"{path}: colbert_offsets.npy")
-        if storage == "binary" and len(data):
+        if storage in PACKED_STORAGE and len(data):
             if dim is None:
-                raise IndexFileError(f"{path}: binary ColBERT vectors need their size (colbert_dim) in the manifest")
-            if data.shape[1] != (dim + 7) // 8:
-                raise IndexFileError(f"{where} holds {data.shape[1]} bytes a row; {(dim + 7) // 8} hold {dim} bits")
+                raise IndexFileError(f"{path}: {storage} ColBERT vectors need their size (colbert_dim) in the manifest")
+            width = _packed_width(storage, dim)
+            if data.shape[1] != width:
+                raise IndexFileError(f"{where} holds {data.shape[1]} bytes a row; {width} hold {dim} {storage} values")
+            if storage == "int4" and (((data & 0x0F) == 0).any() or ((data >> 4) == 0).any()):
+                raise IndexFileError(f"{where} holds a 0 code, which int4 storage never writes (corrupted)")
         elif dim is not None and len(data) and data.shape[1] != dim:
             raise IndexFileError(f"{where} holds vectors of size {data.shape[1]}; the model gives {dim}")
         if storage == "int8" and len(data) and int(data.min()) < -127:
@@ -361,7 +394,7 @@ class HybridIndex:
     index's lock and a document's three outputs are stored, replaced and deleted together under it. ``copy.deepcopy``
     copies the documents and shares the model; :meth:`detached` / :meth:`attached` carry the documents without the model
     (for pickling a holder that builds its model again). ``colbert_storage`` is how ColBERT rows are kept, in memory and
-    in the file (:class:`MultiVectors`: "float32" by default, "float16", "int8" or "binary")."""
+    in the file (:class:`MultiVectors`: "float32" by default, "float16", "int8", "int4" or "binary")."""
 
     def __init__(
         self,
@@ -460,12 +493,7 @@ class HybridIndex:
         replace: bool,
     ) -> tuple[list[int], list[str]]:
         texts, rows = check_texts(texts, payloads)
-        if ids is not None:
-            given = check_ids(ids, len(texts))
-            present = [value for value in given if value is not None and value in self.dense]
-            if present and not replace:  # before the encoding work (checked again when storing)
-                raise ValueError(f"id {present[0]!r} is already in the index; upsert to replace it, or delete it "
-                                 "first")
+        self.dense.check_new(ids, len(texts), replace)  # before the encoding work
         if not texts:
             return [], []
         out = self.model.encode_corpus(texts, return_dense=True, return_sparse=True,

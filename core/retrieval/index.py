@@ -146,6 +146,15 @@ class VectorIndex:
         with self._lock:
             return [self._where[value] for value in ids if value in self._where]
 
+    def check_new(self, ids: Sequence[str | None] | None, count: int, replace: bool) -> None:
+        """Check ``ids`` for ``count`` new entries before the work of embedding them: :func:`check_ids`, and unless
+        ``replace``, none already in the index (a ValueError; checked again when they are stored)."""
+        if ids is None:
+            return
+        present = [value for value in check_ids(ids, count) if value is not None and value in self._where]
+        if present and not replace:
+            raise _present(present[0])
+
     def ids_at(self, positions: Iterable[int]) -> list[str]:
         """The ids of the entries at ``positions``."""
         with self._lock:
@@ -215,8 +224,7 @@ class VectorIndex:
                 raise ValueError(f"vector {bad} holds NaN or infinity")
             present = [value for value in entry_ids if value in self._where]
             if present and not replace:
-                raise ValueError(f"id {present[0]!r} is already in the index; upsert to replace it, or delete it "
-                                 "first")
+                raise _present(present[0])
             keep = self._remove([self._where[value] for value in present]) if present else None
             if changed is not None:
                 changed(keep)
@@ -356,6 +364,10 @@ class VectorIndex:
         index.dim = dim
         index.payload_format = manifest.get("payload_format")
         return index
+
+
+def _present(entry_id: str) -> ValueError:
+    return ValueError(f"id {entry_id!r} is already in the index; upsert to replace it, or delete it first")
 
 
 def _ranked(row: np.ndarray, k: int, mask: np.ndarray | None) -> list[tuple[int, float]]:
