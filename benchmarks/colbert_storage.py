@@ -4,7 +4,7 @@
                                          [--queries 300] [--candidates 100]
 
 The corpus is encoded once (dense + sparse + ColBERT) and the same outputs go into one ``HybridIndex`` per
-storage kind (float32, float16, int8, binary), so the kinds differ only in how ColBERT rows are kept. With
+storage kind (float32, float16, int8, int4, binary), so the kinds differ only in how ColBERT rows are kept. With
 --corpus-limit N the corpus is every document the test qrels judge plus the first documents up to N in all (the
 queries keep all their relevant documents); without it, the whole corpus. Per kind:
 
@@ -36,7 +36,7 @@ from common import SHARED_DATA, cpu_line
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-KINDS = ("float32", "float16", "int8", "binary")
+KINDS = ("float32", "float16", "int8", "int4", "binary")
 COLBERT_PARTS = ("colbert.npy", "colbert_offsets.npy", "colbert_scales.npy")
 
 

@@ -67,7 +67,8 @@ def main() -> None:
     rng = np.random.default_rng(0)
     vectors = rng.standard_normal((args.size, args.dim), dtype=np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    payloads: list[dict[str, Any]] = [{"year": 2010 + i % 20, "kind": "paper" if i % 3 else "note"} for i in range(args.size)]
+    payloads: list[dict[str, Any]] = [{"year": 2010 + i % 20, "kind": "paper" if i % 3 else "note"}
+                                      for i in range(args.size)]
     queries = rng.standard_normal((args.queries, args.dim), dtype=np.float32)
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
 

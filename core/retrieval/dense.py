@@ -238,11 +238,15 @@ class DenseIndex:
         use_faiss: bool = False,
         payload_format: PayloadFormat | None = None,
     ) -> DenseIndex:
-        """Read a file written by :meth:`save`; it must carry the same embedding ``settings`` and, when
-        ``payload_format`` is given, payloads of that format."""
+        """Read a file written by :meth:`save`; it must carry the same embedding ``settings`` (None: no check, the
+        index keeps the file's, e.g. for an index given its vectors) and, when ``payload_format`` is given, payloads
+        of that format."""
         dense = cls(embed_documents, embed_query, settings, use_faiss, payload_format)
         legacy_id = payload_format.legacy_id if payload_format is not None else None
-        dense.index = VectorIndex.load(path, dense.settings, use_faiss, legacy_id=_rows_id(legacy_id))
+        dense.index = VectorIndex.load(path, None if settings is None else dense.settings, use_faiss,
+                                       legacy_id=_rows_id(legacy_id))
+        if settings is None:
+            dense.settings = dict(dense.index.saved_settings)
         check_rows(path, dense.index.payload_format, dense.index._payloads, payload_format)
         return dense
 

@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
 
 from ..inference.fusion import COLBERT_MODES, canonical_mode, check_mode_weights, fuse, maxsim
 from ..inference.fusion import MODES as MODES  # re-exported: the adapters, the command line and evaluation
@@ -66,12 +65,7 @@ def _packed_width(storage: str, dim: int) -> int:
     return (dim + per_byte - 1) // per_byte
 
 
-def _as_float32(rows: np.ndarray) -> np.ndarray:
-    """``rows`` (float16 or int8) as float32: exact, through torch's vectorised conversion (about ten times faster
-    than numpy's for float16, which is what made float16 storage slow to search)."""
-    if not rows.flags.writeable or not rows.flags.c_contiguous:
-        rows = np.array(rows, order="C")
-    return torch.from_numpy(rows).to(torch.float32).numpy()
+_CHUNK_ROWS = 8192  # token rows read back at once for a compact kind's MaxSim (12 MiB at 384 dimensions)
 
 
 def check_colbert_storage(storage: Any) -> str:
@@ -286,22 +280,57 @@ class MultiVectors:
         if self.storage == "float32":
             return rows
         if self.storage == "float16":
-            return _as_float32(rows)
+            return rows.astype(np.float32)
         scales = self._scales[position][:, None]
         if self.storage == "int8":
-            return _as_float32(rows) * scales
+            return rows.astype(np.float32) * scales
         if self.storage == "int4":
             nibbles = np.empty((len(rows), 2 * rows.shape[1]), dtype=np.int8)
             nibbles[:, 0::2] = rows & 0x0F
             nibbles[:, 1::2] = rows >> 4
-            return (_as_float32(nibbles[:, :self._dim or 0]) - 8) * scales
+            return (nibbles[:, :self._dim or 0].astype(np.float32) - 8) * scales
         signs = np.unpackbits(rows, axis=1, count=self._dim or 0).astype(np.float32) * 2 - 1
         return signs * scales
 
     def maxsim(self, query: np.ndarray, positions: Sequence[int]) -> np.ndarray:
         """ColBERT scores of ``query`` with the documents at ``positions`` (only those), in float32 against the
-        rows read back (:meth:`document`)."""
-        return maxsim(query, [self.document(position) for position in positions])
+        rows read back (:meth:`document`), as FlagEmbedding computes it. float32 rows are scored as they are stored,
+        one document at a time; the compact kinds are read back into one float32 buffer of up to 8,192 rows at a
+        time and scored with one matrix product per buffer (reading rows back into a new array per document cost
+        more than the MaxSim; the shared product may round a score one float32 unit differently)."""
+        if self.storage == "float32" or not len(positions):
+            return maxsim(query, [self._rows[position] for position in positions])
+        q = np.ascontiguousarray(query, dtype=np.float32)
+        out = np.zeros(len(positions), dtype=np.float64)
+        if q.shape[0] == 0:
+            return out
+        sizes = [len(self._rows[position]) for position in positions]
+        buffer = np.empty((min(sum(sizes), max(_CHUNK_ROWS, *sizes)), self._dim or q.shape[1]), dtype=np.float32)
+        first = 0
+        while first < len(positions):
+            last, rows = first, 0
+            while last < len(positions) and rows + sizes[last] <= len(buffer):
+                rows += sizes[last]
+                last += 1
+            starts = np.concatenate([[0], np.cumsum(sizes[first:last])])
+            for position, start, end in zip(positions[first:last], starts[:-1], starts[1:], strict=True):
+                self._read_into(position, buffer[start:end])
+            scores = q @ buffer[:rows].T
+            for i, (start, end) in enumerate(itertools.pairwise(starts)):
+                if end > start:
+                    out[first + i] = float(scores[:, start:end].max(axis=1).sum() / q.shape[0])
+            first = last
+        return out
+
+    def _read_into(self, position: int, target: np.ndarray) -> None:
+        """One document's rows read back, the float32 values :meth:`document` gives, into ``target``."""
+        rows = self._rows[position]
+        if self.storage == "float16":
+            np.copyto(target, rows)
+        elif self.storage == "int8":
+            np.multiply(rows, self._scales[position][:, None], out=target, casting="unsafe")
+        else:
+            target[...] = self.document(position)
 
     def converted(self, storage: str) -> MultiVectors:
         """The same documents stored as ``storage`` (from the rows read back: a lossy kind's loss stays)."""

@@ -104,6 +104,7 @@ class VectorIndex:
         self._masks: dict[str, tuple[int, np.ndarray]] = {}  # cache_key -> (revision, the entries it accepts)
         self.revision = 0
         self.payload_format: str | None = None  # what a loaded file says its payloads hold
+        self.saved_settings: dict[str, Any] = {}  # the settings a loaded file records
 
     def __len__(self) -> int:
         return len(self._payloads)
@@ -347,8 +348,9 @@ class VectorIndex:
         legacy_id: Callable[[dict[str, Any]], Any] | None = None,
     ) -> VectorIndex:
         """Read an index written by :meth:`save`, checking format, version, checksums, sizes, values, ids and
-        (when given) that it was built with the same ``settings``. A version 1 file (no ids) gets its entries'
-        ids from ``legacy_id(payload)`` where that gives a str not given before, else new ones."""
+        (when given) that it was built with the same ``settings`` (the file's are ``saved_settings``). A version 1
+        file (no ids) gets its entries' ids from ``legacy_id(payload)`` where that gives a str not given before, else
+        new ones."""
         manifest, parts = read_archive(path, FORMAT, VERSIONS, ("vectors.npy", "payloads.jsonl"), settings,
                                        ("ids.json",))
         count = manifest_count(manifest, "count", path)
@@ -363,6 +365,7 @@ class VectorIndex:
         index = cls.restored(vectors, payloads, ids, use_faiss)
         index.dim = dim
         index.payload_format = manifest.get("payload_format")
+        index.saved_settings = dict(manifest.get("settings", {}))
         return index
 
 

@@ -219,6 +219,10 @@ STORAGE_CASES = {
     "int8 scales float64": ("int8", put("colbert_scales.npy", lambda a: a.astype(np.float64)), "colbert_scales.npy"),
     "int8 codes -128": ("int8", put("colbert.npy", lambda a: np.full_like(a, -128)), "colbert.npy"),
     "int8 codes float": ("int8", put("colbert.npy", lambda a: a.astype(np.float32)), "colbert.npy"),
+    "int4 scales missing": ("int4", drop("colbert_scales.npy"), "colbert_scales.npy"),
+    "int4 code 0": ("int4", put("colbert.npy", lambda a: a & 0xF0), "colbert.npy"),
+    "int4 too narrow": ("int4", put("colbert.npy", lambda a: a[:, :1]), "colbert.npy"),
+    "int4 read as binary": ("int4", manifest_key("colbert_storage", "binary"), "colbert.npy"),
     "binary scales missing": ("binary", drop("colbert_scales.npy"), "colbert_scales.npy"),
     "binary scales infinite": ("binary", put("colbert_scales.npy", lambda a: with_nan(a, np.inf)),
                                "colbert_scales.npy"),
@@ -228,7 +232,7 @@ STORAGE_CASES = {
     "float16 with scales": ("float16", lambda m, p: p.update({"colbert_scales.npy": array_bytes(np.ones(6, "<f4"))}),
                             "colbert_scales.npy"),
     "float16 read as float32": ("float16", manifest_key("colbert_storage", "float32"), "colbert.npy"),
-    "storage unknown": ("float16", manifest_key("colbert_storage", "int4"), "colbert_storage"),
+    "storage unknown": ("float16", manifest_key("colbert_storage", "int2"), "colbert_storage"),
     "storage in version 1": ("int8", manifest_key("version", 1), "colbert_storage"),
     "version a bool": ("float32", manifest_key("version", True), "version"),
 }
@@ -435,7 +439,7 @@ def test_threads_adding_to_a_vector_index_lose_nothing(monkeypatch: pytest.Monke
 
 
 @pytest.mark.slow  # thousands of loads
-@pytest.mark.parametrize("storage", ["float16", "float32", "int8", "binary"])
+@pytest.mark.parametrize("storage", ["float16", "float32", "int8", "int4", "binary"])
 def test_every_cut_and_flipped_byte_is_refused_or_harmless(tmp_path: Path, storage: str) -> None:
     """A hybrid archive (each ColBERT storage kind) cut at every length, and with each byte's lowest bit flipped: an
     IndexFileError naming the file, or (a flip in zip fields nothing reads, e.g. a timestamp) the same index; never

@@ -136,7 +136,7 @@ def test_an_index_without_colbert_vectors_loads(m3: BGEM3FlagModel, tmp_path: Pa
         "Paris", k=1, mode="dense")
 
 
-KINDS = ("float16", "int8", "binary")
+KINDS = ("float16", "int8", "int4", "binary")
 
 
 @pytest.fixture(scope="module")
@@ -152,15 +152,16 @@ def stored(m3: BGEM3FlagModel) -> dict[str, HybridIndex]:
 @pytest.mark.parametrize("kind", KINDS)
 def test_each_colbert_storage_ranks_close_to_float32(stored: dict[str, HybridIndex], kind: str) -> None:
     """float16 gives float32's rankings in every ColBERT mode and its scores to 1e-3; int8 its hybrid top 3 and
-    scores to 1e-2; binary (signs and a scale a row) ColBERT scores that still pick float32's best document for
-    every query. Each kind stores its rows as it says, and reads them back as float32."""
+    scores to 1e-2; int4 its hybrid top 3 and scores to 5e-2; binary (signs and a scale a row) ColBERT scores that
+    still pick float32's best document for every query. Each kind stores its rows as it says, and reads them back as
+    float32."""
     reference, index = stored["float32"], stored[kind]
-    tolerance = {"float16": 1e-3, "int8": 1e-2, "binary": 0.2}[kind]
+    tolerance = {"float16": 1e-3, "int8": 1e-2, "int4": 5e-2, "binary": 0.2}[kind]
     for query in QUERIES:
         for mode in ("colbert", "hybrid"):
             want = reference.search(query, k=3, mode=mode, candidates=len(TEXTS))
             got = index.search(query, k=3, mode=mode, candidates=len(TEXTS))
-            if kind == "float16" or (kind == "int8" and mode == "hybrid"):
+            if kind == "float16" or (kind in ("int8", "int4") and mode == "hybrid"):
                 assert [h.position for h in got] == [h.position for h in want], (kind, mode, query)
             assert got[0].position == want[0].position, (kind, mode, query)
             for hit in got:
@@ -171,7 +172,7 @@ def test_each_colbert_storage_ranks_close_to_float32(stored: dict[str, HybridInd
     assert rows.dtype == np.float32 and rows.shape == original.shape
     if kind == "binary":
         assert (np.sign(rows) == np.where(original > 0, 1, -1)).all()
-    expected = {"float16": np.float16, "int8": np.int8, "binary": np.uint8}[kind]
+    expected = {"float16": np.float16, "int8": np.int8, "int4": np.uint8, "binary": np.uint8}[kind]
     assert index.colbert._rows[0].dtype == expected and index.colbert_storage == kind
 
 
@@ -194,17 +195,17 @@ def test_each_colbert_storage_saves_and_loads(stored: dict[str, HybridIndex], m3
     with zipfile.ZipFile(path) as archive:
         manifest = json.loads(archive.read("manifest.json"))
         colbert_bytes = archive.getinfo("colbert.npy").file_size
-        assert ("colbert_scales.npy" in archive.namelist()) == (kind in ("int8", "binary"))
+        assert ("colbert_scales.npy" in archive.namelist()) == (kind in ("int8", "int4", "binary"))
     assert manifest["version"] == 3 and manifest["colbert_storage"] == kind
     rows = sum(len(index.colbert.document(i)) for i in range(len(index)))
     dim = index.colbert.dim
     assert dim is not None
-    per_row = {"float32": 4 * dim, "float16": 2 * dim, "int8": dim, "binary": dim // 8}[kind]
+    per_row = {"float32": 4 * dim, "float16": 2 * dim, "int8": dim, "int4": dim // 2, "binary": dim // 8}[kind]
     assert rows * per_row <= colbert_bytes <= rows * per_row + 256  # the rows and a .npy header
     converted = HybridIndex.load(path, m3, colbert_storage="int8")
     assert converted.colbert_storage == "int8" and converted.colbert._rows[0].dtype == np.int8
     with pytest.raises(ValueError, match="colbert_storage must be one of"):
-        HybridIndex.load(path, m3, colbert_storage="int4")
+        HybridIndex.load(path, m3, colbert_storage="int2")
 
 
 def test_files_without_a_colbert_storage_load_as_float32(stored: dict[str, HybridIndex], m3: BGEM3FlagModel,
@@ -232,7 +233,7 @@ def test_files_without_a_colbert_storage_load_as_float32(stored: dict[str, Hybri
             (h.position, h.text, h.score) for h in stored["float32"].search(query, k=4)]
     for name, changes, message in [
         ("v1-int8.flag", {"colbert_storage": "int8"}, "colbert_storage is 'int8'; a version 1 file holds float32"),
-        ("v2-int4.flag", {"version": 2, "colbert_storage": "int4"}, "colbert_storage is 'int4'"),
+        ("v2-int2.flag", {"version": 2, "colbert_storage": "int2"}, "colbert_storage is 'int2'"),
         ("v2-none.flag", {"version": 2}, "colbert_storage is None"),
         ("v4.flag", {"version": 4}, "version 4; this flagstack reads version 1 or 2 or 3"),
     ]:
@@ -242,11 +243,32 @@ def test_files_without_a_colbert_storage_load_as_float32(stored: dict[str, Hybri
 
 
 def test_colbert_storage_is_checked(m3: BGEM3FlagModel) -> None:
-    for bad in ("int4", "fp16", None, 8):
-        with pytest.raises(ValueError, match="colbert_storage must be one of float16, float32, int8, binary"):
+    for bad in ("int2", "fp16", None, 8):
+        with pytest.raises(ValueError, match="colbert_storage must be one of float16, float32, int8, int4, binary"):
             HybridIndex(m3, colbert_storage=bad)  # type: ignore[arg-type]
     assert HybridIndex(m3).colbert_storage == "float32"
     store = MultiVectors("float16")
     with pytest.raises(ValueError, match="float16's range"):
         store.add([np.full((2, 4), 1e6, dtype=np.float32)])
     assert len(store) == 0
+
+
+@pytest.mark.parametrize("kind", ("float32", *KINDS))
+def test_maxsim_over_candidates_equals_one_document_at_a_time(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The compact kinds' MaxSim reads candidates back in shared buffers (several of them here: the buffer is made
+    small); its scores equal FlagEmbedding's MaxSim of each document read back alone to float32 precision (one
+    matrix product over many documents may round a sum one unit differently), empty documents and a document larger
+    than the buffer included."""
+    from flag_core.inference.fusion import maxsim
+    from flag_core.retrieval import hybrid
+
+    monkeypatch.setattr(hybrid, "_CHUNK_ROWS", 64)
+    rng = np.random.default_rng(7)
+    documents = [rng.standard_normal((int(n), 12)).astype(np.float32) for n in [0, 5, 200, 30, 0, 64, 65, 1, 40]]
+    store = MultiVectors(kind)
+    store.add(documents)
+    query = rng.standard_normal((4, 12)).astype(np.float32)
+    positions = [8, 2, 0, 5, 3, 6, 1, 4, 7]
+    expected = maxsim(query, [store.document(p) for p in positions])
+    np.testing.assert_allclose(store.maxsim(query, positions), expected, rtol=1e-6, atol=1e-7)
+    assert store.maxsim(query, []).shape == (0,)
