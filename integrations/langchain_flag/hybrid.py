@@ -9,17 +9,17 @@ from typing import Any
 from langchain_core.callbacks import AsyncCallbackManagerForRetrieverRun, CallbackManagerForRetrieverRun
 from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, PrivateAttr
 
-from flag_core.frameworks import HybridIndexHolder, ModelName, run_async, search_options
+from flag_core.frameworks import HybridIndexHolder, ModelName, run_async
 from flag_core.frameworks import Mode as Mode  # where it was defined before
-from flag_core.retrieval import PayloadFormat
 from flag_core.settings import M3Fields
 
-from .retrievers import RETRIEVAL_SCORE, check_document_payload
+from .retrievers import RETRIEVAL_SCORE
+from .vectorstores import HYBRID_PAYLOADS as PAYLOADS  # the format of its files (the store's)
+from .vectorstores import DocumentFilter, FlagHybridVectorStore
 
 RELEVANCE_SCORE = "relevance_score"
-PAYLOADS = PayloadFormat("langchain_flag.FlagHybridRetriever", keys=("metadata", "id"), check=check_document_payload)
 
 
 class FlagHybridRetriever(HybridIndexHolder, M3Fields, BaseRetriever):
@@ -52,9 +52,26 @@ class FlagHybridRetriever(HybridIndexHolder, M3Fields, BaseRetriever):
 
     payloads = PAYLOADS
 
+    _vectorstore: FlagHybridVectorStore | None = PrivateAttr(default=None)
+
     @classmethod
     def is_lc_serializable(cls) -> bool:
         return True
+
+    def model_post_init(self, context: Any, /) -> None:
+        super().model_post_init(context)
+        self._vectorstore = None
+
+    @property
+    def vectorstore(self) -> FlagHybridVectorStore:
+        """A :class:`~langchain_flag.FlagHybridVectorStore` over this retriever's index (the same object) with its
+        model and search settings (as they are now): ids, upserts, deletes, filters and LangChain's vector-store
+        methods."""
+        store = self._vectorstore
+        if store is None or store.index is not self._index or (store.mode, store.weights, store.candidates) != (
+                self.mode, self.weights, self.candidates):
+            store = self._vectorstore = FlagHybridVectorStore.sharing(self)
+        return store
 
     def to_json(self) -> Any:
         """The constructor form (settings and ``index_path``), or "not implemented" while the index holds
@@ -91,12 +108,10 @@ class FlagHybridRetriever(HybridIndexHolder, M3Fields, BaseRetriever):
         return retriever
 
     def add_documents(self, documents: Sequence[Document]) -> list[int]:
-        """Encode (all three outputs) and index more documents; returns their positions."""
-        docs = list(documents)
-        for i, doc in enumerate(docs):
-            if not isinstance(doc, Document):
-                raise TypeError(f"documents[{i}] is {type(doc).__name__}, expected a langchain Document")
-        return self._index.add([d.page_content for d in docs], [{"metadata": d.metadata, "id": d.id} for d in docs])
+        """Encode (all three outputs) and index more documents (each under its ``Document.id``, else a new id; a
+        document whose id the index holds replaces it); returns their positions."""
+        ids = self.vectorstore.add_documents(list(documents))
+        return self._index.dense.positions(ids)
 
     # persistence --------------------------------------------------------------------------------
 
@@ -109,27 +124,29 @@ class FlagHybridRetriever(HybridIndexHolder, M3Fields, BaseRetriever):
 
     # retrieval ----------------------------------------------------------------------------------
 
-    def _retrieve(self, query: str, k: int | None, mode: str | None) -> list[Document]:
-        k, mode = search_options(k, mode, self.k, self.mode)
-        hits = self._index.search(query, k, mode, self.weights, self.candidates)
+    def _retrieve(
+        self, query: str, k: int | None, mode: str | None, filter: DocumentFilter | None,
+    ) -> list[Document]:
+        hits = self.vectorstore.search_hits(query, self.k if k is None else k, mode=self.mode if mode is None else mode,
+                                            weights=self.weights, candidates=self.candidates, filter=filter)
         return [
             Document(
+                id=hit.id,
                 page_content=hit.text,
                 metadata={**hit.payload["metadata"], RELEVANCE_SCORE: hit.score, RETRIEVAL_SCORE: hit.score,
                           **{f"{name}_score": value for name, value in hit.scores.items()}},
-                id=hit.payload["id"],
             )
             for hit in hits
         ]
 
     def _get_relevant_documents(
         self, query: str, *, run_manager: CallbackManagerForRetrieverRun, k: int | None = None,
-        mode: str | None = None,
+        mode: str | None = None, filter: DocumentFilter | None = None,
     ) -> list[Document]:
-        return self._retrieve(query, k, mode)
+        return self._retrieve(query, k, mode, filter)
 
     async def _aget_relevant_documents(
         self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun, k: int | None = None,
-        mode: str | None = None,
+        mode: str | None = None, filter: DocumentFilter | None = None,
     ) -> list[Document]:
-        return await run_async(self._retrieve, query, k, mode)
+        return await run_async(self._retrieve, query, k, mode, filter)

@@ -1,4 +1,5 @@
-"""FlagRetriever: dense search (flag_core's exact index, or any VectorStore), then an optional rerank."""
+"""FlagRetriever: dense search (its own :class:`~langchain_flag.FlagVectorStore`, or any VectorStore), then an
+optional rerank."""
 
 from __future__ import annotations
 
@@ -15,20 +16,13 @@ from langchain_core.vectorstores import VectorStore
 from pydantic import ConfigDict, Field, PrivateAttr, field_validator
 
 from flag_core.frameworks import absolute_path, check_positive_int, run_async
-from flag_core.retrieval import DenseIndex, PayloadFormat, embedding_settings
 
 from .rerankers import FlagReranker
+from .vectorstores import PAYLOADS as PAYLOADS  # the format of its files (the store's)
+from .vectorstores import DocumentFilter, FlagVectorStore
+from .vectorstores import check_document_payload as check_document_payload  # where it was defined before
 
 RETRIEVAL_SCORE = "retrieval_score"
-
-
-def check_document_payload(payload: dict[str, Any]) -> None:
-    """A Document's payload in an index: a metadata dict and an id (str or None); else a TypeError."""
-    if not isinstance(payload["metadata"], dict) or not isinstance(payload["id"], str | None):
-        raise TypeError("metadata must be a JSON object and id a str or null")
-
-
-PAYLOADS = PayloadFormat("langchain_flag.FlagRetriever", keys=("metadata", "id"), check=check_document_payload)
 
 
 class FlagRetriever(BaseRetriever):
@@ -36,8 +30,10 @@ class FlagRetriever(BaseRetriever):
     ``top_n`` best by the reranker. Scores land in ``metadata["retrieval_score"]`` and
     ``metadata["relevance_score"]``.
 
-    Build it with :meth:`from_texts` / :meth:`from_documents` (an in-memory exact index, optionally
-    FAISS), or pass ``vectorstore=`` to search an existing LangChain vector store instead.
+    Build it with :meth:`from_texts` / :meth:`from_documents`: its documents are then in its own
+    :class:`~langchain_flag.FlagVectorStore` (exact search, optionally FAISS; :attr:`store`), whose ids, upserts
+    and metadata filters it has (``retriever.invoke(query, filter={"topic": "bears"})``). Or pass ``vectorstore=``
+    to search an existing LangChain vector store instead (a ``filter`` is handed to its search as it is).
 
     ``dumpd`` / ``loads`` round-trip a retriever whose index is in a file (``index_path``, set by :meth:`save`
     and :meth:`load`, kept absolute); the index itself is never inlined, and a retriever holding documents that are
@@ -65,8 +61,8 @@ class FlagRetriever(BaseRetriever):
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
 
-    _index: DenseIndex = PrivateAttr()
-    _saved_size: int = PrivateAttr(default=0)  # documents in the index when it was last saved or loaded
+    _store: FlagVectorStore = PrivateAttr()
+    _saved_revision: int | None = PrivateAttr(default=None)  # the store's revision when last saved or loaded
 
     @classmethod
     def is_lc_serializable(cls) -> bool:
@@ -83,29 +79,32 @@ class FlagRetriever(BaseRetriever):
         return absolute_path(value)
 
     def model_post_init(self, context: Any, /) -> None:
-        self._index = self._dense_index()
+        self._store = FlagVectorStore(self.embeddings, use_faiss=self.use_faiss)
 
     def _read_index(self, path: str | os.PathLike[str]) -> None:
-        fresh = self._index
-        self._index = DenseIndex.load(path, fresh.embed_documents, fresh.embed_query, fresh.settings, self.use_faiss,
-                                      PAYLOADS)
+        self._store = FlagVectorStore.load(path, self.embeddings, use_faiss=self.use_faiss)
         self.index_path = absolute_path(path)
-        self._saved_size = len(self._index)
+        self._saved_revision = self._store.revision
+
+    @property
+    def store(self) -> VectorStore:
+        """What this retriever searches: the ``vectorstore`` given, else its own :class:`FlagVectorStore` (the same
+        object: documents added, replaced or deleted there are what the retriever finds)."""
+        return self.vectorstore if self.vectorstore is not None else self._store
+
+    def in_file(self) -> bool:
+        """Whether everything its own store holds is in the file at ``index_path`` (what serialization refers
+        to): nothing added, replaced or deleted since it was saved or loaded."""
+        if self.index_path is None:
+            return not len(self._store)
+        return self._store.revision == self._saved_revision
 
     def to_json(self) -> Any:
-        """The constructor form (settings and ``index_path``), or "not implemented" while the index holds
-        documents that are not in the file at ``index_path``."""
-        if self.vectorstore is None and len(self._index) and (
-            self.index_path is None or len(self._index) != self._saved_size
-        ):
+        """The constructor form (settings and ``index_path``), or "not implemented" while its own store holds
+        documents that are not in the file at ``index_path`` (or lacks some the file holds)."""
+        if self.vectorstore is None and not self.in_file():
             return self.to_json_not_implemented()
         return super().to_json()
-
-    def _dense_index(self) -> DenseIndex:
-        return DenseIndex(
-            self.embeddings.embed_documents, self.embeddings.embed_query, embedding_settings(self.embeddings),
-            self.use_faiss, PAYLOADS,
-        )
 
     # building -----------------------------------------------------------------------------------
 
@@ -141,55 +140,46 @@ class FlagRetriever(BaseRetriever):
         return retriever
 
     def add_documents(self, documents: Sequence[Document]) -> list[int]:
-        """Embed and index more documents; returns their positions in the index."""
+        """Embed and index more documents (each under its ``Document.id``, else a new id; a document whose id the
+        index holds replaces it); returns their positions in the index."""
         if self.vectorstore is not None:
             raise ValueError("this retriever searches a vectorstore: add documents to the vectorstore itself")
-        docs = list(documents)
-        for i, doc in enumerate(docs):
-            if not isinstance(doc, Document):
-                raise TypeError(f"documents[{i}] is {type(doc).__name__}, expected a langchain Document")
-        payloads = [{"metadata": dict(d.metadata), "id": d.id} for d in docs]
-        return self._index.add([d.page_content for d in docs], payloads)
+        ids = self._store.add_documents(list(documents))
+        return self._store.index.index.positions(ids)
 
     def __len__(self) -> int:
-        return len(self._index)
+        return len(self._store)
 
     # persistence --------------------------------------------------------------------------------
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the index (vectors, texts, metadata, embedding settings) to one file, atomically; the
-        retriever then refers to that file (``index_path``)."""
-        self._index.save(path)
+        """Write the index (ids, vectors, texts, metadata, embedding settings) to one file, atomically; the
+        retriever then refers to that file (``index_path``). ``FlagVectorStore.load`` reads it too."""
+        self._store.save(path)
         self.index_path = absolute_path(path)
-        self._saved_size = len(self._index)
+        self._saved_revision = self._store.revision
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], embeddings: Embeddings, **kwargs: Any) -> FlagRetriever:
-        """Read an index written by :meth:`save`; it must have been built with the same embedding settings.
-        A truncated, corrupted or mismatched file raises :class:`flag_core.IndexFileError`."""
+        """Read an index written by :meth:`save` (or ``FlagVectorStore.save``); it must have been built with the
+        same embedding settings. A truncated, corrupted or mismatched file raises :class:`flag_core.IndexFileError`."""
         retriever = cls(embeddings=embeddings, **kwargs)
         retriever._read_index(path)
         return retriever
 
     # retrieval ----------------------------------------------------------------------------------
 
-    def _retrieve(self, query: str, k: int | None, top_n: int | None) -> list[Document]:
+    def _retrieve(
+        self, query: str, k: int | None, top_n: int | None, filter: DocumentFilter | None,
+    ) -> list[Document]:
         k = self.k if k is None else check_positive_int(k, "k", allow_none=False)
         top_n = self.top_n if top_n is None else check_positive_int(top_n, "top_n", allow_none=False)
-        if self.vectorstore is not None:
-            docs = [  # copies: the store's documents stay the store's
-                doc.model_copy(update={"metadata": {**copy.deepcopy(doc.metadata), RETRIEVAL_SCORE: float(score)}})
-                for doc, score in self.vectorstore.similarity_search_with_score(query, k=k)
-            ]
-        else:
-            docs = [
-                Document(
-                    page_content=hit.text,
-                    metadata={**hit.payload["metadata"], RETRIEVAL_SCORE: hit.score},
-                    id=hit.payload["id"],
-                )
-                for hit in self._index.search(query, k)
-            ]
+        options = {} if filter is None else {"filter": filter}  # another store's search may not take one
+        found = self.store.similarity_search_with_score(query, k=k, **options)
+        docs = [  # copies: the store's documents stay the store's
+            doc.model_copy(update={"metadata": {**copy.deepcopy(doc.metadata), RETRIEVAL_SCORE: float(score)}})
+            for doc, score in found
+        ]
         if self.reranker is not None:
             return self.reranker.rerank_documents(docs, query, top_n)
         return docs if top_n is None else docs[:top_n]
@@ -201,8 +191,9 @@ class FlagRetriever(BaseRetriever):
         run_manager: CallbackManagerForRetrieverRun,
         k: int | None = None,
         top_n: int | None = None,
+        filter: DocumentFilter | None = None,
     ) -> list[Document]:
-        return self._retrieve(query, k, top_n)
+        return self._retrieve(query, k, top_n, filter)
 
     async def _aget_relevant_documents(
         self,
@@ -211,5 +202,6 @@ class FlagRetriever(BaseRetriever):
         run_manager: AsyncCallbackManagerForRetrieverRun,
         k: int | None = None,
         top_n: int | None = None,
+        filter: DocumentFilter | None = None,
     ) -> list[Document]:
-        return await run_async(self._retrieve, query, k, top_n)
+        return await run_async(self._retrieve, query, k, top_n, filter)

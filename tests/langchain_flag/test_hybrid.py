@@ -232,7 +232,7 @@ def test_colbert_storage_is_a_setting_kept_in_the_file(m3_path: str, tmp_path: P
     assert copy.deepcopy(retriever)._index.colbert_storage == "int8"
     assert pickle.loads(pickle.dumps(retriever))._index.colbert_storage == "int8"
     with pytest.raises(ValueError, match="colbert_storage must be one of"):
-        FlagHybridRetriever(model_name=m3_path, devices="cpu", colbert_storage="int4")
+        FlagHybridRetriever(model_name=m3_path, devices="cpu", colbert_storage="int2")
 
 
 def test_colbert_storage_of_a_built_retriever_is_not_assigned_silently(m3_path: str) -> None:

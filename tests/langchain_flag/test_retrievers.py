@@ -94,7 +94,7 @@ def test_save_load_round_trip(retriever: FlagRetriever, embeddings: FlagEmbeddin
     path = tmp_path / "index.flag"
     retriever.save(path)
     loaded = FlagRetriever.load(path, embeddings, k=3)
-    np.testing.assert_array_equal(loaded._index.index.vectors, retriever._index.index.vectors)
+    np.testing.assert_array_equal(loaded.store.index.index.vectors, retriever.store.index.index.vectors)
     for query in ("pandas", "France", "json"):
         assert loaded.invoke(query) == retriever.invoke(query)
     assert [p.name for p in tmp_path.iterdir()] == ["index.flag"]  # no temporary file left behind
