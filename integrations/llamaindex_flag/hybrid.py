@@ -1,4 +1,5 @@
-"""FlagHybridRetriever: BGE-M3 dense + sparse candidates and ColBERT rescoring over LlamaIndex nodes."""
+"""FlagHybridRetriever: BGE-M3 dense + sparse candidates and ColBERT rescoring over LlamaIndex nodes (searching
+through a :class:`~llamaindex_flag.FlagHybridVectorStore` over its own index)."""
 
 from __future__ import annotations
 
@@ -11,23 +12,19 @@ from typing import Any
 from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr
 from llama_index.core.callbacks import CallbackManager
-from llama_index.core.schema import BaseComponent, BaseNode, MetadataMode, NodeWithScore, QueryBundle, QueryType
-from llama_index.core.storage.docstore.utils import doc_to_json, json_to_doc
+from llama_index.core.schema import BaseComponent, BaseNode, NodeWithScore, QueryBundle, QueryType
+from llama_index.core.vector_stores.types import VectorStoreQuery
 
 from flag_core.frameworks import HybridIndexHolder, ModelName, as_model_name, expand_settings, run_async, search_options
-from flag_core.retrieval import DEFAULT_CANDIDATES, DEFAULT_WEIGHTS, PayloadFormat
+from flag_core.retrieval import DEFAULT_CANDIDATES, DEFAULT_WEIGHTS
 from flag_core.settings import M3Fields
 
+from ._nodes import HYBRID_PAYLOADS, check_node_payload
+from .vector_stores import FlagHybridVectorStore, rekey_hybrid
 
-def check_node_payload(payload: dict[str, Any]) -> None:
-    """A node's payload in an index: what ``doc_to_json`` wrote, which ``json_to_doc`` reads; else a ValueError."""
-    try:
-        json_to_doc(payload["node"])
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise ValueError(f"not a LlamaIndex node ({type(exc).__name__}: {exc})") from exc
+__all__ = ["PAYLOADS", "FlagHybridRetriever", "check_node_payload"]
 
-
-PAYLOADS = PayloadFormat("llamaindex_flag.FlagHybridRetriever", keys=("node",), check=check_node_payload)
+PAYLOADS = HYBRID_PAYLOADS  # FlagHybridVectorStore's: the two share files (and, through vector_store, the index)
 
 # the per-call k and mode of retrieve(query, k=..., mode=...) while that call runs: (retriever, k, mode)
 _CALL: contextvars.ContextVar[tuple[Any, int, str] | None] = contextvars.ContextVar("flagstack_hybrid_call",
@@ -38,7 +35,10 @@ class FlagHybridRetriever(HybridIndexHolder, BaseComponent, M3Fields, BaseRetrie
     """The ``similarity_top_k`` nodes by BGE-M3's three outputs: the ``candidates`` best by dense and by sparse
     score, rescored with ColBERT (candidates only) and ranked by ``mode`` with ``weights`` (dense, sparse,
     colbert). The node's score is the ranking score; ``metadata["flagstack_scores"]`` of the returned copy holds
-    every mode's.
+    every mode's. Searching and adding go through ``vector_store``, a
+    :class:`~llamaindex_flag.FlagHybridVectorStore` over this retriever's own index (the same HybridIndex object,
+    the same file format): nodes added through either are in both. A node added again (same id) replaces the one
+    stored.
 
     Model settings are :class:`flag_core.settings.M3Fields`, fields of this class as of
     ``langchain_flag.FlagHybridRetriever`` (``devices="cpu"``, ``passage_max_length=256``, ...); a dict of them
@@ -77,6 +77,7 @@ class FlagHybridRetriever(HybridIndexHolder, BaseComponent, M3Fields, BaseRetrie
     payloads = PAYLOADS
 
     _verbose: bool = PrivateAttr(default=False)
+    _store: FlagHybridVectorStore | None = PrivateAttr(default=None)
 
     def __init__(
         self,
@@ -107,6 +108,23 @@ class FlagHybridRetriever(HybridIndexHolder, BaseComponent, M3Fields, BaseRetrie
     def model_post_init(self, context: Any, /) -> None:
         super().model_post_init(context)
         self._verbose = self.verbose  # what LlamaIndex's BaseRetriever reads
+        self._store = None
+
+    @property
+    def vector_store(self) -> FlagHybridVectorStore:
+        """A :class:`~llamaindex_flag.FlagHybridVectorStore` over this retriever's index (the same object: nodes
+        added, deleted or cleared through it are the retriever's), with its model and search settings. Save through
+        the retriever to keep its ``index_path``."""
+        store = self._store
+        if store is None or store._index is not self._index:  # built once per index (load replaces the index)
+            store = self._store = FlagHybridVectorStore.sharing(self)
+        else:  # the search settings as they are now (assignable fields of both)
+            store.mode, store.weights, store.candidates = self.mode, self.weights, self.candidates
+        return store
+
+    def _read_index(self, path: str | os.PathLike[str]) -> None:
+        super()._read_index(path)
+        rekey_hybrid(self)
 
     @classmethod
     def class_name(cls) -> str:
@@ -129,13 +147,9 @@ class FlagHybridRetriever(HybridIndexHolder, BaseComponent, M3Fields, BaseRetrie
         return super().to_dict(**kwargs)
 
     def add_nodes(self, nodes: Sequence[BaseNode]) -> None:
-        """Encode (with ``MetadataMode.EMBED``, all three outputs) and index more nodes."""
-        nodes = list(nodes)
-        for i, node in enumerate(nodes):
-            if not isinstance(node, BaseNode):
-                raise TypeError(f"nodes[{i}] is {type(node).__name__}, expected a LlamaIndex node")
-        texts = [node.get_content(metadata_mode=MetadataMode.EMBED) for node in nodes]
-        self._index.add(texts, [{"node": doc_to_json(node)} for node in nodes])
+        """Encode (with ``MetadataMode.EMBED``, all three outputs) and index more nodes; a node whose id is stored
+        replaces it."""
+        self.vector_store.add(nodes)
 
     @classmethod
     def load(
@@ -174,15 +188,11 @@ class FlagHybridRetriever(HybridIndexHolder, BaseComponent, M3Fields, BaseRetrie
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         call = _CALL.get()
         k, mode = call[1:] if call is not None and call[0] is self else (self.similarity_top_k, self.mode)
-        hits = self._index.search(query_bundle.query_str, k, mode, self.weights, self.candidates)
-        results = []
-        for hit in hits:
-            node = json_to_doc(hit.payload["node"])  # a fresh copy: results are the caller's to edit
-            node.metadata["flagstack_scores"] = hit.scores
-            node.excluded_embed_metadata_keys = [*node.excluded_embed_metadata_keys, "flagstack_scores"]
-            node.excluded_llm_metadata_keys = [*node.excluded_llm_metadata_keys, "flagstack_scores"]
-            results.append(NodeWithScore(node=node, score=hit.score))
-        return results
+        found = self.vector_store.query(VectorStoreQuery(query_str=query_bundle.query_str, similarity_top_k=k),
+                                        mode=mode, weights=self.weights, candidates=self.candidates)
+        # new nodes, with every mode's score in metadata["flagstack_scores"]: results are the caller's to edit
+        return [NodeWithScore(node=node, score=score)
+                for node, score in zip(found.nodes or [], found.similarities or [], strict=True)]
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         return await run_async(self._retrieve, query_bundle)

@@ -1,4 +1,5 @@
-"""FlagRetriever: dense top-k over LlamaIndex nodes (flag_core's exact index), then an optional rerank."""
+"""FlagRetriever: dense top-k over LlamaIndex nodes (a view of :class:`~llamaindex_flag.FlagVectorStore`, which holds
+flag_core's exact index), then an optional rerank."""
 
 from __future__ import annotations
 
@@ -10,19 +11,22 @@ from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.callbacks import CallbackManager
 from llama_index.core.schema import BaseNode, MetadataMode, NodeWithScore, QueryBundle
-from llama_index.core.storage.docstore.utils import doc_to_json, json_to_doc
+from llama_index.core.vector_stores.types import VectorStoreQuery
 
 from flag_core.frameworks import check_positive_int, run_async
-from flag_core.retrieval import DenseIndex, PayloadFormat, embedding_settings
 
+from ._nodes import DENSE_PAYLOADS, checked_nodes
 from .postprocessors import FlagReranker
+from .vector_stores import FlagVectorStore
 
-PAYLOADS = PayloadFormat("llamaindex_flag.FlagRetriever", keys=("node",))
+PAYLOADS = DENSE_PAYLOADS  # FlagVectorStore's: the two share files
 
 
 class FlagRetriever(BaseRetriever):
     """The ``similarity_top_k`` nodes nearest to the query by inner product, then (with a ``reranker``) its
-    ``top_n`` best. Uses the same index as ``langchain_flag.FlagRetriever`` (flag_core's DenseIndex).
+    ``top_n`` best. It embeds nodes and queries with ``embed_model`` and searches through a
+    :class:`~llamaindex_flag.FlagVectorStore` (``vector_store``: flag_core's DenseIndex, as ``langchain_flag``'s
+    retriever), so its files are the store's. A node added again (same id) replaces the one stored.
 
     Example:
         .. code-block:: python
@@ -52,49 +56,45 @@ class FlagRetriever(BaseRetriever):
         self.similarity_top_k = check_positive_int(similarity_top_k, "similarity_top_k", allow_none=False)
         self.reranker = reranker
         self.use_faiss = use_faiss
-        self._dense = self._new_index()
+        self._store = FlagVectorStore(embed_model=embed_model, use_faiss=use_faiss)
         super().__init__(callback_manager=callback_manager, verbose=verbose)
         if nodes:
             self.add_nodes(nodes)
 
-    def _new_index(self) -> DenseIndex:
-        return DenseIndex(
-            self.embed_model.get_text_embedding_batch,
-            self.embed_model.get_query_embedding,
-            embedding_settings(self.embed_model),
-            self.use_faiss,
-            PAYLOADS,
-        )
+    @property
+    def vector_store(self) -> FlagVectorStore:
+        """The store this retriever searches (its nodes; ``VectorStoreIndex.from_vector_store`` takes it)."""
+        return self._store
 
     def __len__(self) -> int:
-        return len(self._dense)
+        return len(self._store)
 
     def add_nodes(self, nodes: Sequence[BaseNode]) -> None:
-        """Embed (with ``MetadataMode.EMBED``) and index more nodes."""
-        nodes = list(nodes)
-        for i, node in enumerate(nodes):
-            if not isinstance(node, BaseNode):
-                raise TypeError(f"nodes[{i}] is {type(node).__name__}, expected a LlamaIndex node")
+        """Embed (with ``MetadataMode.EMBED``) and index more nodes; a node whose id is stored replaces it."""
+        nodes = checked_nodes(nodes)
         texts = [node.get_content(metadata_mode=MetadataMode.EMBED) for node in nodes]
-        self._dense.add(texts, [{"node": doc_to_json(node)} for node in nodes])  # the index keeps its own copy
+        if texts:
+            self._store.add(nodes, embeddings=self.embed_model.get_text_embedding_batch(texts))
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write vectors, nodes and embedding settings to one file, atomically."""
-        self._dense.save(path)
+        self._store.persist(os.fspath(path))
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], embed_model: BaseEmbedding, **kwargs: Any) -> FlagRetriever:
-        """Read a file written by :meth:`save` (same embedding settings, or :class:`flag_core.IndexFileError`)."""
+        """Read a file written by :meth:`save` or ``FlagVectorStore.persist`` (same embedding settings, or
+        :class:`flag_core.IndexFileError`)."""
         retriever = cls(embed_model=embed_model, **kwargs)
-        fresh = retriever._new_index()
-        retriever._dense = DenseIndex.load(path, fresh.embed_documents, fresh.embed_query, fresh.settings,
-                                           retriever.use_faiss, PAYLOADS)
+        retriever._store = FlagVectorStore.from_persist_path(path, embed_model=embed_model,
+                                                             use_faiss=retriever.use_faiss)
         return retriever
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        hits = self._dense.search(query_bundle.query_str, self.similarity_top_k)
-        # each hit's node is rebuilt from the index's copy: results are the caller's to edit
-        results = [NodeWithScore(node=json_to_doc(hit.payload["node"]), score=hit.score) for hit in hits]
+        vector = self.embed_model.get_query_embedding(query_bundle.query_str)
+        found = self._store.query(VectorStoreQuery(query_embedding=vector, similarity_top_k=self.similarity_top_k))
+        # the store's nodes are new objects, rebuilt from its copy: results are the caller's to edit
+        results = [NodeWithScore(node=node, score=score)
+                   for node, score in zip(found.nodes or [], found.similarities or [], strict=True)]
         if self.reranker is not None:
             return self.reranker.postprocess_nodes(results, query_bundle)
         return results
