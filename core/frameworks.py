@@ -69,7 +69,7 @@ Mode = Literal["dense", "sparse", "colbert", "sparse+dense", "hybrid"]
 """A hybrid retriever's ``mode`` field: what ranks (the names of :data:`flag_core.retrieval.MODES`; a test holds
 them equal)."""
 
-ColbertStorage = Literal["float16", "float32", "int8", "binary"]
+ColbertStorage = Literal["float16", "float32", "int8", "int4", "binary"]
 """A hybrid retriever's ``colbert_storage`` field: how the index keeps ColBERT rows (the names of
 :data:`flag_core.retrieval.COLBERT_STORAGE`; a test holds them equal)."""
 
@@ -265,7 +265,8 @@ class HybridIndexHolder(RebuildsModel, BaseModel):
     weights: tuple[float, float, float] = Field(default=DEFAULT_WEIGHTS, description="dense, sparse, colbert")
     candidates: int = Field(default=DEFAULT_CANDIDATES, gt=0, description="dense and sparse candidates each")
     colbert_storage: ColbertStorage | None = Field(
-        default=None, description="ColBERT rows as float16, float32, int8 or binary (None: the file's, else float32)")
+        default=None,
+        description="ColBERT rows as float16, float32, int8, int4 or binary (None: the file's, else float32)")
     index_path: str | None = Field(default=None, description="index file to read at construction (save sets it)")
 
     payloads: ClassVar[PayloadFormat]
@@ -352,9 +353,8 @@ class HybridIndexHolder(RebuildsModel, BaseModel):
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the index (all three outputs, texts, payloads, model settings) to one file, atomically; it
         becomes ``index_path``."""
-        self._index.save(path)
+        self._saved_revision = self._index.save(path)  # the revision written: later changes are not in the file
         self.index_path = absolute_path(path)
-        self._saved_revision = self._index.revision
 
     def _read_index(self, path: str | os.PathLike[str]) -> None:
         self._index = HybridIndex.load(path, self._index.model, self.payloads, self.colbert_storage)

@@ -224,9 +224,10 @@ class DenseIndex:
         return [Hit(position=f.position, text=f.payload["text"], payload=f.payload["payload"], score=f.score,
                     id=f.id, vector=f.vector) for f in found]
 
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Write vectors, texts, payloads and embedding settings to one file, atomically."""
-        self.index.save(path, self.settings, self.payload_format.name if self.payload_format else None)
+    def save(self, path: str | os.PathLike[str]) -> int:
+        """Write ids, vectors, texts, payloads and embedding settings to one file, atomically; returns the
+        :attr:`revision` written."""
+        return self.index.save(path, self.settings, self.payload_format.name if self.payload_format else None)
 
     @classmethod
     def load(

@@ -4,7 +4,7 @@ A filter is either a callable (metadata -> bool, given a copy) or a mapping in t
 Pinecone and MongoDB share: ``{"field": value}`` (equality), ``{"field": {"$op": value}}`` with ``$eq``, ``$ne``,
 ``$in``, ``$nin``, ``$gt``, ``$gte``, ``$lt``, ``$lte``, ``$contains`` (a list field holds the value, a str field
 the substring) and ``$exists``; ``{"$and": [...]}``, ``{"$or": [...]}``, ``{"$not": {...}}``; several keys in one
-mapping must all hold. A dotted field (``"a.b"``) reads nested metadata.
+mapping must all hold. A dotted field (``"a.b"``) reads nested metadata, unless a field is named with the dots.
 
 Meanings, so nothing is silently surprising: a missing field matches only ``$ne``, ``$nin`` and ``$exists: false``;
 a bool never equals a number (JSON keeps them apart even where Python does not); ranges compare numbers with
@@ -42,7 +42,10 @@ def compile_filter(spec: Filter | None) -> Matcher | None:
     if not isinstance(spec, Mapping):
         raise TypeError(f"filter must be a mapping (e.g. {{'year': {{'$gte': 2020}}}}) or a callable, "
                         f"got {type(spec).__name__}")
-    return _mapping(spec, "filter")
+    try:
+        return _mapping(spec, "filter")
+    except RecursionError:
+        raise ValueError("filter is nested too deeply to read") from None
 
 
 def _callable(function: Callable[[dict[str, Any]], bool]) -> Matcher:
@@ -140,9 +143,16 @@ def _orderable(value: Any) -> bool:
 
 
 def _lookup(metadata: Metadata, path: list[str]) -> Any:
+    """The value at a dotted path; at each level a key holding the rest of the path, dots and all, is taken first
+    (metadata may name a field "file.name")."""
     value: Any = metadata
-    for key in path:
-        if not isinstance(value, Mapping) or key not in value:
+    for depth, key in enumerate(path):
+        if not isinstance(value, Mapping):
+            return _MISSING
+        rest = ".".join(path[depth:])
+        if depth < len(path) - 1 and rest in value:
+            return value[rest]
+        if key not in value:
             return _MISSING
         value = value[key]
     return value

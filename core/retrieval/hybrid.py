@@ -66,6 +66,8 @@ def _packed_width(storage: str, dim: int) -> int:
 
 
 _CHUNK_ROWS = 8192  # token rows read back at once for a compact kind's MaxSim (12 MiB at 384 dimensions)
+# every float16 bit pattern's float32 value: a lookup reads float16 rows back faster than numpy's conversion
+_HALF_TO_FLOAT = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
 
 
 def check_colbert_storage(storage: Any) -> str:
@@ -326,7 +328,7 @@ class MultiVectors:
         """One document's rows read back, the float32 values :meth:`document` gives, into ``target``."""
         rows = self._rows[position]
         if self.storage == "float16":
-            np.copyto(target, rows)
+            np.take(_HALF_TO_FLOAT, rows.view(np.uint16), out=target)
         elif self.storage == "int8":
             np.multiply(rows, self._scales[position][:, None], out=target, casting="unsafe")
         else:
@@ -409,6 +411,8 @@ class HybridHit:
     score: float
     scores: dict[str, float] = field(default_factory=dict)
     id: str = ""
+    vector: np.ndarray | None = field(default=None, compare=False, repr=False)
+    """The stored dense vector, when the search was asked for it (``vectors=True``)."""
 
 
 def check_weights(weights: Sequence[float]) -> tuple[float, float, float]:
@@ -570,13 +574,16 @@ class HybridIndex:
         weights: Sequence[float] = DEFAULT_WEIGHTS,
         candidates: int = DEFAULT_CANDIDATES,
         filter: Filter | None = None,
+        vectors: bool = False,
     ) -> list[HybridHit]:
         """The ``k`` best documents for ``query`` by ``mode`` (dense, sparse, colbert, sparse+dense or hybrid, or
         FlagEmbedding's colbert+sparse+dense for hybrid), best first (ties: lower position); each hit carries every
         mode's score, under the canonical names. The candidates are the ``candidates``
         best by dense and (positive) sparse score: for "dense" the dense ones, for "sparse" the sparse ones, for
         the others their union, which ColBERT rescores. With a metadata ``filter``, only the documents it accepts
-        are candidates (exactly: the filter is applied before candidates are taken)."""
+        are candidates (exactly: the filter is applied before candidates are taken). With ``vectors``, each hit
+        carries its stored dense vector, from the same state of the index as its scores (e.g. for maximal marginal
+        relevance)."""
         if not isinstance(query, str):
             raise TypeError(f"query must be a str, got {type(query).__name__}")
         k = check_positive_int(k, "k", allow_none=False)
@@ -605,15 +612,19 @@ class HybridIndex:
             order = sorted(range(len(pool)), key=lambda i: (-ranking[i], pool[i]))[:k]
             rows = [self.dense.payload(pool[i]) for i in order]  # copies: a hit's payload is the caller's
             ids = self.dense.ids_at([pool[i] for i in order])
+            stored = [self.dense.vectors[pool[i]].copy() for i in order] if vectors else [None] * len(order)
         return [HybridHit(position=pool[i], text=row["text"], payload=row["payload"], score=float(ranking[i]),
-                          scores={name: float(values[i]) for name, values in scores.items()}, id=entry_id)
-                for i, row, entry_id in zip(order, rows, ids, strict=True)]
+                          scores={name: float(values[i]) for name, values in scores.items()}, id=entry_id,
+                          vector=vector)
+                for i, row, entry_id, vector in zip(order, rows, ids, stored, strict=True)]
 
     # persistence ------------------------------------------------------------------------------
 
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Write every output, the ids, texts and payloads to one file, atomically (checksummed)."""
+    def save(self, path: str | os.PathLike[str]) -> int:
+        """Write every output, the ids, texts and payloads to one file, atomically (checksummed); returns the
+        :attr:`revision` written (changes made meanwhile by other threads are not in the file)."""
         with self._lock:
+            revision = self.revision
             parts = {"dense.npy": array_bytes(np.asarray(self.dense.vectors)),
                      "payloads.jsonl": payload_bytes(self.dense.payloads), "ids.json": ids_bytes(self.dense.ids),
                      **self.sparse.parts(), **self.colbert.parts()}
@@ -623,6 +634,7 @@ class HybridIndex:
                         "colbert_storage": storage, "colbert_dim": self.colbert.dim,
                         "payload_format": self.payload_format.name if self.payload_format else None}
         write_archive(path, manifest, parts)
+        return revision
 
     @classmethod
     def load(

@@ -53,9 +53,11 @@ def check_ids(ids: Any, count: int | None = None, name: str = "ids", allow_none:
     """``ids`` as a list of str (or None where ``allow_none``: a new id is made), one per entry when ``count`` is
     given; a TypeError for a lone str (a common slip: it would be read letter by letter) or an id that is not a
     non-empty str, a ValueError for the wrong number or an id given twice."""
-    if isinstance(ids, str | bytes) or not isinstance(ids, Iterable):
+    if isinstance(ids, str | bytes | set | frozenset | Mapping) or not isinstance(ids, Iterable):
         raise TypeError(f"{name} must be a list of str, got {type(ids).__name__}" +
-                        (f" ({ids!r}: wrap one id in a list)" if isinstance(ids, str) else ""))
+                        (f" ({ids!r}: wrap one id in a list)" if isinstance(ids, str) else "") +
+                        (" (unordered: which entry gets which id would be chance)"
+                         if isinstance(ids, set | frozenset | Mapping) else ""))
     ids = list(ids)
     if count is not None and len(ids) != count:
         raise ValueError(f"{count} entries but {len(ids)} {name}: give one id per entry")
@@ -120,6 +122,16 @@ class VectorIndex:
         self.__dict__.update(state)
         self._lock = threading.Lock()
         self._masks = {}
+
+    def __copy__(self) -> VectorIndex:
+        """An index of its own (the containers copied, the stored payloads shared: they are never edited in place),
+        so that changing the copy never changes this one."""
+        clone = type(self).__new__(type(self))
+        state = self.__getstate__()
+        for name in ("_payloads", "_ids", "_where"):
+            state[name] = copy.copy(state[name])
+        clone.__setstate__(state)
+        return clone
 
     @classmethod
     def restored(
@@ -207,7 +219,7 @@ class VectorIndex:
         """:meth:`add`, also returning the ids; for an index that keeps more per entry (the hybrid one),
         ``changed(keep)`` is told under the lock which old entries stay (a bool per old position; None: all)
         before the new ones are appended after them."""
-        payload_bytes(payloads)
+        lines = payload_bytes(payloads)
         array = np.asarray(vectors, dtype=np.float32)
         if array.ndim != 2:
             raise ValueError(f"vectors must be a 2-D array (n, dim), got shape {array.shape}")
@@ -215,7 +227,9 @@ class VectorIndex:
             raise ValueError(f"{len(array)} vectors but {len(payloads)} payloads: give one payload per vector")
         given = check_ids(ids, len(array)) if ids is not None else [None] * len(array)
         entry_ids = [value if value is not None else new_id() for value in given]
-        copies = [copy.deepcopy(dict(p)) for p in payloads]  # the caller's objects stay theirs
+        # kept as the file keeps them (JSON: a tuple is a list, a key a str), so a search means the same before a
+        # save and after a load; the caller's objects stay theirs
+        copies = [json.loads(line) for line in lines.decode().split("\n")[:-1]]
         with self._lock:
             dim = int(array.shape[1]) if self.dim is None else self.dim
             if array.shape[1] != dim:
@@ -317,6 +331,9 @@ class VectorIndex:
         if q.ndim != 2 or q.shape[1] != stored.shape[1]:
             raise ValueError(f"query vectors have dimension {q.shape[-1]}, the index holds dimension "
                              f"{stored.shape[1]}")
+        if not np.isfinite(q).all():
+            raise ValueError(f"query vector {int(np.flatnonzero(~np.isfinite(q).all(axis=1))[0])} holds NaN or "
+                             "infinity")
         mask = None if where is None else self._mask(where, rows, count, revision)
         if self.use_faiss and mask is None:
             scores, found = faiss_index.search(np.ascontiguousarray(q), min(k, count))
@@ -331,16 +348,19 @@ class VectorIndex:
 
     def save(
         self, path: str | os.PathLike[str], settings: Mapping[str, Any] | None = None, payload_format: str | None = None
-    ) -> None:
+    ) -> int:
         """Write the index to one file, atomically (a temporary file renamed into place); ``payload_format``
-        names what the payloads hold (e.g. the class that wrote them), for :meth:`load` to tell."""
+        names what the payloads hold (e.g. the class that wrote them), for :meth:`load` to tell. Returns the
+        :attr:`revision` written (changes made meanwhile by other threads are not in the file)."""
         with self._lock:  # whole changes only
             vectors, payloads, ids, dim = self._vectors, list(self._payloads), list(self._ids), self.dim
+            revision = self.revision
         parts = {"vectors.npy": array_bytes(vectors), "payloads.jsonl": payload_bytes(payloads),
                  "ids.json": ids_bytes(ids)}
         manifest = {"format": FORMAT, "version": VERSION, "count": len(payloads), "dim": dim,
                     "settings": dict(settings or {}), "payload_format": payload_format}
         write_archive(path, manifest, parts)
+        return revision
 
     @classmethod
     def load(
@@ -391,6 +411,13 @@ def _ranked(row: np.ndarray, k: int, mask: np.ndarray | None) -> list[tuple[int,
     return [(int(i), float(row[i])) for i in order]
 
 
+def _legacy_id(path: str | os.PathLike[str], position: int, payload: Mapping[str, Any]) -> str:
+    """The id an entry of a file written before ids is given: the same at every load (a UUID made from its position
+    and its payload), so that a document found once is found by the same id again."""
+    content = json.dumps(payload, sort_keys=True, ensure_ascii=False)
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"flagstack-legacy-entry:{position}:{content}"))
+
+
 def ids_bytes(ids: Sequence[str]) -> bytes:
     """The ids part of an archive: one JSON list of str."""
     return json.dumps(list(ids), ensure_ascii=False).encode()
@@ -414,7 +441,7 @@ def read_ids(
             except (KeyError, TypeError, ValueError, AttributeError):
                 value = None
             if not isinstance(value, str) or not value or value in taken:
-                value = new_id()
+                value = _legacy_id(path, len(made), payload)
             made.append(value)
             taken.add(value)
         return made

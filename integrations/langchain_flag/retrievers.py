@@ -155,9 +155,8 @@ class FlagRetriever(BaseRetriever):
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the index (ids, vectors, texts, metadata, embedding settings) to one file, atomically; the
         retriever then refers to that file (``index_path``). ``FlagVectorStore.load`` reads it too."""
-        self._store.save(path)
+        self._saved_revision = self._store.save(path)  # the revision written: later changes are not in the file
         self.index_path = absolute_path(path)
-        self._saved_revision = self._store.revision
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], embeddings: Embeddings, **kwargs: Any) -> FlagRetriever:

@@ -416,7 +416,7 @@ class FlagVectorStore(_FlagStore):
 
     @property
     def revision(self) -> int:
-        """A count of the changes made (equal to what it was at a save: the file holds everything)."""
+        """A count of the changes made (:meth:`save` returns the one it wrote)."""
         return self._dense.revision
 
     def __len__(self) -> int:
@@ -522,10 +522,10 @@ class FlagVectorStore(_FlagStore):
         """:meth:`from_texts` without blocking the event loop."""
         return await run_async(cls.from_texts, texts, embedding, metadatas, ids=ids, **kwargs)
 
-    def save(self, path: str | os.PathLike[str]) -> None:
+    def save(self, path: str | os.PathLike[str]) -> int:
         """Write the documents (ids, texts, metadata, vectors) and the embedding settings to one file, atomically
-        (checksummed). ``FlagRetriever.load`` reads it too."""
-        self._dense.save(path)
+        (checksummed); returns the :attr:`revision` written. ``FlagRetriever.load`` reads it too."""
+        return self._dense.save(path)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], embedding: Embeddings, **kwargs: Any) -> Self:
@@ -700,18 +700,11 @@ class FlagHybridVectorStore(HybridIndexHolder, M3Fields, _FlagStore):
         k, fetch_k, lambda_mult = _mmr_options(k, fetch_k, lambda_mult)
         fetch_k, mode, weights, candidates = self._options(fetch_k, mode, weights, candidates)
         index = self._index
-        with _restricted(filter, index.dense) as spec:
-            for _ in range(8):  # the candidates' stored vectors, from the state the search saw
-                revision = index.revision
-                hits = index.search(query, fetch_k, mode, weights, candidates, filter=spec)
-                stored = index.dense.vectors
-                if index.revision == revision:
-                    break
-            else:
-                raise RuntimeError("the store changed during each of 8 searches; search again")
+        with _restricted(filter, index.dense) as spec:  # hits carry their stored vectors, from the state they saw
+            hits = index.search(query, fetch_k, mode, weights, candidates, filter=spec, vectors=True)
         if not hits:
             return []
-        found = [(_document(hit.id, hit.text, hit.payload), stored[hit.position]) for hit in hits]
+        found = [(_document(hit.id, hit.text, hit.payload), hit.vector) for hit in hits]
         return self._mmr(self.embeddings.embed_query(query), found, k, lambda_mult)
 
     def max_marginal_relevance_search_by_vector(

@@ -538,3 +538,27 @@ def test_the_hybrid_retriever_and_its_vectorstore_share_one_index(m3_path: str) 
         assert await store.aadd_texts(["x"], ids=["x"]) == ["x"] and "x" in retriever.vectorstore
 
     asyncio.run(run())
+
+
+def test_a_document_added_while_saving_keeps_serialization_honest(
+    embeddings: FlagEmbeddings, m3_path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A document added by another thread while the file is written is not in the file: the retrievers then say
+    they are not in their file (dumpd gives "not implemented"), never a constructor form that would lose it."""
+    from flag_core.retrieval import hybrid as hybrid_module
+    from flag_core.retrieval import index as index_module
+
+    retriever = FlagRetriever.from_texts(TEXTS[:2], embeddings)
+    hybrid = FlagHybridRetriever.from_texts(TEXTS[:2], model_name=m3_path, devices="cpu")
+    for module, holder in ((index_module, retriever), (hybrid_module, hybrid)):
+        written = module.write_archive
+
+        def add_meanwhile(*args: Any, holder: Any = holder, written: Any = written, **kwargs: Any) -> None:
+            holder.add_documents([Document(page_content="added while saving", id="late")])
+            written(*args, **kwargs)
+
+        monkeypatch.setattr(module, "write_archive", add_meanwhile)
+        holder.save(tmp_path / f"{type(holder).__name__}.flag")
+        monkeypatch.undo()
+        assert len(holder) == 3 and not holder.in_file()
+        assert dumpd(holder)["type"] == "not_implemented"

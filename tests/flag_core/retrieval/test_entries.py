@@ -311,3 +311,86 @@ def test_a_repeated_filter_sees_every_change() -> None:
     assert [hit.id for hit in index.search("bears", k=5, filter=dict(spec))] == ["doc-4"]
     index.add(["more pandas"], [{"topic": "pandas"}], ["new"])
     assert sorted(hit.id for hit in index.search("bears", k=5, filter=spec)) == ["doc-4", "new"]
+
+
+def test_a_save_returns_the_revision_it_wrote(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A change made while the file is being written (another thread's) is not in the file: the revision a save
+    returns is the one it wrote, so a holder comparing it with the index's later revision knows."""
+    from flag_core.retrieval import index as index_module
+
+    dense = dense_index()
+    written = index_module.write_archive
+
+    def add_meanwhile(*args: Any, **kwargs: Any) -> None:
+        dense.add(["added while saving"], ids=["late"])
+        written(*args, **kwargs)
+
+    monkeypatch.setattr(index_module, "write_archive", add_meanwhile)
+    saved = dense.save(tmp_path / "racing.flag")
+    monkeypatch.undo()
+    assert saved != dense.revision and "late" in dense
+    assert "late" not in DenseIndex.load(tmp_path / "racing.flag", embed, embed_query, {"model": "stub"})
+
+
+def test_payloads_mean_the_same_before_a_save_and_after_a_load(tmp_path: Path) -> None:
+    """Payloads are kept as JSON keeps them (a tuple is a list, a key a str), so filters and get answer the same in
+    memory and after a load."""
+    index = DenseIndex(embed, embed_query)
+    index.add(["a text"], [{"tags": ("bears", "trees"), 7: "seven"}], ids=["x"])  # type: ignore[dict-item]
+    assert index.get(["x"])[0].payload == {"tags": ["bears", "trees"], "7": "seven"}
+    assert index.find({"tags": {"$contains": "bears"}}) == ["x"]
+    index.save(tmp_path / "json.flag")
+    loaded = DenseIndex.load(tmp_path / "json.flag", embed, embed_query)
+    assert loaded.get(["x"]) == index.get(["x"]) and loaded.find({"tags": {"$contains": "bears"}}) == ["x"]
+
+
+def test_ids_made_for_an_old_file_are_the_same_at_every_load(tmp_path: Path) -> None:
+    index = dense_index()
+    index.save(tmp_path / "new.flag")
+    older_file(tmp_path / "new.flag", tmp_path / "old.flag", 1)
+    first, second = (VectorIndex.load(tmp_path / "old.flag").ids for _ in range(2))
+    assert first == second and len(set(first)) == 10
+
+
+def test_bad_queries_and_ids_are_refused() -> None:
+    index = dense_index()
+    for bad in (np.full(DIM, np.nan), np.full(DIM, np.inf)):
+        with pytest.raises(ValueError, match="holds NaN or infinity"):
+            index.search_by_vector(bad, k=3)
+    for unordered in ({"a", "b"}, {"a": 1, "b": 2}):
+        with pytest.raises(TypeError, match="unordered"):
+            index.add(["one", "two"], ids=unordered)  # type: ignore[arg-type]
+    nested: dict[str, Any] = {"n": 1}
+    for _ in range(5000):
+        nested = {"$not": nested}
+    with pytest.raises(ValueError, match="nested too deeply"):
+        index.search("pandas", k=1, filter=nested)
+
+
+def test_a_shallow_copy_is_an_index_of_its_own() -> None:
+    import copy
+
+    original = VectorIndex()
+    original.add(np.eye(3, dtype=np.float32), [{"n": n} for n in range(3)], ids=["a", "b", "c"])
+    clone = copy.copy(original)
+    clone.add(np.ones((1, 3), dtype=np.float32), [{"n": 3}], ids=["d"])
+    clone.delete(["a"])
+    assert original.ids == ["a", "b", "c"] and len(original) == len(original.vectors) == 3
+    assert original.delete(["b"]) == 1 and clone.ids == ["b", "c", "d"]
+
+
+def test_a_field_named_with_dots_is_read_whole() -> None:
+    from flag_core.retrieval import compile_filter
+
+    match = compile_filter({"file.name": "a.txt", "meta.lang": "en"})
+    assert match is not None
+    assert match({"file.name": "a.txt", "meta": {"lang": "en"}})
+    assert not match({"file": {"name": "b.txt"}, "file.name": "b.txt", "meta": {"lang": "en"}})
+
+
+def test_hybrid_hits_carry_their_stored_vectors_when_asked(m3: BGEM3FlagModel) -> None:
+    index = hybrid_pair(m3, list(range(6)))
+    for hit in index.search("pandas", k=3, vectors=True):
+        assert hit.vector is not None
+        np.testing.assert_array_equal(hit.vector, index.dense.vectors[hit.position])
+    assert all(hit.vector is None for hit in index.search("pandas", k=3))
