@@ -252,7 +252,7 @@ def expand_settings(
 class HybridIndexHolder(RebuildsModel, BaseModel):
     """What LangChain's and LlamaIndex's ``FlagHybridRetriever`` share: the search settings (``mode``, ``weights``,
     ``candidates``), how ColBERT rows are stored (``colbert_storage``: None keeps a file's and stores a new index's
-    as float32; a kind given converts a file's on reading), the :class:`~flag_core.retrieval.HybridIndex` built
+    as float16; a kind given converts a file's on reading), the :class:`~flag_core.retrieval.HybridIndex` built
     with the class's BGE-M3 settings (``model_name`` and :class:`flag_core.settings.M3Fields`, which the adapter
     class holds) and the file it was last saved to or read from (``index_path``, kept absolute; given at
     construction, it is read).
@@ -266,7 +266,7 @@ class HybridIndexHolder(RebuildsModel, BaseModel):
     candidates: int = Field(default=DEFAULT_CANDIDATES, gt=0, description="dense and sparse candidates each")
     colbert_storage: ColbertStorage | None = Field(
         default=None,
-        description="ColBERT rows as float16, float32, int8, int4 or binary (None: the file's, else float32)")
+        description="ColBERT rows as float16, float32, int8, int4 or binary (None: the file's, else float16)")
     index_path: str | None = Field(default=None, description="index file to read at construction (save sets it)")
 
     payloads: ClassVar[PayloadFormat]

@@ -217,7 +217,7 @@ def test_colbert_storage_is_a_setting_kept_in_the_file(m3_path: str, tmp_path: P
     the kind (None: the file's), a kind given converts it, and serialization carries the field."""
     retriever = FlagHybridRetriever.from_texts(TEXTS, model_name=m3_path, devices="cpu", k=2, colbert_storage="int8")
     assert retriever._index.colbert_storage == "int8"
-    assert FlagHybridRetriever(model_name=m3_path, devices="cpu")._index.colbert_storage == "float32"
+    assert FlagHybridRetriever(model_name=m3_path, devices="cpu")._index.colbert_storage == "float16"
     retriever.save(tmp_path / "h.flag")
     again = FlagHybridRetriever(model_name=m3_path, devices="cpu", k=2, index_path=tmp_path / "h.flag")
     assert again.colbert_storage is None and again._index.colbert_storage == "int8"

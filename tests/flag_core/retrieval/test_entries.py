@@ -288,7 +288,7 @@ def test_dense_files_written_by_967415d_load(model_path: str) -> None:
 
 def test_a_hybrid_file_written_by_967415d_loads_and_searches_as_a_fresh_one(m3: BGEM3FlagModel) -> None:
     loaded = HybridIndex.load(OLD / "langchain-hybrid-967415d.flag", m3)
-    fresh = HybridIndex(m3)
+    fresh = HybridIndex(m3, colbert_storage="float32")  # as the file's
     fresh.add(OLD_TEXTS)
     assert loaded.colbert_storage == "float32" and len(set(loaded.ids)) == 4
     for query in ("what do pandas eat?", "capital of France"):

@@ -246,7 +246,7 @@ def test_colbert_storage_is_checked(m3: BGEM3FlagModel) -> None:
     for bad in ("int2", "fp16", None, 8):
         with pytest.raises(ValueError, match="colbert_storage must be one of float16, float32, int8, int4, binary"):
             HybridIndex(m3, colbert_storage=bad)  # type: ignore[arg-type]
-    assert HybridIndex(m3).colbert_storage == "float32"
+    assert HybridIndex(m3).colbert_storage == "float16"
     store = MultiVectors("float16")
     with pytest.raises(ValueError, match="float16's range"):
         store.add([np.full((2, 4), 1e6, dtype=np.float32)])
