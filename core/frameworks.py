@@ -13,7 +13,8 @@
 - :func:`qdrant_m3_query`: Qdrant ``query_points`` arguments that rank BGE-M3's three vectors as
   ``HybridIndex.search`` does (the Qdrant stores of both adapters).
 - :func:`absolute_path`: an index path kept absolute, so a serialized retriever finds its file from anywhere.
-- Checks and types the adapters' fields use: :data:`ModelName`, :func:`as_model_name`, :func:`check_positive_int`.
+- Checks and types the adapters' fields use: :data:`ModelName`, :func:`as_model_name`, :func:`check_positive_int`,
+  :func:`as_item_list` (a list of texts, documents or nodes, naming the first bad item).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from pydantic import BaseModel, Field, PrivateAttr, field_validator
 
 from .inference.fusion import canonical_mode
 from .inference.gather import run_async
-from .inference.inputs import ModelName, as_model_name, check_positive_int
+from .inference.inputs import ModelName, as_item_list, as_model_name, check_positive_int
 from .inference.m3 import BGEM3FlagModel
 from .inference.one_pass import OnePass, Output
 from .inference.settings import settings_class
@@ -53,6 +54,7 @@ __all__ = [
     "OnePass",
     "RebuildsModel",
     "absolute_path",
+    "as_item_list",
     "as_model_name",
     "check_mode",
     "check_positive_int",

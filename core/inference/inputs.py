@@ -36,6 +36,19 @@ def as_text_list(texts: Any, what: str = "texts") -> tuple[list[str], bool]:
     return items, False
 
 
+def as_item_list(items: Any, kind: type | tuple[type, ...], what: str, expected: str) -> list[Any]:
+    """``items`` (any iterable) as a list whose every item is a ``kind``, else a TypeError naming the first that is
+    not (``expected`` says what was expected, e.g. "str", "a LlamaIndex node"); one lone item (a ``kind``, or a str)
+    is refused rather than read item by item."""
+    if isinstance(items, (kind, str, bytes)):
+        raise TypeError(f"{what} must be a list, got one {type(items).__name__}: wrap it in a list")
+    items = list(items)
+    for i, item in enumerate(items):
+        if not isinstance(item, kind):
+            raise TypeError(f"{what}[{i}] is {type(item).__name__}, expected {expected}")
+    return items
+
+
 def check_unicode(text: str, where: str) -> None:
     """Raise a ValueError naming ``where`` when ``text`` holds a lone surrogate (text decoded with
     ``surrogateescape``, or half of a UTF-16 pair): no tokenizer can read it."""

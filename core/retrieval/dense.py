@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ..inference.inputs import check_positive_int
+from ..inference.inputs import as_item_list, check_positive_int
 from .archive import payload_bytes
 from .filters import Filter, compile_filter
 from .index import Found, IndexFileError, VectorIndex, Where
@@ -91,12 +91,7 @@ def check_texts(
 ) -> tuple[list[str], list[dict[str, Any]]]:
     """The texts as a list and their rows ({"text", "payload"}, JSON-checked), or a TypeError / ValueError naming
     the bad item."""
-    if isinstance(texts, str):
-        raise TypeError("texts must be a list of str, got one str: wrap it in a list")
-    texts = list(texts)
-    for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise TypeError(f"texts[{i}] is {type(text).__name__}, expected str")
+    texts = as_item_list(texts, str, "texts", "str")
     if payloads is not None and len(payloads) != len(texts):
         raise ValueError(f"{len(texts)} texts but {len(payloads)} payloads: give one per text")
     rows = [{"text": t, "payload": dict(payloads[i]) if payloads else {}} for i, t in enumerate(texts)]

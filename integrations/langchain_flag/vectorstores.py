@@ -32,6 +32,7 @@ from typing_extensions import Self
 from flag_core.frameworks import (
     HybridIndexHolder,
     ModelName,
+    as_item_list,
     check_positive_int,
     check_weights,
     run_async,
@@ -166,12 +167,7 @@ def _document(entry_id: str, text: str, payload: Mapping[str, Any]) -> Document:
 def _texts_as_documents(
     texts: Iterable[str], metadatas: Sequence[Mapping[str, Any] | None] | None,
 ) -> list[Document]:
-    if isinstance(texts, str):
-        raise TypeError("texts must be a list of str, got one str: wrap it in a list")
-    texts = list(texts)
-    for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise TypeError(f"texts[{i}] is {type(text).__name__}, expected str")
+    texts = as_item_list(texts, str, "texts", "str")
     if metadatas is not None and len(metadatas) != len(texts):
         raise ValueError(f"{len(texts)} texts but {len(metadatas)} metadatas: give one per text")
     return [Document(page_content=text, metadata=dict(metadatas[i] or {}) if metadatas is not None else {})
@@ -183,12 +179,7 @@ def _incoming(
 ) -> tuple[list[str], list[dict[str, Any]], list[str]]:
     """Texts, payloads and ids of documents to store: ``ids`` (one per document; None: a new one) or else each
     document's own id (None: a new one)."""
-    if isinstance(documents, Document):
-        raise TypeError("documents must be a list of Document, got one Document: wrap it in a list")
-    docs = list(documents)
-    for i, doc in enumerate(docs):
-        if not isinstance(doc, Document):
-            raise TypeError(f"documents[{i}] is {type(doc).__name__}, expected a langchain Document")
+    docs = as_item_list(documents, Document, "documents", "a langchain Document")
     given = (check_ids(ids, len(docs)) if ids is not None
              else check_ids([doc.id for doc in docs], name="document ids"))
     entry_ids = [value if value is not None else new_id() for value in given]
