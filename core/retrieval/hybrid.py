@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 
 from ..inference.fusion import COLBERT_MODES, canonical_mode, check_mode_weights, fuse, maxsim
 from ..inference.fusion import MODES as MODES  # re-exported: the adapters, the command line and evaluation
@@ -66,8 +67,17 @@ def _packed_width(storage: str, dim: int) -> int:
 
 
 _CHUNK_ROWS = 8192  # token rows read back at once for a compact kind's MaxSim (12 MiB at 384 dimensions)
-# every float16 bit pattern's float32 value: a lookup reads float16 rows back faster than numpy's conversion
-_HALF_TO_FLOAT = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
+# float16 rows are read back by torch's vectorised conversion (several times numpy's), in pieces of at most this many
+# values: below torch's parallel grain size, so it runs on the calling thread and never wakes a thread pool that
+# would contend with numpy's BLAS threads (that contention made whole-document conversions 50x slower here)
+_SERIAL_VALUES = 32768
+
+
+def _tensor(rows: np.ndarray) -> torch.Tensor:
+    """A torch view of ``rows`` (a copy where the array is read-only or not contiguous)."""
+    if not rows.flags.writeable or not rows.flags.c_contiguous:
+        rows = np.array(rows, order="C")
+    return torch.from_numpy(rows)
 
 
 def check_colbert_storage(storage: Any) -> str:
@@ -328,7 +338,10 @@ class MultiVectors:
         """One document's rows read back, the float32 values :meth:`document` gives, into ``target``."""
         rows = self._rows[position]
         if self.storage == "float16":
-            np.take(_HALF_TO_FLOAT, rows.view(np.uint16), out=target)
+            source, into = _tensor(rows), torch.from_numpy(target)
+            step = max(1, _SERIAL_VALUES // max(rows.shape[1], 1))
+            for start in range(0, len(rows), step):
+                into[start:start + step].copy_(source[start:start + step])
         elif self.storage == "int8":
             np.multiply(rows, self._scales[position][:, None], out=target, casting="unsafe")
         else:
