@@ -167,11 +167,11 @@ def _document(entry_id: str, text: str, payload: Mapping[str, Any]) -> Document:
 def _texts_as_documents(
     texts: Iterable[str], metadatas: Sequence[Mapping[str, Any] | None] | None,
 ) -> list[Document]:
-    texts = as_item_list(texts, str, "texts", "str")
-    if metadatas is not None and len(metadatas) != len(texts):
-        raise ValueError(f"{len(texts)} texts but {len(metadatas)} metadatas: give one per text")
+    items: list[str] = as_item_list(texts, str, "texts", "str")
+    if metadatas is not None and len(metadatas) != len(items):
+        raise ValueError(f"{len(items)} texts but {len(metadatas)} metadatas: give one per text")
     return [Document(page_content=text, metadata=dict(metadatas[i] or {}) if metadatas is not None else {})
-            for i, text in enumerate(texts)]
+            for i, text in enumerate(items)]
 
 
 def _incoming(

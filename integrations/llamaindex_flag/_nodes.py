@@ -2,9 +2,10 @@
 
 Every entry's payload is ``{"node": doc_to_json(node)}`` (the embedding left out: the index holds the vector) and its
 id is the node's id. Filters read the node's data (``id_``, ``metadata``, ``relationships``, ...): LlamaIndex's
-``MetadataFilters`` become flag_core filters on ``metadata.<key>`` (:func:`metadata_filter`), a ``node_ids``
-restriction one on ``id_`` and a ``doc_ids`` restriction one on the source document's id, so every restriction is
-applied inside the index, exactly, before the top-k cut.
+``MetadataFilters`` become flag_core filters on ``metadata.<key>`` (on the source document's id for the keys
+``ref_doc_id``, ``doc_id`` and ``document_id``: :func:`metadata_filter`), a ``node_ids`` restriction one on ``id_`` and
+a ``doc_ids`` restriction one on the source document's id, so every restriction is applied inside the index, exactly,
+before the top-k cut.
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ from llama_index.core.schema import BaseNode, NodeRelationship
 from llama_index.core.storage.docstore.utils import doc_to_json, json_to_doc
 from llama_index.core.vector_stores.types import FilterCondition, FilterOperator, MetadataFilter, MetadataFilters
 
+from flag_core.frameworks import as_item_list
 from flag_core.retrieval import PayloadFormat, VectorIndex, new_id
 
 __all__ = [
     "DENSE_PAYLOADS",
     "HYBRID_PAYLOADS",
     "REF_DOC_FIELD",
+    "REF_DOC_KEYS",
     "check_node_payload",
     "checked_nodes",
     "keyed_by_node",
@@ -34,6 +37,9 @@ __all__ = [
 
 REF_DOC_FIELD = f"relationships.{NodeRelationship.SOURCE.value}.node_id"
 """Where a node's source document id (``node.ref_doc_id``) sits in its data, as a filter field."""
+REF_DOC_KEYS = ("ref_doc_id", "doc_id", "document_id")
+"""The filter keys that name the source document's id: LlamaIndex's stores (SimpleVectorStore, Qdrant, ...) keep it
+under these keys beside the metadata (``node_to_metadata_dict``), replacing any metadata field so named."""
 
 
 def node_payload(node: BaseNode) -> dict[str, Any]:
@@ -87,13 +93,8 @@ HYBRID_PAYLOADS = PayloadFormat("llamaindex_flag.FlagHybridRetriever", keys=("no
 
 def checked_nodes(nodes: Iterable[BaseNode]) -> list[BaseNode]:
     """``nodes`` as a list, or a TypeError naming the first item that is not a LlamaIndex node."""
-    if isinstance(nodes, BaseNode):
-        raise TypeError("nodes must be a list of nodes, got one node: wrap it in a list")
-    nodes = list(nodes)
-    for i, node in enumerate(nodes):
-        if not isinstance(node, BaseNode):
-            raise TypeError(f"nodes[{i}] is {type(node).__name__}, expected a LlamaIndex node")
-    return nodes
+    items: list[BaseNode] = as_item_list(nodes, BaseNode, "nodes", "a LlamaIndex node")
+    return items
 
 
 def keyed_by_node(index: VectorIndex) -> VectorIndex | None:
@@ -143,9 +144,10 @@ def metadata_filter(filters: MetadataFilters | None) -> dict[str, Any] | None:
     ======================  ==========================================================================
     LlamaIndex              flag_core (``k`` is ``metadata.<key>``)
     ======================  ==========================================================================
-    EQ, NE                  ``{k: {"$eq": v}}``, ``{k: {"$ne": v}}``
+    EQ, NE                  ``{k: {"$eq": v}}``, ``{k: {"$ne": v}}`` (v None: ``{k: {"$in": []}}``,
+                            ``{k: {"$nin": []}}``: EQ matches no node, NE every node, as LlamaIndex)
     GT, GTE, LT, LTE        ``{k: {"$gt": v}}`` ... (numbers with numbers, strings with strings)
-    IN, NIN                 ``{k: {"$in": [...]}}``, ``{k: {"$nin": [...]}}``
+    IN, NIN                 ``{k: {"$in": [...]}}``, ``{k: {"$nin": [...]}}`` (None left out of the list)
     CONTAINS                ``{k: {"$contains": v}}`` (a list holding v, or a str holding the substring)
     TEXT_MATCH              ``{k: {"$gte": "", "$contains": v}}`` (a str field holding the substring v)
     ANY, ALL                ``{"$or" / "$and": [{k: {"$contains": x}} for x in v]}`` (``[]``: ANY matches
@@ -156,8 +158,13 @@ def metadata_filter(filters: MetadataFilters | None) -> dict[str, Any] | None:
     NOT                     ``{"$not": {"$or": [...]}}`` (none of the filters holds, as LlamaIndex reads it)
     ======================  ==========================================================================
 
-    A missing field (or, as LlamaIndex reads it, a null one) matches only NE, NIN and IS_EMPTY. An empty filter list
-    restricts nothing. A key with a dot reads nested metadata (``"source.page"``), as flag_core's filters do."""
+    As LlamaIndex reads them, a missing field and a null one match only NE, NIN and IS_EMPTY, and a null filter value
+    matches no field (so EQ None matches nothing: IS_EMPTY finds missing and null fields); unlike LlamaIndex's Python
+    comparisons, a bool never equals a number (flag_core's rule: ``True`` is not ``1``). An empty filter list
+    restricts nothing. The keys ``ref_doc_id``, ``doc_id`` and ``document_id`` name the node's source document id
+    (``node.ref_doc_id``), as in LlamaIndex's stores. A key is a metadata field's whole name, dots and all
+    (``"file.name"``), as LlamaIndex reads it; where no field is named so, a dotted key reads nested metadata
+    (``"source.page"``: ``metadata["source"]["page"]``), as flag_core's filters do."""
     if filters is None:
         return None
     spec = _filters(filters, "filters")
@@ -193,7 +200,7 @@ def _filter(item: Any, where: str) -> dict[str, Any]:
                          f"operators are {_OPERATORS}") from None
     if not isinstance(item.key, str):
         raise TypeError(f"{where}: the key must be a str, got {item.key!r}")
-    key = f"metadata.{item.key}"
+    key = REF_DOC_FIELD if item.key in REF_DOC_KEYS else f"metadata.{item.key}"
     name = op.name
     if op == FilterOperator.IS_EMPTY:
         return {"$or": [{key: {"$exists": False}}, {key: {"$in": [None, "", []]}}]}
@@ -201,9 +208,12 @@ def _filter(item: Any, where: str) -> dict[str, Any]:
         flag = _COMPARE[op]
         if flag in _RANGES and (not _scalar(value) or value is None):
             raise ValueError(f"{where}: {name} compares a number or a str, got {value!r}")
+        if value is None and flag in ("$eq", "$ne"):  # null equals no field (LlamaIndex): EQ none, NE every node
+            return {key: {"$in" if flag == "$eq" else "$nin": []}}
         return {key: {flag: value}}
     if op in (FilterOperator.IN, FilterOperator.NIN):
-        return {key: {"$in" if op == FilterOperator.IN else "$nin": _values(value, name, where)}}
+        values = [v for v in _values(value, name, where) if v is not None]  # null equals no field, as above
+        return {key: {"$in" if op == FilterOperator.IN else "$nin": values}}
     if op == FilterOperator.CONTAINS:
         if value is None:
             raise ValueError(f"{where}: CONTAINS needs a value, got None")
@@ -238,7 +248,11 @@ def restriction(
     filters: MetadataFilters | None, node_ids: Sequence[str] | None = None, doc_ids: Sequence[str] | None = None,
 ) -> dict[str, Any] | None:
     """One flag_core filter for a query's ``filters``, ``node_ids`` and ``doc_ids`` (source document ids); an empty
-    or None list restricts nothing (VectorStoreIndex gives ``node_ids=[]`` to stores that keep text)."""
+    or None list restricts nothing, a non-empty one restricts to the nodes listed. A ``VectorStoreIndex`` retriever
+    gives as ``node_ids`` the ids in its index struct: none for a store that keeps text, until an ``IndexNode`` is
+    inserted; from then on every query of ``index.as_retriever()`` finds only the IndexNodes, as over LlamaIndex's
+    Qdrant and Milvus stores, which read ``node_ids`` the same way (``VectorIndexRetriever(index)``, without
+    ``node_ids``, searches every node)."""
     parts = []
     spec = metadata_filter(filters)
     if spec is not None:

@@ -196,6 +196,8 @@ class FlagVectorStore(_NodeStore, BasePydanticVectorStore):
     ``embed_model`` (optional) records what made the vectors: its settings are saved with the file, and
     ``from_persist_path(path, embed_model=...)`` refuses a file made with other settings. The file format is
     ``llamaindex_flag.FlagRetriever``'s: a retriever's file loads here and a store's file loads into the retriever.
+    ``to_dict`` / ``to_json`` carry the fields only, so they refuse (ValueError) a store holding nodes: persist it and
+    read it with ``from_persist_path`` (``pickle`` and ``copy.deepcopy`` carry the nodes).
 
     Example:
         .. code-block:: python
@@ -238,6 +240,17 @@ class FlagVectorStore(_NodeStore, BasePydanticVectorStore):
     @classmethod
     def class_name(cls) -> str:
         return "FlagVectorStore"
+
+    def to_dict(self, **kwargs: Any) -> dict[str, Any]:
+        """The store's fields (``from_dict`` builds an empty store); a ValueError while it holds nodes, which the dict
+        would lose."""
+        held = len(self._dense)
+        if held:
+            raise ValueError(
+                f"this FlagVectorStore holds {held} node(s) and to_dict carries none of them: persist(path) and read "
+                "the file with FlagVectorStore.from_persist_path(path) (pickle and copy.deepcopy carry the nodes)"
+            )
+        return super().to_dict(**kwargs)
 
     @property
     def client(self) -> DenseIndex:
@@ -384,7 +397,9 @@ class FlagHybridVectorStore(_NodeStore, HybridIndexHolder, BasePydanticVectorSto
     Settings: ``model_name`` and :class:`flag_core.settings.M3Fields` (``devices``, ``passage_max_length``, ...; or a
     dict of them as ``m3_settings={...}``), ``mode``, ``weights``, ``candidates``, ``colbert_storage``, exactly as
     :class:`~llamaindex_flag.FlagHybridRetriever` takes them; the file format is the retriever's, and
-    ``FlagHybridRetriever.vector_store`` is a store over the retriever's own index.
+    ``FlagHybridRetriever.vector_store`` is a store over the retriever's own index. ``to_dict`` / ``from_dict`` (and
+    the JSON twins) refer to the file (``index_path``), never inline the nodes: ``to_dict`` of a store holding nodes
+    that are not in that file as they are (``in_file()`` false: never persisted, or changed since) is a ValueError.
 
     Example:
         .. code-block:: python
@@ -445,6 +460,16 @@ class FlagHybridVectorStore(_NodeStore, HybridIndexHolder, BasePydanticVectorSto
         store.index_path = holder.index_path
         store._saved_revision = holder._saved_revision
         return store
+
+    def to_dict(self, **kwargs: Any) -> dict[str, Any]:
+        """The settings and ``index_path`` (``from_dict`` reads the nodes from the file); a ValueError while the
+        store holds nodes that are not in the file as they are."""
+        if not self.in_file():
+            raise ValueError(
+                f"this store holds {len(self)} nodes that are not all in a file as they are: persist(path) first; "
+                "to_dict refers to the nodes by index_path, never inlines them"
+            )
+        return super().to_dict(**kwargs)
 
     @property
     def client(self) -> HybridIndex:

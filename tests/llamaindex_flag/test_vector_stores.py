@@ -11,6 +11,8 @@ import itertools
 import pickle
 import threading
 import time
+import uuid
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,8 +21,10 @@ import numpy as np
 import pytest
 from llama_index.core import Document, StorageContext, VectorStoreIndex
 from llama_index.core.indices.query.embedding_utils import get_top_k_mmr_embeddings
+from llama_index.core.indices.vector_store.retrievers import VectorIndexRetriever
 from llama_index.core.llms import MockLLM
-from llama_index.core.schema import BaseNode, MetadataMode, NodeRelationship, RelatedNodeInfo, TextNode
+from llama_index.core.schema import BaseNode, IndexNode, MetadataMode, NodeRelationship, RelatedNodeInfo, TextNode
+from llama_index.core.vector_stores import SimpleVectorStore
 from llama_index.core.vector_stores.types import (
     FilterCondition,
     FilterOperator,
@@ -234,6 +238,9 @@ ODD_FILTERS = [
     MetadataFilter(key="s", value=None, operator=FilterOperator.IS_EMPTY),
     MetadataFilter(key="missing", value=None, operator=FilterOperator.IS_EMPTY),
     MetadataFilter(key="missing", value="x", operator=FilterOperator.NE),
+    MetadataFilter(key="n", value=None),  # null matches no field: nothing (IS_EMPTY finds null and missing)
+    MetadataFilter(key="n", value=None, operator=FilterOperator.NE),  # every node, null and missing fields too
+    MetadataFilter(key="missing", value=None, operator=FilterOperator.NE),
 ]
 
 
@@ -318,6 +325,51 @@ def test_unmappable_filters_are_refused(odd_store: FlagVectorStore) -> None:
         odd_store.add(["text"])  # type: ignore[list-item]
 
 
+def test_ref_doc_keys_filter_the_source_document_as_simple_vector_store(embed_model: FlagEmbedding) -> None:
+    """ref_doc_id, doc_id and document_id name the node's source document, as in LlamaIndex's SimpleVectorStore
+    (where they sit beside the metadata, over a metadata field so named)."""
+    docs = [*DOCS, Document(text="A panda's day is mostly bamboo.", id_="doc-x", metadata={"doc_id": "doc-1"})]
+    stores = {"simple": SimpleVectorStore(), "flag": FlagVectorStore(embed_model=embed_model)}
+    indexes = {name: _index(store, embed_model, docs) for name, store in stores.items()}
+    for key in ("ref_doc_id", "doc_id", "document_id"):
+        for filters in (
+            MetadataFilters(filters=[MetadataFilter(key=key, value="doc-1")]),
+            MetadataFilters(filters=[MetadataFilter(key=key, value="doc-1", operator=FilterOperator.NE)]),
+            MetadataFilters(filters=[MetadataFilter(key=key, value=["doc-0", "doc-x"], operator=FilterOperator.IN)]),
+            MetadataFilters(filters=[MetadataFilter(key=key, value=["doc-0", "doc-3"], operator=FilterOperator.NIN),
+                                     MetadataFilter(key="topic", value="bears")]),
+        ):
+            found = {name: sorted(r.node.ref_doc_id for r in index.as_retriever(similarity_top_k=len(docs),
+                                                                                   filters=filters).retrieve(QUERY))
+                     for name, index in indexes.items()}
+            assert found["flag"] == found["simple"] != [], (key, filters)
+    assert found["flag"] == ["doc-10", "doc-6"]
+    store = indexes["flag"].vector_store
+    assert [n.ref_doc_id for n in store.get_nodes(filters=MetadataFilters(filters=[MetadataFilter(
+        key="doc_id", value="doc-1")]))] == ["doc-1"]  # not doc-x, whose metadata holds a "doc_id"
+
+
+def test_a_dotted_key_names_a_field_whole_else_nested_metadata() -> None:
+    """"file.name" is a metadata field named so where there is one (as LlamaIndex reads a key), else nested metadata
+    (flag_core's reading)."""
+    store = FlagVectorStore()
+    store.add([TextNode(text="a", id_="literal", metadata={"file.name": "a.txt"}, embedding=[1.0, 0.0]),
+               TextNode(text="b", id_="nested", metadata={"file": {"name": "a.txt"}}, embedding=[0.0, 1.0]),
+               TextNode(text="c", id_="both", metadata={"file.name": "c.txt", "file": {"name": "a.txt"}},
+                        embedding=[1.0, 1.0]),
+               TextNode(text="d", id_="none", metadata={"file": "a.txt"}, embedding=[1.0, 0.5])])
+    a_txt = MetadataFilters(filters=[MetadataFilter(key="file.name", value="a.txt")])
+    assert [n.node_id for n in store.get_nodes(filters=a_txt)] == ["literal", "nested"]
+    assert store.query(VectorStoreQuery(query_embedding=[1.0, 0.0], similarity_top_k=4, filters=a_txt)).ids == \
+        ["literal", "nested"]
+    c_txt = MetadataFilters(filters=[MetadataFilter(key="file.name", value="c.txt")])
+    literal = {n.node_id: n.metadata for n in store.get_nodes() if "file.name" in n.metadata}
+    assert [n.node_id for n in store.get_nodes(filters=c_txt)] == \
+        [i for i in literal if build_metadata_filter_fn(literal.__getitem__, c_txt)(i)] == ["both"]
+    missing = MetadataFilters(filters=[MetadataFilter(key="file.name", value=None, operator=FilterOperator.IS_EMPTY)])
+    assert [n.node_id for n in store.get_nodes(filters=missing)] == ["none"]
+
+
 # ---- node-level calls, copies, async ---------------------------------------------------------------------------------
 
 
@@ -377,6 +429,51 @@ def test_nodes_are_copies() -> None:
         assert clone.get_nodes()[0].metadata["tags"] == ["original"]
         clone.add([TextNode(text="b", id_="b", embedding=[0.0, 1.0])])
     assert len(store) == 1 and len(clone) == 2
+
+
+def test_dense_to_dict_refuses_a_store_holding_nodes(tmp_path: Path) -> None:
+    """to_dict carries the fields only: with nodes it would lose them, persisted or not (from_persist_path reads
+    them back)."""
+    store = FlagVectorStore(use_faiss=True)
+    back = FlagVectorStore.from_dict(store.to_dict())  # an empty store: nothing to lose
+    assert back.use_faiss and len(back) == 0 and FlagVectorStore.from_json(store.to_json()).use_faiss
+    store.add([TextNode(text="a", id_="a", embedding=[1.0, 0.0])])
+    for call in (store.to_dict, store.to_json):
+        with pytest.raises(ValueError, match=r"holds 1 node\(s\).*from_persist_path"):
+            call()
+    store.persist(str(tmp_path / "a.flag"))
+    with pytest.raises(ValueError, match="from_persist_path"):
+        store.to_dict()
+    assert FlagVectorStore.from_persist_path(tmp_path / "a.flag").client.ids == ["a"]
+    store.clear()
+    assert store.to_dict()["class_name"] == "FlagVectorStore"
+
+
+def test_index_nodes_restrict_index_queries_as_over_llamaindex_qdrant(embed_model: FlagEmbedding) -> None:
+    """VectorStoreIndex gives a store that keeps text the ids of its IndexNodes as query.node_ids; the store reads
+    them as a restriction, as LlamaIndex's Qdrant store does (and Milvus's, by its source): once an IndexNode is
+    inserted, index.as_retriever() finds only IndexNodes, and VectorIndexRetriever(index) every node."""
+    pytest.importorskip("llama_index.vector_stores.qdrant", reason="needs llama-index-vector-stores-qdrant")
+    from llama_index.vector_stores.qdrant import QdrantVectorStore
+    from qdrant_client import QdrantClient
+
+    ids = [str(uuid.UUID(int=i + 1)) for i in range(5)]  # Qdrant takes UUIDs as point ids
+    found = {}
+    for name, store in (("flag", FlagVectorStore()),
+                        ("qdrant", QdrantVectorStore(client=QdrantClient(location=":memory:"), collection_name="c"))):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Payload indexes have no effect in the local Qdrant")
+            index = VectorStoreIndex([TextNode(text=t, id_=ids[i]) for i, t in enumerate(TEXTS[:4])],
+                                     storage_context=StorageContext.from_defaults(vector_store=store),
+                                     embed_model=embed_model)
+        before = [r.node.node_id for r in index.as_retriever(similarity_top_k=3).retrieve(QUERY)]
+        index.insert_nodes([IndexNode(text="A summary of the city of Paris.", index_id="paris", id_=ids[4])])
+        after = [r.node.node_id for r in index.as_retriever(similarity_top_k=3).retrieve(QUERY)]
+        every = [r.node.node_id for r in VectorIndexRetriever(index, similarity_top_k=3).retrieve(QUERY)]
+        found[name] = (before, after, every)
+    assert found["flag"] == found["qdrant"]
+    before, after, every = found["flag"]
+    assert after == [ids[4]] and every == before and ids[4] not in before
 
 
 async def test_async_calls_do_not_block_the_loop(ticks_while: Any) -> None:
@@ -563,6 +660,45 @@ def test_hybrid_store_options_and_node_calls(m3_path: str, m3_model: BGEM3FlagMo
     assert store.query(VectorStoreQuery(query_str=QUERY, similarity_top_k=1, filters=bears)).ids == ["n2"]
     clone = pickle.loads(pickle.dumps(store))  # copies carry the nodes (the model is shared, built again)
     assert clone.client.ids == store.client.ids and clone.client.model is store.client.model
+
+
+def test_hybrid_to_dict_refers_to_the_file_only_while_it_holds_the_nodes(m3_path: str, tmp_path: Path) -> None:
+    """to_dict / from_dict refer to the nodes by index_path: refused while the store holds nodes that are not in that
+    file as they are (never persisted, edited since, or edited by another thread while the file was written)."""
+    store = FlagHybridVectorStore(m3_path, devices="cpu")
+    assert FlagHybridVectorStore.from_dict(store.to_dict()).client.ids == []  # empty, no file: nothing to lose
+    nodes = [TextNode(text=t, id_=f"n{i}") for i, t in enumerate(TEXTS[:4])]
+    path = str(tmp_path / "h.flag")
+
+    def round_trip() -> list[str]:
+        assert FlagHybridVectorStore.from_json(store.to_json()).client.ids == store.client.ids
+        return FlagHybridVectorStore.from_dict(store.to_dict()).client.ids
+
+    store.add(nodes[:2])
+    for edit in (lambda: store.add(nodes[2:]), lambda: store.delete_nodes(["n0"]), store.clear):
+        edit()
+        assert not store.in_file()
+        for call in (store.to_dict, store.to_json):
+            with pytest.raises(ValueError, match=r"not all in a file as they are: persist\(path\) first"):
+                call()
+        store.persist(path)
+        assert round_trip() == store.client.ids
+    assert store.client.ids == []  # cleared, and persisted so
+
+    index = store.client
+    write = index.save
+
+    def save_then_edit(target: Any) -> int:  # another thread deletes a node once the file is written
+        revision = write(target)
+        index.delete(["n1"])
+        return revision
+
+    store.add(nodes[:2])
+    index.save = save_then_edit  # type: ignore[method-assign]
+    store.persist(path)
+    assert store.client.ids == ["n0"] and not store.in_file()  # the file holds n1 still
+    with pytest.raises(ValueError, match="persist"):
+        store.to_dict()
 
 
 async def test_hybrid_async_add_does_not_block_the_loop(m3_path: str, ticks_while: Any) -> None:
