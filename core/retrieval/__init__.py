@@ -16,7 +16,7 @@ from .hybrid import (
     check_colbert_storage,
     check_weights,
 )
-from .index import IndexFileError, VectorIndex, check_ids, new_id
+from .index import IndexFileError, VectorIndex, Where, check_ids, new_id
 
 __all__ = [
     "COLBERT_STORAGE",
@@ -39,6 +39,7 @@ __all__ = [
     "PayloadFormat",
     "SparseIndex",
     "VectorIndex",
+    "Where",
     "check_colbert_storage",
     "check_ids",
     "check_weights",

@@ -42,17 +42,22 @@ class PayloadFormat:
     legacy_id: Callable[[dict[str, Any]], Any] | None = None
     """The id a payload of a file written before entries had ids carries, if any (else a new id is made)."""
 
-    def where(self, spec: Filter | None) -> Where | None:
-        """The search restriction of a metadata filter over rows of this format (None: no filter)."""
-        return rows_where(spec, self)
+    def where(self, spec: Filter | None, also: Where | None = None) -> Where | None:
+        """The search restriction of a metadata filter over rows of this format, and ``also`` (None: no filter)."""
+        return rows_where(spec, self, also)
 
 
-def rows_where(spec: Filter | None, payload_format: PayloadFormat | None) -> Where | None:
+def rows_where(spec: Filter | None, payload_format: PayloadFormat | None, also: Where | None = None) -> Where | None:
     """The search restriction of metadata filter ``spec`` over text rows ({"text", "payload"}) whose payloads are
-    of ``payload_format`` (its ``metadata`` view; the payload itself when None); None for no filter."""
+    of ``payload_format`` (its ``metadata`` view; the payload itself when None), and of ``also``, a restriction over
+    the rows themselves (an adapter's: e.g. a callable asked about a whole document); None for no restriction."""
     match = compile_filter(spec)
     if match is None:
-        return None
+        return also
+    if also is not None:
+        only = rows_where(spec, payload_format)
+        assert only is not None
+        return lambda row: only(row) and also(row)
     view = payload_format.metadata if payload_format is not None and payload_format.metadata else None
 
     def where(row: dict[str, Any]) -> bool:
@@ -191,26 +196,28 @@ class DenseIndex:
         where = rows_where(filter, self.payload_format)
         return self.index.find(where) if where is not None else self.index.ids
 
-    def search(self, query: str, k: int, filter: Filter | None = None) -> list[Hit]:
-        """The ``k`` best texts for ``query``, best first, among those whose metadata ``filter`` accepts."""
+    def search(self, query: str, k: int, filter: Filter | None = None, where: Where | None = None) -> list[Hit]:
+        """The ``k`` best texts for ``query``, best first, among those whose metadata ``filter`` accepts (and
+        ``where``, a restriction over stored rows, accepts)."""
         if not isinstance(query, str):
             raise TypeError(f"query must be a str, got {type(query).__name__}")
         k = check_positive_int(k, "k", allow_none=False)
-        where = rows_where(filter, self.payload_format)  # checked before the query is embedded
+        where = rows_where(filter, self.payload_format, where)  # checked before the query is embedded
         if not len(self.index):
             return []
         return self._hits(self.index.top(self._embedder(self.embed_query, "embed_query")(query), k, where)[0])
 
     def search_by_vector(
-        self, vector: Any, k: int, filter: Filter | None = None, vectors: bool = False,
+        self, vector: Any, k: int, filter: Filter | None = None, vectors: bool = False, where: Where | None = None,
     ) -> list[Hit]:
-        """The ``k`` best texts for a query ``vector`` embedded elsewhere, best first, among those ``filter``
-        accepts; with ``vectors``, each hit carries its stored vector (e.g. for maximal marginal relevance)."""
+        """The ``k`` best texts for a query ``vector`` embedded elsewhere, best first, among those ``filter`` (and
+        ``where``) accept; with ``vectors``, each hit carries its stored vector (e.g. for maximal marginal
+        relevance)."""
         query = np.asarray(vector, dtype=np.float32)
         if query.ndim != 1:
             raise ValueError(f"vector must be one query vector (1-D), got shape {query.shape}")
         k = check_positive_int(k, "k", allow_none=False)
-        where = rows_where(filter, self.payload_format)
+        where = rows_where(filter, self.payload_format, where)
         return self._hits(self.index.top(query, k, where, vectors=vectors)[0])
 
     @staticmethod

@@ -167,6 +167,10 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def _compare(path: list[str], op: str, expected: Any) -> Matcher:
+    # $in / $nin: a str is looked up in a set (a long list of ids stays cheap), other values compared one by one
+    strings = frozenset(item for item in expected if isinstance(item, str)) if op in ("$in", "$nin") else frozenset()
+    others = [item for item in expected if not isinstance(item, str)] if op in ("$in", "$nin") else []
+
     def match(metadata: Metadata) -> bool:
         value = _lookup(metadata, path)
         if op == "$exists":
@@ -177,10 +181,9 @@ def _compare(path: list[str], op: str, expected: Any) -> Matcher:
             return _same(value, expected)
         if op == "$ne":
             return not _same(value, expected)
-        if op == "$in":
-            return any(_same(value, item) for item in expected)
-        if op == "$nin":
-            return not any(_same(value, item) for item in expected)
+        if op in ("$in", "$nin"):
+            found = value in strings if isinstance(value, str) else any(_same(value, item) for item in others)
+            return found == (op == "$in")
         if op == "$contains":
             if isinstance(value, str):
                 return isinstance(expected, str) and expected in value

@@ -42,7 +42,7 @@ from .archive import (
 )
 from .dense import Entry, PayloadFormat, _rows_id, check_rows, check_texts, rows_where
 from .filters import Filter
-from .index import VectorIndex, ids_bytes, read_ids
+from .index import VectorIndex, Where, ids_bytes, read_ids
 
 FORMAT = "flagstack-hybrid-index"
 VERSION = 3  # 2: ColBERT rows stored as colbert_storage says; 3: ids.json (files of 1 and 2 get ids made for them)
@@ -588,13 +588,15 @@ class HybridIndex:
         candidates: int = DEFAULT_CANDIDATES,
         filter: Filter | None = None,
         vectors: bool = False,
+        where: Where | None = None,
     ) -> list[HybridHit]:
         """The ``k`` best documents for ``query`` by ``mode`` (dense, sparse, colbert, sparse+dense or hybrid, or
         FlagEmbedding's colbert+sparse+dense for hybrid), best first (ties: lower position); each hit carries every
         mode's score, under the canonical names. The candidates are the ``candidates``
         best by dense and (positive) sparse score: for "dense" the dense ones, for "sparse" the sparse ones, for
         the others their union, which ColBERT rescores. With a metadata ``filter``, only the documents it accepts
-        are candidates (exactly: the filter is applied before candidates are taken). With ``vectors``, each hit
+        are candidates (exactly: the filter is applied before candidates are taken); ``where`` restricts them the
+        same way by the stored rows (an adapter's restriction). With ``vectors``, each hit
         carries its stored dense vector, from the same state of the index as its scores (e.g. for maximal marginal
         relevance)."""
         if not isinstance(query, str):
@@ -605,7 +607,7 @@ class HybridIndex:
         if mode in COLBERT_MODES and not self.multi_vectors:
             raise ValueError(f"mode={mode!r} needs ColBERT vectors; this index was built with multi_vectors=False")
         weights = check_weights(weights)
-        where = rows_where(filter, self.payload_format)
+        where = rows_where(filter, self.payload_format, where)
         if not len(self):
             return []
         q = self.model.encode_queries(query, return_dense=True, return_sparse=True,

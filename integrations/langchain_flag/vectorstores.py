@@ -13,12 +13,10 @@ Documents that come back are copies: editing them never changes the store.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import numbers
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextvars import ContextVar
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -47,6 +45,7 @@ from flag_core.retrieval import (
     HybridIndex,
     PayloadFormat,
     VectorIndex,
+    Where,
     check_ids,
     compile_filter,
     embedding_settings,
@@ -60,11 +59,6 @@ DocumentFilter = Mapping[str, Any] | Callable[[Document], bool]
 """A store's ``filter``: a mapping in flag_core's filter language over ``Document.metadata``, or a callable taking a
 copy of a ``Document`` (its id, text and metadata) and returning True or False."""
 
-# True while a search restricted by a callable filter runs (in that call's thread and context only): filters then
-# read each stored payload's identity, by which the callable's answers were collected (see _restricted)
-_PAYLOAD_KEYS: ContextVar[bool] = ContextVar("langchain_flag_payload_keys", default=False)
-
-
 def check_document_payload(payload: dict[str, Any]) -> None:
     """A Document's payload in an index: a metadata dict and an id (str or None); else a TypeError."""
     if not isinstance(payload["metadata"], dict) or not isinstance(payload["id"], str | None):
@@ -73,8 +67,6 @@ def check_document_payload(payload: dict[str, Any]) -> None:
 
 def filter_view(payload: dict[str, Any]) -> Mapping[str, Any]:
     """What a metadata filter reads of a stored Document payload: the Document's metadata."""
-    if _PAYLOAD_KEYS.get():
-        return {"key": id(payload)}
     return payload["metadata"]  # type: ignore[no-any-return]
 
 
@@ -114,31 +106,29 @@ def _check_filter(filter: DocumentFilter | None) -> None:
                         f"callable taking a Document, got {type(filter).__name__}")
 
 
-@contextlib.contextmanager
-def _restricted(filter: DocumentFilter | None, rows: VectorIndex) -> Iterator[Filter | None]:
-    """The flag_core filter restricting a search (run inside the ``with``, and nothing else) over the index whose
-    entries are ``rows`` to what ``filter`` accepts. A mapping is flag_core's (checked); a callable taking a Document
-    is asked here about a copy of every entry, all from one state of the index, and the search is restricted to
-    the entries it accepts (an entry replaced meanwhile is left out)."""
+def _restricted(filter: DocumentFilter | None, rows: VectorIndex) -> tuple[Filter | None, Where | None]:
+    """What restricts a search over the index whose entries are ``rows`` to what ``filter`` accepts: a mapping is
+    flag_core's metadata filter (checked); a callable taking a Document is asked here about a copy of every entry,
+    all from one state of the index (so each Document carries its entry id), and the search is restricted to the
+    stored rows it accepted (an entry replaced meanwhile is left out)."""
     _check_filter(filter)
     if filter is None or isinstance(filter, Mapping):
-        yield filter
-        return
-    seen: list[dict[str, Any]] = []  # the stored rows, in position order (kept alive: their payloads are the keys)
+        return filter, None
+    seen: list[dict[str, Any]] = []  # the stored rows, in position order (kept alive: their identities are the keys)
 
     def every(row: dict[str, Any]) -> bool:
         seen.append(row)
         return True
 
     ids = rows.find(every)  # every entry's id, from the same state as the rows
-    keys = {id(row["payload"]) for entry_id, row in zip(ids, seen, strict=True)
+    keys = {id(row) for entry_id, row in zip(ids, seen, strict=True)
             if _accepts(filter, Document(id=entry_id, page_content=row["text"],
                                          metadata=copy.deepcopy(row["payload"]["metadata"])))}
-    token = _PAYLOAD_KEYS.set(True)
-    try:
-        yield lambda view: view["key"] in keys
-    finally:
-        _PAYLOAD_KEYS.reset(token)
+
+    def accepted(row: dict[str, Any]) -> bool:
+        return id(row) in keys and seen is not None  # holds ``seen``: no accepted row's identity is reused meanwhile
+
+    return None, accepted
 
 
 def _no_options(kwargs: Mapping[str, Any], method: str) -> None:
@@ -444,8 +434,8 @@ class FlagVectorStore(_FlagStore):
             return vector, []
         if vector is None:
             vector = _query_vector(self.embedding.embed_query(query))  # type: ignore[arg-type]
-        with _restricted(filter, self._dense.index) as spec:
-            return vector, self._dense.search_by_vector(vector, k, spec, vectors=vectors)
+        spec, where = _restricted(filter, self._dense.index)
+        return vector, self._dense.search_by_vector(vector, k, spec, vectors=vectors, where=where)
 
     def similarity_search_with_score(
         self, query: str, k: int = 4, filter: DocumentFilter | None = None, **kwargs: Any,
@@ -644,8 +634,9 @@ class FlagHybridVectorStore(HybridIndexHolder, M3Fields, _FlagStore):
         """flag_core's hits for ``query`` (each with its id, text, a copy of its payload, the ranking score and
         every mode's), best first; ``mode``, ``weights`` and ``candidates`` default to the store's."""
         k, mode, weights, candidates = self._options(k, mode, weights, candidates)
-        with _restricted(filter, self._index.dense) as spec:
-            return self._index.search(query, k, mode, weights, candidates, filter=spec)  # type: ignore[no-any-return]
+        spec, where = _restricted(filter, self._index.dense)
+        return self._index.search(query, k, mode, weights, candidates, filter=spec,  # type: ignore[no-any-return]
+                                  where=where)
 
     def similarity_search_with_score(
         self, query: str, k: int = 4, filter: DocumentFilter | None = None, *,
@@ -665,8 +656,8 @@ class FlagHybridVectorStore(HybridIndexHolder, M3Fields, _FlagStore):
         k = check_positive_int(k, "k", allow_none=False)
         vector = _query_vector(embedding)
         rows = self._index.dense
-        with _restricted(filter, rows) as spec:
-            found = rows.top(vector, k, self.payloads.where(spec), vectors=vectors)[0]
+        spec, where = _restricted(filter, rows)
+        found = rows.top(vector, k, self.payloads.where(spec, where), vectors=vectors)[0]
         return [(_document(f.id, f.payload["text"], f.payload["payload"]), f.score, f.vector) for f in found]
 
     def similarity_search_with_score_by_vector(
@@ -691,8 +682,8 @@ class FlagHybridVectorStore(HybridIndexHolder, M3Fields, _FlagStore):
         k, fetch_k, lambda_mult = _mmr_options(k, fetch_k, lambda_mult)
         fetch_k, mode, weights, candidates = self._options(fetch_k, mode, weights, candidates)
         index = self._index
-        with _restricted(filter, index.dense) as spec:  # hits carry their stored vectors, from the state they saw
-            hits = index.search(query, fetch_k, mode, weights, candidates, filter=spec, vectors=True)
+        spec, where = _restricted(filter, index.dense)  # hits carry their stored vectors, from the state they saw
+        hits = index.search(query, fetch_k, mode, weights, candidates, filter=spec, vectors=True, where=where)
         if not hits:
             return []
         found = [(_document(hit.id, hit.text, hit.payload), hit.vector) for hit in hits]

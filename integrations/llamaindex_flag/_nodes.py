@@ -258,19 +258,9 @@ def restriction(
     if spec is not None:
         parts.append(spec)
     if node_ids:
-        parts.append({"id_": {"$in": _id_list(node_ids, "node_ids")}})
+        parts.append({"id_": {"$in": as_item_list(node_ids, str, "node_ids", "str")}})
     if doc_ids:
-        parts.append({REF_DOC_FIELD: {"$in": _id_list(doc_ids, "doc_ids")}})
+        parts.append({REF_DOC_FIELD: {"$in": as_item_list(doc_ids, str, "doc_ids", "str")}})
     if not parts:
         return None
     return parts[0] if len(parts) == 1 else {"$and": parts}
-
-
-def _id_list(ids: Any, name: str) -> list[str]:
-    if isinstance(ids, str) or not isinstance(ids, Iterable):
-        raise TypeError(f"{name} must be a list of str, got {type(ids).__name__}")
-    ids = list(ids)
-    for i, value in enumerate(ids):
-        if not isinstance(value, str):
-            raise TypeError(f"{name}[{i}] is {value!r}; an id is a str")
-    return ids

@@ -326,7 +326,7 @@ ARTEFACTS: list[Artefact] = [
             index.save(path)
         """,
         read_hybrid_index, _itself, remove_member=_drop_zip_member("colbert_scales.npy"))
-      for storage in ("int8", "binary")),
+      for storage in ("int8", "int4", "binary")),
     Artefact(
         "eval-result", ("flag_core.evaluation.tasks:EvalResult.save", "flag_core.cli.evaluate:_write_outputs"),
         """
