@@ -15,12 +15,12 @@ from llama_index.core.callbacks import CallbackManager
 from llama_index.core.schema import BaseComponent, BaseNode, NodeWithScore, QueryBundle, QueryType
 from llama_index.core.vector_stores.types import VectorStoreQuery
 
-from flag_core.frameworks import HybridIndexHolder, ModelName, as_model_name, expand_settings, run_async, search_options
+from flag_core.frameworks import HybridIndexHolder, ModelName, run_async, search_options
 from flag_core.retrieval import DEFAULT_CANDIDATES, DEFAULT_WEIGHTS
 from flag_core.settings import M3Fields
 
 from ._nodes import HYBRID_PAYLOADS, check_node_payload
-from .vector_stores import FlagHybridVectorStore, rekey_hybrid
+from .vector_stores import FlagHybridVectorStore, m3_keywords, rekey_hybrid
 
 __all__ = ["PAYLOADS", "FlagHybridRetriever", "check_node_payload"]
 
@@ -93,10 +93,7 @@ class FlagHybridRetriever(HybridIndexHolder, BaseComponent, M3Fields, BaseRetrie
         verbose: bool = False,
         **settings: Any,
     ) -> None:
-        model_name = as_model_name(model_name)
-        if model_name is None:
-            raise ValueError("model_name is required: a BGE-M3 hub id or folder (str or os.PathLike)")
-        settings = expand_settings(settings, m3_settings, M3Fields.model_fields, "m3_settings")
+        settings, model_name = m3_keywords(model_name, settings, m3_settings)
         settings.update(model_name=model_name, similarity_top_k=similarity_top_k, mode=mode, weights=weights,
                         candidates=candidates, colbert_storage=colbert_storage, verbose=bool(verbose))
         if callback_manager is not None:

@@ -378,6 +378,17 @@ def rekey_hybrid(holder: HybridIndexHolder) -> None:
         holder._saved_revision = None
 
 
+def m3_keywords(
+    model_name: Any, settings: dict[str, Any], m3_settings: Mapping[str, Any] | None,
+) -> tuple[dict[str, Any], Any]:
+    """The BGE-M3 settings of a hybrid retriever's or store's constructor as keyword arguments (``m3_settings={...}``
+    expanded) and its model name, which is required."""
+    model_name = as_model_name(model_name)
+    if model_name is None:
+        raise ValueError("model_name is required: a BGE-M3 hub id or folder (str or os.PathLike)")
+    return expand_settings(settings, m3_settings, M3Fields.model_fields, "m3_settings"), model_name
+
+
 class FlagHybridVectorStore(_NodeStore, HybridIndexHolder, BasePydanticVectorStore, M3Fields):
     """BGE-M3 hybrid search over nodes (flag_core's HybridIndex): each node's embed text (``MetadataMode.EMBED``) is
     encoded here, all three outputs in one pass (dense, lexical weights, ColBERT), so ``node.embedding`` is not
@@ -437,10 +448,7 @@ class FlagHybridVectorStore(_NodeStore, HybridIndexHolder, BasePydanticVectorSto
         m3_settings: Mapping[str, Any] | None = None,
         **settings: Any,
     ) -> None:
-        model_name = as_model_name(model_name)
-        if model_name is None:
-            raise ValueError("model_name is required: a BGE-M3 hub id or folder (str or os.PathLike)")
-        settings = expand_settings(settings, m3_settings, M3Fields.model_fields, "m3_settings")
+        settings, model_name = m3_keywords(model_name, settings, m3_settings)
         settings.update(model_name=model_name, mode=mode, weights=weights, candidates=candidates,
                         colbert_storage=colbert_storage, index_path=index_path)
         super().__init__(**settings)
