@@ -1,18 +1,18 @@
 """Calls from many callers gathered into shared batches: one queue in front of each loaded model.
 
-Every model call (:meth:`.runtime.Runtime.run`) goes through its runtime's :class:`CallQueue`. A call that finds the
-model idle runs at once (a lone caller pays nothing worth measuring); calls that arrive while the model is busy
-wait, and when it is free the first of them runs everything that is waiting (up to ``gather_max_inputs`` inputs), one
-runtime call per set of equal options, so the inputs of many callers share the token-budget batches; each caller gets
-exactly its own results, in order. ``gather_window_ms`` makes a call wait that long for company before it runs.
-The runtime calls themselves run on one thread per model (the model's runner): the thread-local buffers of the
-math libraries (MKL, oneDNN, OpenMP) exist once per model, not once for every thread that ever led a run (with
-hundreds of concurrent callers that was some 150 MB more resident memory).
+Every model call (:meth:`.runtime.Runtime.run`) goes through its runtime's :class:`CallQueue`. The model's runner
+thread (one per model) takes what waits whenever the model is free: a call that finds it idle runs at once (a lone
+caller pays one thread hand-over, nothing worth measuring); calls that arrive while it is busy wait, and the next run
+takes everything waiting (up to ``gather_max_inputs`` inputs), one runtime call per set of equal options, so the
+inputs of many callers share the token-budget batches; each caller gets exactly its own results, in order, and is
+woken by its own answer alone. ``gather_window_ms`` makes a run wait that long for company. Running every model
+call on one thread keeps the math libraries' thread-local buffers (MKL, oneDNN, OpenMP) once per model, not once for
+every thread that ever led a run (with hundreds of concurrent callers that was some 150 MB more resident memory).
 
 Threads, asyncio tasks (:func:`run_async`) and the HTTP server's requests all meet in the same queue. The queue is
 bounded by ``queue_limit`` (past it a call fails at once with :class:`QueueFull`); a call that is cancelled while it
 waits (its ``run_async`` awaiter was cancelled: a client went away, a deadline passed) is dropped before it runs.
-A model call that fails fails the calls of that runtime call alone; the queue goes on.
+A model call that fails (whatever it raises) fails the calls of that runtime call alone; the runner goes on.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import contextvars
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -40,6 +41,8 @@ WAITING_THREADS = 256
 # (asyncio.gather of many calls starts their threads one after another): at most this, and not at all when none is
 # on its way or other calls wait already
 ARRIVAL_WAIT_S = 0.005
+# how often an idle runner looks whether its queue still exists (a freed queue also wakes it at once)
+RUNNER_IDLE_CHECK_S = 30.0
 
 
 class QueueFull(RuntimeError):
@@ -145,12 +148,37 @@ class _Call(Generic[ItemT, OptionsT]):
     future: Future[Any] = field(default_factory=Future)
 
 
+def _wake(condition: threading.Condition) -> None:
+    """Wake a runner whose queue was freed (it then ends)."""
+    with condition:
+        condition.notify_all()
+
+
+def _serve(owner: weakref.ReferenceType[CallQueue[Any, Any, Any]], condition: threading.Condition) -> None:
+    """The model's runner thread: runs what waits in the queue, one gathered run after another, for as long as the
+    queue exists. It holds the queue only while it runs something (a freed queue wakes it, and it ends)."""
+    while True:
+        queue = owner()
+        if queue is None:
+            return
+        with condition:
+            if not queue._waiting:
+                del queue
+                if owner() is not None:  # (freeing it here would have sent its wake-up before this wait)
+                    condition.wait(RUNNER_IDLE_CHECK_S)
+                continue
+        queue._serve_waiting()
+        del queue
+
+
 class CallQueue(Generic[ItemT, OptionsT, ResultT]):
     """The queue in front of one runtime: ``run(items, options)`` gives ``execute(items, options)``'s result for the
     caller's items, having run them together with other callers' waiting items of the same options.
 
-    ``settings`` is read at every call (``gather_window_ms``, ``gather_max_inputs``, ``queue_limit``); ``split``
-    takes a result and the positions of one caller's items in it.
+    The model's runner thread (made at the first call) takes what waits and runs it; a caller only waits for its
+    own result, so nothing wakes the callers but their own answers. ``settings`` is read at every call and run
+    (``gather_window_ms``, ``gather_max_inputs``, ``queue_limit``); ``split`` takes a result and the positions of
+    one caller's items in it.
     """
 
     def __init__(self, execute: Callable[[list[ItemT], OptionsT], ResultT],
@@ -159,10 +187,11 @@ class CallQueue(Generic[ItemT, OptionsT, ResultT]):
         self._split = split
         self._settings = settings
         self._waiting: list[_Call[ItemT, OptionsT]] = []
-        self._busy = False
-        self._runner: ThreadPoolExecutor | None = None  # the one thread runtime calls run on (made at first use)
+        # only the runner waits on it (re-entrant: a queue freed while its runner holds the lock wakes it)
+        self._condition = threading.Condition(threading.RLock())
+        self._runner: threading.Thread | None = None  # the one thread runtime calls run on (made at first use)
         self._runner_ident: int | None = None
-        self._condition = threading.Condition()
+        weakref.finalize(self, _wake, self._condition)
         self.runs = 0  # runtime calls made (each one or more callers' items)
         self.calls = 0  # callers' calls answered
         # called after each runtime call with (callers, inputs, seconds): the server's metrics
@@ -174,12 +203,17 @@ class CallQueue(Generic[ItemT, OptionsT, ResultT]):
         with self._condition:
             return len(self._waiting)
 
+    def refusal(self) -> QueueFull | None:
+        """The :class:`QueueFull` a call made now would meet (None: it would be taken), for callers that can refuse
+        work before preparing it (the server answers 503 before reading a request's texts)."""
+        limit = self._settings().queue_limit
+        with self._condition:
+            return QueueFull(limit, retry_after=1.0) if limit is not None and len(self._waiting) >= limit else None
+
     def discard(self, future: Future[Any]) -> None:
-        """Take a cancelled call out of the queue (it no longer counts towards queue_limit or depth) and let its
-        caller see that it was cancelled."""
+        """Take a cancelled call out of the queue (it no longer counts towards queue_limit or depth)."""
         with self._condition:
             self._waiting = [call for call in self._waiting if call.future is not future]
-            self._condition.notify_all()
 
     def run(self, items: list[ItemT], options: OptionsT) -> ResultT:
         """The result for ``items`` (in order), gathered with other callers' items of equal ``options``."""
@@ -194,28 +228,47 @@ class CallQueue(Generic[ItemT, OptionsT, ResultT]):
             limit = settings.queue_limit
             if limit is not None and len(self._waiting) >= limit:
                 raise QueueFull(limit, retry_after=1.0)
+            if not self._runner_started():  # the interpreter is shutting down: no new threads; run here
+                return self._execute(items, options)
+            if token is not None:  # no longer on its way (the runner's arrival wait reads this under the lock)
+                _ARRIVALS.done(token)
             self._waiting.append(call)
             self._condition.notify_all()
         if token is not None:
             token.attach(self, call.future)
-            _ARRIVALS.done(token)
-        while True:
-            with self._condition:
-                while self._busy and not call.future.done():
-                    self._condition.wait()
-                if call.future.done():
-                    break
-                self._busy = True
-            try:
-                self._lead(settings)
-            finally:
-                with self._condition:
-                    self._busy = False
-                    self._condition.notify_all()
-        return call.future.result()  # type: ignore[no-any-return]  # raises CancelledError when it was dropped
+        try:
+            return call.future.result()  # type: ignore[no-any-return]  # raises CancelledError when it was dropped
+        except BaseException:
+            if call.future.cancel():  # the caller stopped waiting (an interrupt): its call is dropped, not run
+                self.discard(call.future)
+            raise
 
-    def _lead(self, settings: Any) -> None:
-        """Run what waits (this caller's call among it, unless the inputs before it fill the batch)."""
+    def _runner_started(self) -> bool:
+        """Start the runner thread unless it runs (called with the lock held); False when no thread can start."""
+        if self._runner is not None and self._runner.is_alive():
+            return True
+        runner = threading.Thread(target=_serve, args=(weakref.ref(self), self._condition), daemon=True,
+                                  name="flagstack-model")
+        try:
+            runner.start()
+        except RuntimeError:
+            return False
+        self._runner = runner
+        self._runner_ident = runner.ident
+        return True
+
+    def _serve_waiting(self) -> None:
+        """On the runner: take what waits (up to ``gather_max_inputs`` inputs, after the window and the arrival
+        wait) and run it, one runtime call per set of equal options."""
+        try:
+            settings = self._settings()
+        except Exception as error:  # the runtime is gone: every waiting call is told so
+            with self._condition:
+                waiting, self._waiting = self._waiting, []
+            for call in waiting:
+                if call.future.set_running_or_notify_cancel():
+                    call.future.set_exception(error)
+            return
         cap = settings.gather_max_inputs
         now = time.monotonic()
         window_end = now + float(settings.gather_window_ms or 0.0) / 1000.0
@@ -239,44 +292,22 @@ class CallQueue(Generic[ItemT, OptionsT, ResultT]):
         groups: dict[Any, list[_Call[ItemT, OptionsT]]] = {}
         for call in taken:
             groups.setdefault(call.options, []).append(call)
-        try:
-            for options, calls in groups.items():
-                self._run_group(options, calls)
-        finally:  # a call taken here is always answered, whatever stopped the loop (a KeyboardInterrupt)
-            for call in taken:
-                if not call.future.done():
-                    call.future.set_exception(RuntimeError("the model run that held this call was interrupted"))
-
-    def _on_runner(self, items: list[ItemT], options: OptionsT) -> ResultT:
-        """``execute(items, options)`` on the model's runner thread (the leader waits for it)."""
-        if self._runner is None:
-            self._runner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flagstack-model")
-
-        def execute() -> ResultT:
-            self._runner_ident = threading.get_ident()
-            return self._execute(items, options)
-
-        try:
-            future = self._runner.submit(execute)
-        except RuntimeError:  # the interpreter is shutting down: no new threads; run here
-            return self._execute(items, options)
-        return future.result()
+        for options, calls in groups.items():
+            self._run_group(options, calls)
 
     def _run_group(self, options: OptionsT, calls: Sequence[_Call[ItemT, OptionsT]]) -> None:
         items = [item for call in calls for item in call.items]
         started = time.perf_counter()
         try:
-            result = self._on_runner(items, options)
+            result = self._execute(items, options)
             parts = [result] if len(calls) == 1 else []
             start = 0
             for call in calls if len(calls) > 1 else ():
                 parts.append(self._split(result, list(range(start, start + len(call.items)))))
                 start += len(call.items)
-        except BaseException as error:  # every caller of this runtime call gets its error; the queue goes on
+        except BaseException as error:  # every caller of this runtime call gets its error; the runner goes on
             for call in calls:
                 call.future.set_exception(error)
-            if not isinstance(error, Exception):
-                raise
             return
         for call, part in zip(calls, parts, strict=True):
             call.future.set_result(part)
