@@ -224,10 +224,18 @@ def _retrieve(task: asyncio.Future[Any]) -> None:
         task.exception()  # a result nobody waits for any more: no "never retrieved" warning
 
 
+def _busy(served: Served, exc: QueueFull) -> ServeError:
+    return ServeError(503, f"model {served.name!r} is busy: {exc} (flagstack serve --queue-limit, or --set "
+                      f"{served.name}.queue_limit=N)", headers={"Retry-After": str(max(1, math.ceil(exc.retry_after)))})
+
+
 async def model_call(request: Request, served: Served, function: Callable[..., T], *args: Any) -> T:
     """``function(*args)`` through :func:`run_async`, dropped when the client goes away (499) or the deadline
     passes (504); a full queue is a 503 with Retry-After, a failing model call a 500."""
     config = state_of(request).config
+    refused = served.queues.refusal()  # a full queue refuses at once: no thread, no tokenizing for a 503
+    if refused is not None:
+        raise _busy(served, refused)
     job = asyncio.ensure_future(run_async(function, *args))
     job.add_done_callback(_retrieve)
     gone = asyncio.ensure_future(_client_gone(request.receive))
@@ -244,9 +252,7 @@ async def model_call(request: Request, served: Served, function: Callable[..., T
     try:
         return job.result()
     except QueueFull as exc:
-        raise ServeError(503, f"model {served.name!r} is busy: {exc} (flagstack serve --queue-limit, or --set "
-                         f"{served.name}.queue_limit=N)",
-                         headers={"Retry-After": str(max(1, math.ceil(exc.retry_after)))}) from None
+        raise _busy(served, exc) from None
     except ServeError:
         raise
     except Exception as exc:

@@ -104,6 +104,28 @@ def test_a_full_queue_is_503_with_retry_after(guarded: Any, pool: ThreadPoolExec
     clear_queue(live, gate, poll)
 
 
+def test_a_full_queue_refuses_before_reading_the_texts(guarded: Any, pool: ThreadPoolExecutor, poll: Any,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under overload a refused request costs no thread and no tokenizing (the work spent on refusals is work
+    the model's answers do not get)."""
+    live, gate = guarded
+    held = hold(live, gate, pool, poll)
+    waiting = [queued(live, pool, poll, [f"full {i}"], i + 1) for i in range(QUEUE_LIMIT)]
+    model = live.state.models["gated"].model
+    counted: list[Any] = []
+    count_tokens = model.count_tokens
+    monkeypatch.setattr(model, "count_tokens", lambda *a, **k: counted.append(a) or count_tokens(*a, **k))
+    refused = live.post("/v1/embeddings", {"input": ["refused early"]})
+    assert refused.status_code == 503 and int(refused.headers["Retry-After"]) >= 1
+    assert "'gated' is busy" in refused.json()["error"]["message"]
+    assert counted == []
+    gate.open.set()
+    assert [f.result().status_code for f in (held, *waiting)] == [200] * (QUEUE_LIMIT + 1)
+    assert "refused early" not in gate.texts()
+    clear_queue(live, gate, poll)
+    assert counted  # a request that is taken is counted (the wrapper above sees it)
+
+
 def test_a_client_that_goes_away_has_its_work_dropped(guarded: Any, pool: ThreadPoolExecutor, poll: Any) -> None:
     live, gate = guarded
     registry = live.state.metrics.registry
