@@ -115,7 +115,8 @@ def suggested_cpu_mode(features: dict[str, bool | None] | None = None) -> str:
     features = cpu_features() if features is None else features
     int8 = "backend='openvino' with an int8 model from `flagstack quantize --backend openvino` (check its quality)"
     if features["bf16"]:
-        return f"{int8}, use_bf16=True on top; exact: backend='openvino', use_bf16=True"
+        return (f"{int8}, use_bf16=True on top; without int8: backend='openvino', use_bf16=True; exact (fp32): "
+                "backend='openvino'")
     if features["vnni"] or features["amx"]:
         return f"{int8}; exact: backend='openvino'"
     return f"{int8} (no VNNI here: smaller int8 gain); exact: backend='openvino'"

@@ -37,3 +37,13 @@ def test_only_out_of_memory_counts_as_oom() -> None:
 
 def test_fp16_on_cpu_gives_fp32_weights(mini_model: object) -> None:
     assert mini_model.runtime.dtype == torch.float32  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("features", [{"bf16": True, "vnni": True, "amx": False},
+                                      {"bf16": False, "vnni": True, "amx": False},
+                                      {"bf16": False, "vnni": False, "amx": False}])
+def test_the_suggested_exact_mode_is_fp32(features: dict[str, bool | None]) -> None:
+    from flag_core.inference.devices import suggested_cpu_mode
+
+    exact = suggested_cpu_mode(features).split("exact")[1]
+    assert "openvino" in exact and "bf16" not in exact  # bf16 is not exact (cosine 0.99998): it is named apart
