@@ -13,18 +13,22 @@ infinity runs from its own virtual environment (its pins differ from flagstack's
 
 Both servers load the bundled all-MiniLM-L6-v2 from one folder whose sentence_bert_config.json caps inputs at
 384 tokens (the texts are also pre-truncated to 384 tokens with the model's tokenizer, so both see the same input
-whatever their own truncation), and serve it in two modes each, all four started side by side (an idle server
+whatever their own truncation), and serve it in three modes each (--modes), all started side by side (an idle server
 costs no CPU) and measured in alternating order:
 
 - infinity exact: `--engine torch --dtype float32 --no-compile --no-bettertransformer` (sentence-transformers, fp32;
   BetterTransformer is gone from optimum 2, which its install resolves to);
-- infinity fast: `--engine optimum --pooling-method mean` on a dynamic int8 ONNX model (exported with torch.onnx in
-  infinity's venv, quantized per channel with onnxruntime's `quantize_dynamic`; infinity picks a `*quantize*` ONNX
-  file on CPU). Its optimum engine pools the CLS token unless told `--pooling-method mean` (min cosine 0.35 to fp32
-  without it). It is started with `--model-id .` from inside the folder: infinity 0.0.78 with optimum 2 does not find
-  an ONNX file named by an absolute path, and its ONNX graph optimization fails under optimum 2 (it logs so and runs
-  the unoptimized graph); optimum < 2 (BetterTransformer, the optimizer) does not import with torch 2.13;
+- infinity exact-fastest: `--engine optimum --pooling-method mean` on an fp32 ONNX model (exported with torch.onnx
+  in infinity's venv): its fastest engine that keeps fp32;
+- infinity fast: `--engine optimum --pooling-method mean` on a dynamic int8 ONNX model (the same export, quantized
+  per channel with onnxruntime's `quantize_dynamic`; infinity picks a `*quantize*` ONNX file on CPU). Its optimum
+  engine pools the CLS token unless told `--pooling-method mean` (min cosine 0.35 to fp32 without it). It is started
+  with `--model-id .` from inside the folder: infinity 0.0.78 with optimum 2 does not find an ONNX file named by an
+  absolute path, and its ONNX graph optimization fails under optimum 2 (it logs so and runs the unoptimized graph);
+  optimum < 2 (BetterTransformer, the optimizer) does not import with torch 2.13;
 - flagstack exact: `flagstack serve` with its defaults (torch backend, fp32);
+- flagstack exact-fastest: `--set mini.backend=openvino` (OpenVINO in fp32: flagstack asks for fp32 unless
+  use_bf16; vectors equal torch's to ~3e-7);
 - flagstack fast: what `flagstack info` suggests on this CPU: an int8 model from
   `flagstack quantize --backend openvino` (calibrated on SciFact abstracts), served with `backend=openvino` and,
   when the CPU has bf16, `use_bf16=true` (`--flagstack-fast onnx-int8` for the dynamic int8 ONNX model instead).
@@ -79,6 +83,9 @@ WARM_UP_QUERIES = 256
 RETOUCH = 16  # untimed queries just before each timed run
 CLOSED_LOOP_TIMEOUT = 900.0  # a closed loop waits for every answer (128 clients of 32-abstract batches: minutes)
 DEFAULT_INFINITY_BIN = "/work/infinity-venv/bin/infinity_emb"
+# exact: torch fp32 on both sides; exact-fastest: each side's fastest fp32 engine (vectors equal torch's to fp32
+# precision); fast: each side's fastest mode
+MODES = ["exact", "exact-fastest", "fast"]
 
 # run by infinity's own python: an ONNX export with a `last_hidden_state` output (what its optimum engine reads)
 EXPORT_ONNX = """
@@ -91,8 +98,9 @@ names = ["input_ids", "attention_mask", "token_type_ids"]
 torch.onnx.export(model, (ids, torch.ones_like(ids), torch.zeros_like(ids)), sys.argv[2], input_names=names,
                   output_names=["last_hidden_state"], dynamic_axes={**{n: axes for n in names},
                   "last_hidden_state": axes}, opset_version=17, dynamo=False)
-from onnxruntime.quantization import QuantType, quantize_dynamic
-quantize_dynamic(sys.argv[2], sys.argv[3], weight_type=QuantType.QInt8, per_channel=True)
+if len(sys.argv) > 3:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    quantize_dynamic(sys.argv[2], sys.argv[3], weight_type=QuantType.QInt8, per_channel=True)
 """
 
 
@@ -101,7 +109,7 @@ class Server:
     """One server process in one mode."""
 
     system: str  # "infinity" or "flagstack"
-    mode: str  # "exact" or "fast"
+    mode: str  # one of MODES
     describe: str
     command: list[str]
     cwd: Path
@@ -191,20 +199,24 @@ def capped_model(source: Path, folder: Path) -> Path:
     return folder
 
 
-def infinity_int8(model: Path, work: Path, python: Path) -> Path:
-    """A folder infinity's optimum engine serves: the model's files and ``model_quantized.onnx`` (dynamic int8)."""
-    folder = work / "infinity_int8_per_channel"
-    if (folder / "model_quantized.onnx").exists():
+def infinity_onnx(model: Path, work: Path, python: Path, quantized: bool) -> Path:
+    """A folder infinity's optimum engine serves: the model's files and ``model_quantized.onnx`` (dynamic int8) or
+    ``model.onnx`` (fp32)."""
+    folder = work / ("infinity_int8_per_channel" if quantized else "infinity_onnx_fp32")
+    name = "model_quantized.onnx" if quantized else "model.onnx"
+    if (folder / name).exists():
         return folder
     folder.mkdir(parents=True, exist_ok=True)
     for item in model.iterdir():
         if not (folder / item.name).exists():
             (folder / item.name).symlink_to(item.resolve() if item.is_symlink() else item)
-    print(f"exporting and quantizing the ONNX model for infinity into {folder} ...", flush=True)
-    subprocess.run([str(python), "-c", EXPORT_ONNX, str(model), str(work / "model_fp32.onnx"),
-                    str(folder / "model_quantized.onnx")], check=True, stdout=subprocess.DEVNULL,
+    print(f"exporting {'and quantizing ' if quantized else ''}the ONNX model for infinity into {folder} ...",
+          flush=True)
+    outputs = [str(work / "model_fp32.onnx"), str(folder / name)] if quantized else [str(folder / name)]
+    subprocess.run([str(python), "-c", EXPORT_ONNX, str(model), *outputs], check=True, stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    (work / "model_fp32.onnx").unlink()
+    if quantized:
+        (work / "model_fp32.onnx").unlink()
     return folder
 
 
@@ -254,14 +266,18 @@ def servers(args: argparse.Namespace, model: Path, work: Path, calibration: list
             if mode == "exact":
                 flags = ["--engine", "torch", "--dtype", "float32", "--no-compile", "--no-bettertransformer"]
                 cwd = model
-            else:
+            else:  # its optimum engine: an fp32 ONNX model (exact-fastest) or a dynamic int8 one (fast)
                 flags = ["--engine", "optimum", "--pooling-method", "mean"]
-                cwd = infinity_int8(model, work, Path(args.infinity_bin).parent / "python")
-            out.append(Server("infinity", mode, " ".join(flags), [*infinity, "{port}", *flags], cwd,
+                cwd = infinity_onnx(model, work, Path(args.infinity_bin).parent / "python", mode == "fast")
+            describe = " ".join(flags) + (" (ONNX fp32)" if mode == "exact-fastest" else "")
+            out.append(Server("infinity", mode, describe, [*infinity, "{port}", *flags], cwd,
                               *paths["infinity"], env=infinity_env))
         if mode == "exact":
             flags = ["--model", f"{MODEL_NAME}={model}"]
             describe = "torch backend, fp32 (defaults)"
+        elif mode == "exact-fastest":
+            flags = ["--model", f"{MODEL_NAME}={model}", "--set", f"{MODEL_NAME}.backend=openvino"]
+            describe = "openvino backend, fp32"
         else:
             folder = flagstack_fast_model(model, work, args.flagstack_fast, calibration)
             flags = ["--model", f"{MODEL_NAME}={folder}"]
@@ -299,7 +315,7 @@ def start(server: Server, logs: Path, timeout: float) -> None:
                 if answer.status == 200:
                     with urllib.request.urlopen(server.url(server.models_path), timeout=5) as models:
                         server.model = json.load(models)["data"][0]["id"]
-                    print(f"  {server.label:<16} ready in {time.perf_counter() - started:5.1f} s on port "
+                    print(f"  {server.label:<24} ready in {time.perf_counter() - started:5.1f} s on port "
                           f"{server.port}: {server.describe}", flush=True)
                     return
         except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
@@ -527,7 +543,10 @@ def main() -> None:
     parser.add_argument("--request-timeout", type=float, default=30.0,
                         help="client timeout of one overload request (counted apart from errors)")
     parser.add_argument("--overload-connections", type=int, default=2000, help="client connections, overload")
-    parser.add_argument("--modes", nargs="+", choices=["exact", "fast"], default=["exact", "fast"])
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=MODES,
+                        help="exact: torch fp32 on both sides; exact-fastest: each side's fastest fp32 engine "
+                        "(infinity's optimum engine on an fp32 ONNX model, flagstack's OpenVINO backend); fast: each "
+                        "side's fastest mode")
     parser.add_argument("--flagstack-fast", choices=["openvino-int8", "onnx-int8"], default="openvino-int8",
                         help="flagstack's fast mode (openvino-int8 adds use_bf16 on a CPU with bf16)")
     parser.add_argument("--skip-infinity", action="store_true", help="only flagstack serve")
@@ -596,6 +615,8 @@ def main() -> None:
     running = servers(args, model, work, abstracts[:256])
     # flagstack in this process, the 1-client baseline: timed in the same rounds as the 1-client servers
     baseline = {"exact": in_process_model(model)}
+    if "exact-fastest" in args.modes:
+        baseline["exact-fastest"] = in_process_model(model, backend="openvino")
     if "fast" in args.modes:
         fast = next(s for s in running if s.label == "flagstack fast")
         fast_settings: dict[str, Any] = {"backend": "openvino" if args.flagstack_fast.startswith("openvino")
@@ -681,13 +702,13 @@ async def measure(args: argparse.Namespace, running: list[Server], queries: list
             for server in running:
                 summary = results[server.label].summary()
                 figures[server.label].setdefault(name, {})[str(concurrency)] = summary
-                print(f"  {concurrency:>4} clients  {server.label:<16} {summary['requests_per_s']:8.1f} req/s "
+                print(f"  {concurrency:>4} clients  {server.label:<24} {summary['requests_per_s']:8.1f} req/s "
                       f"{summary['texts_per_s']:8.1f} texts/s  p50 {summary['p50_ms']:8.1f} ms  p99 "
                       f"{summary['p99_ms']:8.1f} ms  429/503 {summary['rejected']}  errors {summary['errors']}",
                       flush=True)
             if per_request == 1 and concurrency == 1:
                 for mode, times in in_process.items():
-                    print(f"     1 client   flagstack {mode:<6} in this process (encode_queries([q])): p50 "
+                    print(f"     1 client   flagstack {mode:<13} in this process (encode_queries([q])): p50 "
                           f"{percentile(times, 50):.1f} ms, p99 {percentile(times, 99):.1f} ms", flush=True)
 
     report["in_process_p50_ms"] = {mode: percentile(times, 50) for mode, times in in_process.items() if times}
@@ -725,7 +746,7 @@ async def measure(args: argparse.Namespace, running: list[Server], queries: list
             "rss_growth_mb": (max(rss["peak"], rss["after"]) - rss["before"]) / 2**20, "statuses": dict(statuses),
             "drain_seconds": waited}
         o = figures[server.label]["overload"]
-        print(f"  {server.label:<16} {rate:7.1f} req/s asked ({o['sent_per_s']:.1f} sent): ok {ok}, 429/503 "
+        print(f"  {server.label:<24} {rate:7.1f} req/s asked ({o['sent_per_s']:.1f} sent): ok {ok}, 429/503 "
               f"{rejected} ({100 * o['rejected_share']:.1f}%), timeouts {timeouts}, other errors {other}, RSS "
               f"+{o['rss_growth_mb']:.0f} MB, drained in {waited:.1f} s", flush=True)
 
