@@ -18,8 +18,10 @@ A model call that fails (whatever it raises) fails the calls of that runtime cal
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextvars
 import logging
+import os
 import threading
 import time
 import weakref
@@ -134,11 +136,17 @@ async def run_async(function: Callable[..., T], /, *args: Any, **kwargs: Any) ->
     except BaseException:
         _ARRIVALS.done(token)
         raise
+    future.add_done_callback(_retrieve)
     try:
         return await asyncio.shield(future)
     except asyncio.CancelledError:
         token.cancel()
         raise
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()  # the error of a call whose awaiter was cancelled: nobody else reads it (no warning)
 
 
 @dataclass(eq=False)
@@ -148,10 +156,45 @@ class _Call(Generic[ItemT, OptionsT]):
     future: Future[Any] = field(default_factory=Future)
 
 
-def _wake(condition: threading.Condition) -> None:
+def _wake(box: list[threading.Condition]) -> None:
     """Wake a runner whose queue was freed (it then ends)."""
-    with condition:
-        condition.notify_all()
+    with box[0]:
+        box[0].notify_all()
+
+
+_QUEUES: weakref.WeakSet[CallQueue[Any, Any, Any]] = weakref.WeakSet()
+_EXITING = False
+
+
+def _at_exit() -> None:
+    """Before the interpreter joins its threads: each runner finishes what waits and ends, and is waited for (a
+    runner killed inside a model run aborts the process)."""
+    global _EXITING
+    _EXITING = True
+    runners = []
+    for queue in list(_QUEUES):
+        with queue._condition:
+            queue._condition.notify_all()
+            runner = queue._runner
+        if runner is not None and runner is not threading.current_thread():
+            runners.append(runner)
+    for runner in runners:
+        runner.join()
+
+
+def _after_fork_in_child() -> None:
+    """A forked child has none of its parent's threads: every queue starts over (a new lock, no runner, none of the
+    parent's waiting calls, whose callers are not in this process), as do the waiting threads and arrival count."""
+    global _EXECUTOR, _EXECUTOR_LOCK
+    _EXECUTOR, _EXECUTOR_LOCK = None, threading.Lock()
+    _ARRIVALS.__init__()  # type: ignore[misc]
+    for queue in list(_QUEUES):
+        queue._start_over()
+
+
+getattr(threading, "_register_atexit", atexit.register)(_at_exit)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _serve(owner: weakref.ReferenceType[CallQueue[Any, Any, Any]], condition: threading.Condition) -> None:
@@ -164,10 +207,15 @@ def _serve(owner: weakref.ReferenceType[CallQueue[Any, Any, Any]], condition: th
         with condition:
             if not queue._waiting:
                 del queue
+                if _EXITING:
+                    return
                 if owner() is not None:  # (freeing it here would have sent its wake-up before this wait)
                     condition.wait(RUNNER_IDLE_CHECK_S)
                 continue
-        queue._serve_waiting()
+        try:
+            queue._serve_waiting()
+        except BaseException:  # nothing ends the runner (the calls it took are answered by _serve_waiting)
+            logger.exception("the model's runner met an error outside a model run; it goes on")
         del queue
 
 
@@ -189,9 +237,10 @@ class CallQueue(Generic[ItemT, OptionsT, ResultT]):
         self._waiting: list[_Call[ItemT, OptionsT]] = []
         # only the runner waits on it (re-entrant: a queue freed while its runner holds the lock wakes it)
         self._condition = threading.Condition(threading.RLock())
+        self._box = [self._condition]  # what a freed queue's finalizer wakes (a forked child gets a new one)
         self._runner: threading.Thread | None = None  # the one thread runtime calls run on (made at first use)
-        self._runner_ident: int | None = None
-        weakref.finalize(self, _wake, self._condition)
+        weakref.finalize(self, _wake, self._box)
+        _QUEUES.add(self)
         self.runs = 0  # runtime calls made (each one or more callers' items)
         self.calls = 0  # callers' calls answered
         # called after each runtime call with (callers, inputs, seconds): the server's metrics
@@ -217,7 +266,7 @@ class CallQueue(Generic[ItemT, OptionsT, ResultT]):
 
     def run(self, items: list[ItemT], options: OptionsT) -> ResultT:
         """The result for ``items`` (in order), gathered with other callers' items of equal ``options``."""
-        if self._runner_ident == threading.get_ident():  # a model call made while running one (no queue within)
+        if threading.current_thread() is self._runner:  # a model call made while running one (no queue within)
             return self._execute(items, options)
         token = _TOKEN.get()
         if token is not None and token.cancelled:
@@ -254,21 +303,36 @@ class CallQueue(Generic[ItemT, OptionsT, ResultT]):
         except RuntimeError:
             return False
         self._runner = runner
-        self._runner_ident = runner.ident
         return True
+
+    def _start_over(self) -> None:
+        """After a fork, in the child (see :func:`_after_fork_in_child`)."""
+        self._condition = threading.Condition(threading.RLock())
+        self._box[0] = self._condition
+        self._runner = None
+        self._waiting = []
 
     def _serve_waiting(self) -> None:
         """On the runner: take what waits (up to ``gather_max_inputs`` inputs, after the window and the arrival
         wait) and run it, one runtime call per set of equal options."""
         try:
             settings = self._settings()
-        except Exception as error:  # the runtime is gone: every waiting call is told so
+        except BaseException as error:  # the runtime is gone: every waiting call is told so
             with self._condition:
                 waiting, self._waiting = self._waiting, []
             for call in waiting:
                 if call.future.set_running_or_notify_cancel():
                     call.future.set_exception(error)
             return
+        taken: list[_Call[ItemT, OptionsT]] = []
+        try:
+            self._take_and_run(settings, taken)
+        finally:  # a call taken here is always answered, whatever stopped the run
+            for call in taken:
+                if not call.future.done():
+                    call.future.set_exception(RuntimeError("the model run that held this call was interrupted"))
+
+    def _take_and_run(self, settings: Any, taken: list[_Call[ItemT, OptionsT]]) -> None:
         cap = settings.gather_max_inputs
         now = time.monotonic()
         window_end = now + float(settings.gather_window_ms or 0.0) / 1000.0
@@ -282,7 +346,6 @@ class CallQueue(Generic[ItemT, OptionsT, ResultT]):
                 if end <= now:
                     break
                 self._condition.wait(end - now)
-            taken: list[_Call[ItemT, OptionsT]] = []
             count = 0
             while self._waiting and (not taken or count + len(self._waiting[0].items) <= cap):
                 call = self._waiting.pop(0)
@@ -316,5 +379,5 @@ class CallQueue(Generic[ItemT, OptionsT, ResultT]):
         for observer in self.observers:
             try:
                 observer(len(calls), len(items), time.perf_counter() - started)
-            except Exception:  # a metrics callback never fails the callers (they have their results)
+            except BaseException:  # a metrics callback never fails the callers (they have their results) or the runner
                 logger.exception("a gather observer failed")

@@ -281,3 +281,99 @@ def test_a_freed_queue_ends_its_runner_thread() -> None:
     gc.collect()
     runner.join(10)
     assert not runner.is_alive()
+
+
+def test_an_observer_that_raises_anything_strands_no_caller_and_the_runner_goes_on() -> None:
+    recorder = Recorder()
+    recorder.queue.observers.append(lambda *_: (_ for _ in ()).throw(SystemExit("observer")))
+    recorder.hold.clear()
+    first = start(recorder.queue.run, ["x"], 0)
+    assert recorder.started.wait(10)
+    others = [start(recorder.queue.run, [f"o{i}"], i % 2) for i in range(3)]  # two groups in the next run
+    wait_for(lambda: recorder.queue.depth == 3)
+    recorder.hold.set()
+    for thread, _ in (first, *others):
+        thread.join(10)
+        assert not thread.is_alive()
+    assert [box.get("result") for _, box in others] == [["o0:0"], ["o1:1"], ["o2:0"]]
+    assert recorder.queue.run(["after"], 0) == ["after:0"]
+
+
+PROGRAM_HEAD = """
+import os, signal, sys, threading, time
+from types import SimpleNamespace
+from flag_core.inference.gather import CallQueue
+
+settings = SimpleNamespace(gather_window_ms=0.0, gather_max_inputs=4096, queue_limit=None)
+runs = []
+
+def execute(items, options):
+    runs.append((list(items), threading.current_thread()))
+    if options == "slow":
+        started.set()
+        time.sleep(1.0)
+        open(sys.argv[1], "w").write("finished")
+    return list(items)
+
+started = threading.Event()
+queue = CallQueue(execute, lambda result, positions: [result[i] for i in positions], lambda: settings)
+"""
+
+
+def run_program(body: str, tmp_path: Any) -> Any:
+    import subprocess
+    import sys
+
+    script = tmp_path / "program.py"
+    script.write_text(PROGRAM_HEAD + body)
+    return subprocess.run([sys.executable, str(script), str(tmp_path / "marker")], capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_an_interrupted_caller_lets_the_run_in_progress_finish_before_the_process_exits(tmp_path: Any) -> None:
+    """Ctrl-C while the main thread waits: the interpreter waits for the runner's run in progress (a runner killed
+    inside torch at exit aborts the process: 'terminate called without an active exception', status 134)."""
+    done = run_program("""
+threading.Thread(target=lambda: (started.wait(10), os.kill(os.getpid(), signal.SIGINT))).start()
+try:
+    queue.run(["long"], "slow")
+except KeyboardInterrupt:
+    sys.exit(3)
+""", tmp_path)
+    assert done.returncode == 3, done.stderr
+    assert (tmp_path / "marker").read_text() == "finished"  # the run went to its end before the process did
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="no os.fork on this platform")
+def test_a_forked_child_runs_its_calls_on_a_runner_of_its_own(tmp_path: Any) -> None:
+    """The child has none of the parent's threads: a caller thread of the child is never taken for the runner (a
+    reused thread id once let it bypass the queue), and the parent's waiting calls are not the child's."""
+    done = run_program("""
+import warnings
+warnings.simplefilter("ignore", DeprecationWarning)
+assert queue.run(["parent"], 0) == ["parent"]
+parent_runner = queue._runner
+pid = os.fork()
+if pid == 0:
+    try:
+        runs.clear()
+        assert queue.depth == 0 and queue._runner is None
+        box = {}
+        callers = [threading.Thread(target=lambda i=i: box.__setitem__(i, queue.run([f"c{i}"], 1))) for i in range(3)]
+        for thread in callers:
+            thread.start()
+        for thread in callers:
+            thread.join(10)
+        assert box == {i: [f"c{i}"] for i in range(3)}, box
+        assert queue.run(["main"], 1) == ["main"]
+        runners = {thread for _, thread in runs}
+        assert runners == {queue._runner} and queue._runner is not parent_runner, runs
+        assert not set(callers) & runners
+        os._exit(0)
+    except BaseException as error:
+        print("child:", repr(error), flush=True)
+        os._exit(1)
+_, status = os.waitpid(pid, 0)
+sys.exit(os.waitstatus_to_exitcode(status))
+""", tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
