@@ -130,3 +130,13 @@ def test_a_fallback_is_said_once_per_model_and_backend(model_path: str, monkeypa
     assert len(warnings) == 1 and "RuntimeError: the tracer met an operation it cannot convert" in warnings[0]
     assert str(folder) in warnings[0] and "backend='openvino'" in warnings[0]
     assert len(calls) == 1
+
+
+def test_the_shape_cache_is_bounded(model_path: str) -> None:
+    """OpenVINO keeps kernels per input shape; its default bound let a server's memory grow by ~380 MB under an
+    overload of varied batch shapes (int8 + bf16), so flagstack compiles with a smaller one."""
+    from flag_core.inference.backends.openvino import SHAPE_CACHE_ENTRIES
+
+    model = FlagModel(model_path, devices="cpu", backend="openvino")
+    assert model.runtime.loaded.model.properties["CPU_RUNTIME_CACHE_CAPACITY"] == SHAPE_CACHE_ENTRIES < 5000
+    assert model.encode_corpus(["one text"]).shape == (1, 384)
