@@ -4,7 +4,8 @@
     python benchmarks/serve_load.py --concurrency 1 8 32 128 --batch-concurrency 1 8 --duration 60 \
         --infinity-bin /work/infinity-venv/bin/infinity_emb --output serve_load.json     # the default run
 
-The default run took 12-14 minutes on 2 cores (AMD EPYC, avx512/vnni/bf16), --quick about 5.
+The default run (six servers) took 23 minutes on 2 cores (AMD EPYC, avx512/vnni/bf16), quantizing included; --quick
+about 8.
 
 infinity runs from its own virtual environment (its pins differ from flagstack's):
 
@@ -555,8 +556,8 @@ def main() -> None:
                         help="where the capped model, the quantized models and the server logs go (kept)")
     parser.add_argument("--start-timeout", type=float, default=600.0, help="seconds a server may take to start")
     parser.add_argument("--quick", action="store_true",
-                        help="a smoke run (about 5 minutes): concurrency 1 8 32, batches 1 2, 64 requests per level, "
-                        "10 s overload; options given on the command line win")
+                        help="a smoke run (about 8 minutes with all modes): concurrency 1 8 32, batches 1 2, 64 "
+                        "requests per level, 10 s overload; options given on the command line win")
     parser.add_argument("--output", type=Path, default=None, help="write every figure to this JSON file")
     args = parser.parse_args()
     if args.quick:  # smaller numbers for what the command line does not set
