@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -468,3 +469,28 @@ def test_a_wrong_key_is_told_apart_and_a_utf8_key_works(prebuilt: list[ModelSpec
 def test_the_m3_endpoint_refuses_a_field_it_does_not_know(served: Any) -> None:
     response = served.post("/v1/m3/embeddings", {"input": ["a"], "model": "m3", "return_sparse": True})
     assert response.status_code == 422 and "return_sparse" in response.text
+
+
+@pytest.mark.parametrize("content", [
+    {"data": [{"embedding": [0.1, -2.5e-08, 1.0, 0.948431134223938, 3.4028234663852886e38]}], "usage": {"n": 3}},
+    [{"index": 0, "score": 0.5, "text": "NaN and Infinity are words here, é ✓ \u2028"}],
+    ["plain", {"nested": [True, None, 1]}],
+])
+def test_answers_hold_the_values_starlette_writes(content: Any) -> None:
+    """The same numbers to the last bit (both write each float's shortest round-trip digits; pydantic-core writes
+    1e-05 as 0.00001), the same text."""
+    from fastapi.responses import JSONResponse
+
+    from flag_core.serving.app import Answer
+
+    fast, slow = Answer(content).body, JSONResponse(content).body
+    assert json.loads(fast) == json.loads(slow) == content
+    assert fast.decode("utf-8").count(",") == slow.decode("utf-8").count(",")
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_an_answer_never_writes_a_nan(bad: float) -> None:
+    from flag_core.serving.app import Answer
+
+    with pytest.raises(ValueError):
+        Answer({"data": [{"embedding": [0.5, bad]}]})
