@@ -7,8 +7,10 @@ batch); any other error propagates untouched.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +32,19 @@ class SpecialTokenLayout:
 
     @classmethod
     def of(cls, tokenizer: Any) -> SpecialTokenLayout:
+        """The layout of ``tokenizer``'s texts, found once per tokenizer object (two tokenizer calls, which cost more
+        than tokenizing one short query) and kept while it lives."""
+        try:
+            return _LAYOUTS[tokenizer]
+        except (KeyError, TypeError):  # TypeError: not weakly referable, found every time
+            pass
+        layout = cls.find(tokenizer)
+        with contextlib.suppress(TypeError):
+            _LAYOUTS[tokenizer] = layout
+        return layout
+
+    @classmethod
+    def find(cls, tokenizer: Any) -> SpecialTokenLayout:
         content = tokenizer("a", add_special_tokens=False)["input_ids"]
         full = tokenizer("a")["input_ids"]
         for start in range(len(full) - len(content) + 1):
@@ -40,6 +55,9 @@ class SpecialTokenLayout:
     @property
     def total(self) -> int:
         return self.prefix + self.suffix
+
+
+_LAYOUTS: weakref.WeakKeyDictionary[Any, SpecialTokenLayout] = weakref.WeakKeyDictionary()
 
 
 def tokenize_texts(tokenizer: Any, texts: Sequence[str], max_length: int) -> tuple[list[list[int]], int]:

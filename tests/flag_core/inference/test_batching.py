@@ -96,3 +96,33 @@ def test_rows_do_not_keep_their_batch_alive() -> None:
     out = run_batched(sequences, forward, max_tokens=20, max_count=8)
     assert len(batches) > 3 and out.shape == (40, 32)
     assert out.untyped_storage().nbytes() <= 2 * out.numel() * out.element_size()
+
+
+def test_a_tokenizers_layout_is_found_once_and_kept_while_it_lives(model_path: str) -> None:
+    import copy
+    import gc
+
+    from transformers import AutoTokenizer
+
+    from flag_core.inference import batching
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    calls: list[str] = []
+    found = SpecialTokenLayout.find
+
+    def counted(tokenizer: object) -> SpecialTokenLayout:
+        calls.append("find")
+        return found(tokenizer)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(SpecialTokenLayout, "find", staticmethod(counted))
+        first = SpecialTokenLayout.of(tokenizer)
+        ids, _ = tokenize_texts(tokenizer, ["some text"], 8)
+        other = copy.deepcopy(tokenizer)
+        assert SpecialTokenLayout.of(other) == first == SpecialTokenLayout(prefix=1, suffix=1)
+    assert calls == ["find", "find"]  # once per tokenizer object, not once per call
+    assert len(ids[0]) == len(tokenizer("some text")["input_ids"])
+    size = len(batching._LAYOUTS)
+    del other
+    gc.collect()
+    assert len(batching._LAYOUTS) <= size - 1  # kept only while its tokenizer lives
