@@ -213,19 +213,25 @@ async def test_gathered_rerank_calls_share_forward_passes(reranker_path: str) ->
     np.testing.assert_allclose(results, alone, atol=1e-5)
 
 
-def test_a_failing_observer_never_fails_or_strands_the_callers() -> None:
+def _raise(error: BaseException) -> Any:
+    raise error
+
+
+@pytest.mark.parametrize("error", [ZeroDivisionError("observer"), SystemExit("observer")])
+def test_a_failing_observer_never_fails_or_strands_the_callers_and_the_runner_goes_on(error: BaseException) -> None:
     recorder = Recorder()
-    recorder.queue.observers.append(lambda *_: 1 / 0)
+    recorder.queue.observers.append(lambda *_: _raise(error))
     recorder.hold.clear()
     first = start(recorder.queue.run, ["x"], 0)
     assert recorder.started.wait(10)
-    others = [start(recorder.queue.run, [f"o{i}"], i % 2) for i in range(3)]
+    others = [start(recorder.queue.run, [f"o{i}"], i % 2) for i in range(3)]  # two groups in the next run
     wait_for(lambda: recorder.queue.depth == 3)
     recorder.hold.set()
     for thread, _ in (first, *others):
         thread.join(10)
         assert not thread.is_alive()
     assert [box.get("result") for _, box in others] == [["o0:0"], ["o1:1"], ["o2:0"]]
+    assert recorder.queue.run(["after"], 0) == ["after:0"]
 
 
 def test_a_run_that_raises_any_exception_fails_its_callers_alone_and_the_runner_goes_on() -> None:
@@ -281,22 +287,6 @@ def test_a_freed_queue_ends_its_runner_thread() -> None:
     gc.collect()
     runner.join(10)
     assert not runner.is_alive()
-
-
-def test_an_observer_that_raises_anything_strands_no_caller_and_the_runner_goes_on() -> None:
-    recorder = Recorder()
-    recorder.queue.observers.append(lambda *_: (_ for _ in ()).throw(SystemExit("observer")))
-    recorder.hold.clear()
-    first = start(recorder.queue.run, ["x"], 0)
-    assert recorder.started.wait(10)
-    others = [start(recorder.queue.run, [f"o{i}"], i % 2) for i in range(3)]  # two groups in the next run
-    wait_for(lambda: recorder.queue.depth == 3)
-    recorder.hold.set()
-    for thread, _ in (first, *others):
-        thread.join(10)
-        assert not thread.is_alive()
-    assert [box.get("result") for _, box in others] == [["o0:0"], ["o1:1"], ["o2:0"]]
-    assert recorder.queue.run(["after"], 0) == ["after:0"]
 
 
 PROGRAM_HEAD = """
