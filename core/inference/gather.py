@@ -136,7 +136,7 @@ async def run_async(function: Callable[..., T], /, *args: Any, **kwargs: Any) ->
     except BaseException:
         _ARRIVALS.done(token)
         raise
-    future.add_done_callback(_retrieve)
+    future.add_done_callback(settle)
     try:
         return await asyncio.shield(future)
     except asyncio.CancelledError:
@@ -144,9 +144,11 @@ async def run_async(function: Callable[..., T], /, *args: Any, **kwargs: Any) ->
         raise
 
 
-def _retrieve(future: asyncio.Future[Any]) -> None:
+def settle(future: asyncio.Future[Any]) -> None:
+    """A done-callback for a future whose awaiter may be gone: reads its error, so asyncio does not warn that it
+    was never retrieved."""
     if not future.cancelled():
-        future.exception()  # the error of a call whose awaiter was cancelled: nobody else reads it (no warning)
+        future.exception()
 
 
 @dataclass(eq=False)
@@ -257,7 +259,10 @@ class CallQueue(Generic[ItemT, OptionsT, ResultT]):
         work before preparing it (the server answers 503 before reading a request's texts)."""
         limit = self._settings().queue_limit
         with self._condition:
-            return QueueFull(limit, retry_after=1.0) if limit is not None and len(self._waiting) >= limit else None
+            return self._refusal(limit)
+
+    def _refusal(self, limit: int | None) -> QueueFull | None:  # with the lock held
+        return QueueFull(limit, retry_after=1.0) if limit is not None and len(self._waiting) >= limit else None
 
     def discard(self, future: Future[Any]) -> None:
         """Take a cancelled call out of the queue (it no longer counts towards queue_limit or depth)."""
@@ -274,11 +279,11 @@ class CallQueue(Generic[ItemT, OptionsT, ResultT]):
         settings = self._settings()
         call: _Call[ItemT, OptionsT] = _Call(items, options)
         with self._condition:
-            limit = settings.queue_limit
-            if limit is not None and len(self._waiting) >= limit:
-                raise QueueFull(limit, retry_after=1.0)
-            if not self._runner_started():  # the interpreter is shutting down: no new threads; run here
-                return self._execute(items, options)
+            refused = self._refusal(settings.queue_limit)
+            if refused is not None:
+                raise refused
+            if not self._runner_started():  # the interpreter is shutting down: no new threads; run here (under
+                return self._execute(items, options)  # the lock: still one run at a time)
             if token is not None:  # no longer on its way (the runner's arrival wait reads this under the lock)
                 _ARRIVALS.done(token)
             self._waiting.append(call)

@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..inference.gather import QueueFull, run_async
+from ..inference.gather import QueueFull, run_async, settle
 from . import work
 from .config import Kind, ModelSpec, ServeConfig
 from .metrics import Metrics
@@ -220,11 +220,6 @@ async def _client_gone(receive: Receive) -> None:
             return
 
 
-def _retrieve(task: asyncio.Future[Any]) -> None:
-    if not task.cancelled():
-        task.exception()  # a result nobody waits for any more: no "never retrieved" warning
-
-
 def _busy(served: Served, exc: QueueFull) -> ServeError:
     return ServeError(503, f"model {served.name!r} is busy: {exc} (flagstack serve --queue-limit, or --set "
                       f"{served.name}.queue_limit=N)", headers={"Retry-After": str(max(1, math.ceil(exc.retry_after)))})
@@ -238,7 +233,7 @@ async def model_call(request: Request, served: Served, function: Callable[..., T
     if refused is not None:
         raise _busy(served, refused)
     job = asyncio.ensure_future(run_async(function, *args))
-    job.add_done_callback(_retrieve)
+    job.add_done_callback(settle)
     gone = asyncio.ensure_future(_client_gone(request.receive))
     try:
         done, _ = await asyncio.wait({job, gone}, timeout=config.timeout, return_when=asyncio.FIRST_COMPLETED)
@@ -521,9 +516,9 @@ def create_app(models: Sequence[ModelSpec], config: ServeConfig | None = None) -
         vectors = work.cut(vectors, body.dimensions, bool(served.model.normalize_embeddings), served)
         encode = work.as_base64 if body.encoding_format == "base64" else (lambda v: v.tolist())
         return Answer({"object": "list", "model": served.name,
-                             "data": [{"object": "embedding", "index": i, "embedding": encode(v)}
-                                      for i, v in enumerate(vectors)],
-                             "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+                       "data": [{"object": "embedding", "index": i, "embedding": encode(v)}
+                                for i, v in enumerate(vectors)],
+                       "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
 
     @app.post("/v1/m3/embeddings")
     async def m3_embeddings(body: M3Request, request: Request) -> JSONResponse:
@@ -547,7 +542,7 @@ def create_app(models: Sequence[ModelSpec], config: ServeConfig | None = None) -
                 row["colbert"] = out["colbert_vecs"][i].tolist()
             data.append(row)
         return Answer({"object": "list", "model": served.name, "data": data,
-                             "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+                       "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
 
     # Cohere / Jina
 
@@ -566,7 +561,7 @@ def create_app(models: Sequence[ModelSpec], config: ServeConfig | None = None) -
                 result["document"] = {"text": documents[i]}
             results.append(result)
         return Answer({"object": "list", "model": served.name, "results": results,
-                             "usage": {"total_tokens": tokens, "prompt_tokens": tokens}})
+                       "usage": {"total_tokens": tokens, "prompt_tokens": tokens}})
 
     # TEI
 
@@ -596,7 +591,7 @@ def create_app(models: Sequence[ModelSpec], config: ServeConfig | None = None) -
         texts = work.texts_of(body.inputs, "inputs", state.config)
         out, _tokens = await model_call(request, served, _sparse, served, texts, body.truncate)
         return Answer([[{"index": token, "value": weight} for token, weight in work.sparse_pairs(weights)]
-                             for weights in out["lexical_weights"]])
+                       for weights in out["lexical_weights"]])
 
     @app.post("/rerank")
     async def tei_rerank(body: TeiRerankRequest, request: Request) -> JSONResponse:
@@ -608,7 +603,7 @@ def create_app(models: Sequence[ModelSpec], config: ServeConfig | None = None) -
                                            not body.raw_scores, body.truncate, "texts")
         order = sorted(range(len(scores)), key=lambda i: -scores[i])
         return Answer([{"index": i, "score": scores[i], **({"text": texts[i]} if body.return_text else {})}
-                             for i in order])
+                       for i in order])
 
     @app.post("/tokenize")
     async def tokenize(body: TokenizeRequest, request: Request) -> JSONResponse:
