@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextvars
 import os
 from collections.abc import Iterable, Iterator, Sequence, Sized
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, TypedDict, overload
 
 import numpy as np
@@ -11,6 +13,7 @@ import torch
 from typing_extensions import Unpack
 
 from .front import ModelFront
+from .gather import run_async
 from .inputs import as_text_list, check_positive_int
 from .instructions import (
     DEFAULT_INSTRUCTION_FORMAT,
@@ -23,7 +26,7 @@ from .m3 import BGEM3FlagModel
 from .model_files import resolve_model_path
 from .progress import progress_bar
 from .registry import ModelEntry, checkpoint_kind, clamp_length, resolve_embedder
-from .runtime import EmbeddingRuntime
+from .runtime import EmbeddingRuntime, EmbedOptions
 from .settings import BackendName, Devices, EmbedderSettings, setting_defaults
 from .streaming import DEFAULT_CHUNK_SIZE, NpyStream, encode_chunks, write_npy
 
@@ -35,6 +38,35 @@ Embeddings = np.ndarray | torch.Tensor | list[float] | list[list[float]]
 # and read each default from its one declaration, in the settings class (a constructor whose default differs reads
 # it from its class's none_means, a named constant; tests/flag_core/test_settings.py holds both)
 _E = setting_defaults(EmbedderSettings)
+# texts up to which FlagModel.aencode_as waits in the queue on the event loop; above, it runs in a waiting thread
+ASYNC_INLINE_TEXTS = 256
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What one encode call runs (its texts, instructions applied, and options) and how it answers."""
+
+    texts: list[str]
+    options: EmbedOptions
+    single: bool
+    fmt: str
+
+    def finish(self, vectors: torch.Tensor) -> Embeddings:
+        if self.single:
+            vectors = vectors[0]
+        if self.fmt == "torch":
+            return vectors
+        array = vectors.numpy()
+        return array.tolist() if self.fmt == "list" else array  # type: ignore[no-any-return]
+
+
+class _Planned(Exception):  # not an error: how encode() hands its plan to aencode_as
+    def __init__(self, plan: _Plan) -> None:
+        super().__init__("planned")
+        self.plan = plan
+
+
+_PLANNING: contextvars.ContextVar[bool] = contextvars.ContextVar("flagstack_planning", default=False)
 
 
 class EncodeOptions(TypedDict, total=False):
@@ -275,20 +307,16 @@ class FlagModel(ModelFront[EmbedderSettings]):
         if fmt not in ("numpy", "torch", "list"):
             raise ValueError(f"output must be 'numpy', 'torch' or 'list', got {output!r}")
         length = self.passage_max_length if max_length is None else self._length(max_length, "max_length")
-        vectors = self.runtime.embed(
-            texts,
+        plan = _Plan(texts, EmbedOptions(
             max_length=length,
             batch_size=check_positive_int(batch_size, "batch_size") or self.batch_size,
             normalize=self.normalize_embeddings,
             truncate_dim=self.truncate_dim,
             show_progress=self.show_progress_bar if show_progress_bar is None else show_progress_bar,
-        )
-        if single:
-            vectors = vectors[0]
-        if fmt == "torch":
-            return vectors
-        array = vectors.numpy()
-        return array.tolist() if fmt == "list" else array
+        ), single, fmt)
+        if _PLANNING.get():  # aencode_as asks what would run, to run it itself
+            raise _Planned(plan)
+        return plan.finish(self.runtime.run(plan.texts, plan.options))
 
     def encode_as(self, side: Side, texts: str | Sequence[str], **options: Any) -> Embeddings:
         """``encode_queries`` for side "query", ``encode_corpus`` for side "passage"."""
@@ -297,6 +325,24 @@ class FlagModel(ModelFront[EmbedderSettings]):
         if side == "passage":
             return self.encode_corpus(texts, **options)
         raise ValueError(f"side must be 'query' or 'passage', got {side!r}")
+
+    async def aencode_as(self, side: Side, texts: str | Sequence[str], **options: Any) -> Embeddings:
+        """:meth:`encode_as` for asyncio callers: the same vectors, gathered with every other caller's, without
+        blocking the event loop. A small call waits in the model's queue without a thread of its own; a call of
+        more than ``ASYNC_INLINE_TEXTS`` texts runs in a waiting thread (its result is converted there, not on
+        the event loop)."""
+        token = _PLANNING.set(True)
+        try:
+            self.encode_as(side, texts, **options)
+        except _Planned as planned:
+            plan = planned.plan
+        else:  # pragma: no cover  # every encode_* of this class ends in encode(), which raises _Planned
+            raise RuntimeError(f"{type(self).__name__}.encode_as did not reach encode()")
+        finally:
+            _PLANNING.reset(token)
+        if len(plan.texts) > ASYNC_INLINE_TEXTS:
+            return await run_async(self.encode_as, side, texts, **options)
+        return plan.finish(await self.runtime.arun(plan.texts, plan.options))
 
     def iter_encode(
         self,

@@ -158,6 +158,16 @@ class _Call(Generic[ItemT, OptionsT]):
     future: Future[Any] = field(default_factory=Future)
 
 
+def _answer(future: Future[T], execute: Callable[..., T], *args: Any) -> None:
+    """``future`` answered with ``execute(*args)`` run here, or with what it raises."""
+    if not future.set_running_or_notify_cancel():
+        return
+    try:
+        future.set_result(execute(*args))
+    except BaseException as error:
+        future.set_exception(error)
+
+
 def _wake(box: list[threading.Condition]) -> None:
     """Wake a runner whose queue was freed (it then ends)."""
     with box[0]:
@@ -237,6 +247,8 @@ class CallQueue(Generic[ItemT, OptionsT, ResultT]):
         self._split = split
         self._settings = settings
         self._waiting: list[_Call[ItemT, OptionsT]] = []
+        # asyncio callers' calls of the current turn of their event loop: queued together when the turn ends
+        self._arriving: dict[asyncio.AbstractEventLoop, list[_Call[ItemT, OptionsT]]] = {}
         # only the runner waits on it (re-entrant: a queue freed while its runner holds the lock wakes it)
         self._condition = threading.Condition(threading.RLock())
         self._box = [self._condition]  # what a freed queue's finalizer wakes (a forked child gets a new one)
@@ -252,7 +264,10 @@ class CallQueue(Generic[ItemT, OptionsT, ResultT]):
     def depth(self) -> int:
         """Calls waiting now (not counting the ones running)."""
         with self._condition:
-            return len(self._waiting)
+            return self._count()
+
+    def _count(self) -> int:  # with the lock held
+        return len(self._waiting) + sum(len(calls) for calls in self._arriving.values())
 
     def refusal(self) -> QueueFull | None:
         """The :class:`QueueFull` a call made now would meet (None: it would be taken), for callers that can refuse
@@ -262,40 +277,86 @@ class CallQueue(Generic[ItemT, OptionsT, ResultT]):
             return self._refusal(limit)
 
     def _refusal(self, limit: int | None) -> QueueFull | None:  # with the lock held
-        return QueueFull(limit, retry_after=1.0) if limit is not None and len(self._waiting) >= limit else None
+        return QueueFull(limit, retry_after=1.0) if limit is not None and self._count() >= limit else None
 
     def discard(self, future: Future[Any]) -> None:
         """Take a cancelled call out of the queue (it no longer counts towards queue_limit or depth)."""
         with self._condition:
             self._waiting = [call for call in self._waiting if call.future is not future]
+            for loop, calls in list(self._arriving.items()):
+                calls[:] = [call for call in calls if call.future is not future]
+                if not calls:
+                    del self._arriving[loop]
 
     def run(self, items: list[ItemT], options: OptionsT) -> ResultT:
         """The result for ``items`` (in order), gathered with other callers' items of equal ``options``."""
-        if threading.current_thread() is self._runner:  # a model call made while running one (no queue within)
-            return self._execute(items, options)
         token = _TOKEN.get()
         if token is not None and token.cancelled:
             raise CancelledError()
+        future = self.submit(items, options, token)
+        if token is not None:
+            token.attach(self, future)
+        try:
+            return future.result()  # raises CancelledError when it was dropped
+        except BaseException:
+            if future.cancel():  # the caller stopped waiting (an interrupt): its call is dropped, not run
+                self.discard(future)
+            raise
+
+    async def arun(self, items: list[ItemT], options: OptionsT) -> ResultT:
+        """:meth:`run` for asyncio callers, without a thread of their own: the call waits in the queue and the
+        event loop goes on; cancelling the await drops the call unless it already runs (then its result is
+        thrown away)."""
+        future = self.submit(items, options, loop=asyncio.get_running_loop())
+        try:
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            if future.cancel():
+                self.discard(future)
+            raise
+
+    def submit(self, items: list[ItemT], options: OptionsT, token: CallToken | None = None,
+               loop: asyncio.AbstractEventLoop | None = None) -> Future[ResultT]:
+        """Queue a call and return at once: the future gets its result (or its error). A full queue raises
+        :class:`QueueFull` here. ``token``: the :func:`run_async` call it belongs to (no longer on its way).
+        ``loop``: the running event loop of an asyncio caller; the calls its tasks make in one turn of the loop
+        are queued together when the turn ends (``asyncio.gather`` of many calls: one run, not one run for the
+        first call and another for the rest)."""
+        future: Future[ResultT] = Future()
+        if threading.current_thread() is self._runner:  # a model call made while running one (no queue within)
+            _answer(future, self._execute, items, options)
+            return future
         settings = self._settings()
-        call: _Call[ItemT, OptionsT] = _Call(items, options)
         with self._condition:
             refused = self._refusal(settings.queue_limit)
             if refused is not None:
                 raise refused
+            call = _Call(items, options, future)
+            if loop is not None:
+                arriving = self._arriving.setdefault(loop, [])
+                arriving.append(call)
+                if len(arriving) == 1:
+                    loop.call_soon(self._arrived, loop)
+                return future
             if not self._runner_started():  # the interpreter is shutting down: no new threads; run here (under
-                return self._execute(items, options)  # the lock: still one run at a time)
+                _answer(future, self._execute, items, options)  # the lock: still one run at a time)
+                return future
             if token is not None:  # no longer on its way (the runner's arrival wait reads this under the lock)
                 _ARRIVALS.done(token)
             self._waiting.append(call)
             self._condition.notify_all()
-        if token is not None:
-            token.attach(self, call.future)
-        try:
-            return call.future.result()  # type: ignore[no-any-return]  # raises CancelledError when it was dropped
-        except BaseException:
-            if call.future.cancel():  # the caller stopped waiting (an interrupt): its call is dropped, not run
-                self.discard(call.future)
-            raise
+        return future
+
+    def _arrived(self, loop: asyncio.AbstractEventLoop) -> None:
+        """At the end of a turn of ``loop``: its tasks' calls join the queue, together."""
+        with self._condition:
+            calls = self._arriving.pop(loop, [])
+            if not self._runner_started():  # shutting down (see submit)
+                for call in calls:
+                    _answer(call.future, self._execute, call.items, call.options)
+                return
+            self._waiting += calls
+            self._condition.notify_all()
 
     def _runner_started(self) -> bool:
         """Start the runner thread unless it runs (called with the lock held); False when no thread can start."""
@@ -316,6 +377,7 @@ class CallQueue(Generic[ItemT, OptionsT, ResultT]):
         self._box[0] = self._condition
         self._runner = None
         self._waiting = []
+        self._arriving = {}
 
     def _serve_waiting(self) -> None:
         """On the runner: take what waits (up to ``gather_max_inputs`` inputs, after the window and the arrival
@@ -377,10 +439,10 @@ class CallQueue(Generic[ItemT, OptionsT, ResultT]):
             for call in calls:
                 call.future.set_exception(error)
             return
+        self.runs += 1  # counted before the callers are answered (a caller may read the counts at once)
+        self.calls += len(calls)
         for call, part in zip(calls, parts, strict=True):
             call.future.set_result(part)
-        self.runs += 1
-        self.calls += len(calls)
         for observer in self.observers:
             try:
                 observer(len(calls), len(items), time.perf_counter() - started)

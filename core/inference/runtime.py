@@ -137,6 +137,13 @@ class Runtime(ABC, Generic[ItemT, OptionsT, ResultT]):
             return self.empty(options)
         return self.queue.run(items, options)
 
+    async def arun(self, items: list[ItemT], options: OptionsT) -> ResultT:
+        """:meth:`run` for asyncio callers: awaits the queue without a thread of its own (see
+        :meth:`.gather.CallQueue.arun`)."""
+        if not items:
+            return self.empty(options)
+        return await self.queue.arun(items, options)
+
     def _run_now(self, items: list[ItemT], options: OptionsT) -> ResultT:
         unique: dict[ItemT, int] = {}
         positions = [unique.setdefault(item, len(unique)) for item in items]
@@ -267,18 +274,6 @@ class EmbeddingRuntime(EncoderRuntime[EmbedOptions, torch.Tensor]):
         if isinstance(hidden, int):
             return hidden
         return int(self.compute([""], EmbedOptions(max_length=8, batch_size=1, normalize=False)).shape[1])
-
-    def embed(
-        self,
-        texts: list[str],
-        max_length: int,
-        batch_size: int,
-        normalize: bool,
-        truncate_dim: int | None = None,
-        show_progress: bool = False,
-    ) -> torch.Tensor:
-        """Float32 vectors (on the CPU), one row per text, in input order. Repeated texts are run once."""
-        return self.run(texts, EmbedOptions(max_length, batch_size, normalize, truncate_dim, show_progress))
 
     def empty(self, options: EmbedOptions) -> torch.Tensor:
         dim = self.dimension if options.truncate_dim is None else min(options.truncate_dim, self.dimension)

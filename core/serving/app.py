@@ -1,8 +1,8 @@
 """The HTTP app: several flagstack models behind the APIs existing clients speak (OpenAI, Hugging Face TEI, Cohere /
 Jina rerank, BGE-M3 in full), with health, readiness, Prometheus metrics, API keys and guards against overload.
 
-Every model call runs through :func:`~flag_core.inference.gather.run_async`: concurrent requests share batches in
-the model's queue, a full queue answers 503 with Retry-After, and a request whose client goes away or whose
+Every model call goes through the model's queue (:mod:`~flag_core.inference.gather`): concurrent requests share
+batches there, a full queue answers 503 with Retry-After, and a request whose client goes away or whose
 deadline passes has its queued work dropped. :func:`create_app` builds the app (the command line, tests and Ray
 Serve build the same one); the models load in the background once the app starts, and ``/ready`` answers 200 only
 when all are loaded.
@@ -16,7 +16,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Literal, TypeVar
 
@@ -225,14 +225,19 @@ def _busy(served: Served, exc: QueueFull) -> ServeError:
                       f"{served.name}.queue_limit=N)", headers={"Retry-After": str(max(1, math.ceil(exc.retry_after)))})
 
 
-async def model_call(request: Request, served: Served, function: Callable[..., T], *args: Any) -> T:
-    """``function(*args)`` through :func:`run_async`, dropped when the client goes away (499) or the deadline
-    passes (504); a full queue is a 503 with Retry-After, a failing model call a 500."""
+def threaded(function: Callable[..., T], *args: Any) -> Callable[[], Awaitable[T]]:
+    """What :func:`model_call` starts for a blocking call: ``function(*args)`` through :func:`run_async`."""
+    return lambda: run_async(function, *args)
+
+
+async def model_call(request: Request, served: Served, start: Callable[[], Awaitable[T]]) -> T:
+    """The model work ``start()`` begins (:func:`threaded` for a blocking call), dropped when the client goes away
+    (499) or the deadline passes (504); a full queue is a 503 with Retry-After, a failing model call a 500."""
     config = state_of(request).config
     refused = served.queues.refusal()  # a full queue refuses at once: no thread, no tokenizing for a 503
     if refused is not None:
         raise _busy(served, refused)
-    job = asyncio.ensure_future(run_async(function, *args))
+    job = asyncio.ensure_future(start())
     job.add_done_callback(settle)
     gone = asyncio.ensure_future(_client_gone(request.receive))
     try:
@@ -512,7 +517,8 @@ def create_app(models: Sequence[ModelSpec], config: ServeConfig | None = None) -
         """OpenAI embeddings: passages by default (``input_type: "query"`` for queries)."""
         served = work.pick(state.loaded(), body.model, EMBEDDERS, "/v1/embeddings")
         texts = work.texts_of(body.input, "input", state.config)
-        vectors, tokens = await model_call(request, served, work.embed_with_tokens, served, texts, body.input_type)
+        vectors, tokens = await model_call(request, served,
+                                           lambda: work.embed_with_tokens(served, texts, body.input_type))
         vectors = work.cut(vectors, body.dimensions, bool(served.model.normalize_embeddings), served)
         encode = work.as_base64 if body.encoding_format == "base64" else (lambda v: v.tolist())
         return Answer({"object": "list", "model": served.name,
@@ -528,8 +534,8 @@ def create_app(models: Sequence[ModelSpec], config: ServeConfig | None = None) -
         if not (body.dense or body.sparse or body.colbert):
             raise ServeError(422, "dense, sparse and colbert are all false; ask for at least one output", "dense")
         texts = work.texts_of(body.input, "input", state.config)
-        out, tokens = await model_call(request, served, work.m3_outputs, served, texts, body.input_type,
-                                       body.dense, body.sparse, body.colbert)
+        out, tokens = await model_call(request, served, threaded(work.m3_outputs, served, texts, body.input_type,
+                                                                  body.dense, body.sparse, body.colbert))
         data = []
         for i in range(len(texts)):
             row: dict[str, Any] = {"object": "m3_embedding", "index": i}
@@ -552,7 +558,7 @@ def create_app(models: Sequence[ModelSpec], config: ServeConfig | None = None) -
         served = work.pick(state.loaded(), body.model, ("reranker",), "/v1/rerank")
         query = work.texts_of(body.query, "query", state.config)[0]
         documents = work.documents_of(body.documents, "documents", state.config)
-        scores, tokens = await model_call(request, served, work.rerank_scores, served, query, documents, True)
+        scores, tokens = await model_call(request, served, threaded(work.rerank_scores, served, query, documents, True))
         order = sorted(range(len(scores)), key=lambda i: -scores[i])[: body.top_n]
         results = []
         for i in order:
@@ -573,8 +579,8 @@ def create_app(models: Sequence[ModelSpec], config: ServeConfig | None = None) -
                              f"start the server with --set {served.name}.normalize_embeddings=false", "normalize")
         texts = work.texts_of(body.inputs, "inputs", state.config)
         side: work.Side = "query" if body.prompt_name == "query" else "passage"
-        vectors, _tokens = await model_call(request, served, work.embed_with_tokens, served, texts, side,
-                                            body.truncate, "inputs")
+        vectors, _tokens = await model_call(
+            request, served, lambda: work.embed_with_tokens(served, texts, side, body.truncate, "inputs"))
         if body.normalize and not normalizes:
             vectors = work.unit(vectors)
         return Answer(work.cut(vectors, body.dimensions, body.normalize, served).tolist())
@@ -589,7 +595,7 @@ def create_app(models: Sequence[ModelSpec], config: ServeConfig | None = None) -
         """TEI's sparse embeddings: BGE-M3's lexical weights as [{index: token id, value}] per text."""
         served = work.pick(state.loaded(), body.model, ("m3",), "/embed_sparse")
         texts = work.texts_of(body.inputs, "inputs", state.config)
-        out, _tokens = await model_call(request, served, _sparse, served, texts, body.truncate)
+        out, _tokens = await model_call(request, served, threaded(_sparse, served, texts, body.truncate))
         return Answer([[{"index": token, "value": weight} for token, weight in work.sparse_pairs(weights)]
                        for weights in out["lexical_weights"]])
 
@@ -599,8 +605,8 @@ def create_app(models: Sequence[ModelSpec], config: ServeConfig | None = None) -
         served = work.pick(state.loaded(), body.model, ("reranker",), "/rerank")
         query = work.texts_of(body.query, "query", state.config)[0]
         texts = work.documents_of(body.texts, "texts", state.config)
-        scores, _tokens = await model_call(request, served, work.rerank_scores, served, query, texts,
-                                           not body.raw_scores, body.truncate, "texts")
+        scores, _tokens = await model_call(request, served, threaded(work.rerank_scores, served, query, texts,
+                                                                      not body.raw_scores, body.truncate, "texts"))
         order = sorted(range(len(scores)), key=lambda i: -scores[i])
         return Answer([{"index": i, "score": scores[i], **({"text": texts[i]} if body.return_text else {})}
                        for i in order])

@@ -1,9 +1,11 @@
-"""What the endpoints ask of the models: blocking flag_core calls, each run by the server through
-:func:`~flag_core.inference.gather.run_async` (so concurrent requests share batches), and the checks of what a
-request sends. Nothing here imports FastAPI."""
+"""What the endpoints ask of the models: flag_core calls whose model runs go through each model's queue (so
+concurrent requests share batches): blocking ones the server runs through
+:func:`~flag_core.inference.gather.run_async`, and :func:`embed_with_tokens`, awaited on the event loop; and the
+checks of what a request sends. Nothing here imports FastAPI."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -11,11 +13,14 @@ from typing import Any, Literal
 
 import numpy as np
 
+from ..inference.gather import run_async
 from ..inference.inputs import check_unicode
 from ..inference.m3 import BGEM3FlagModel
 from .config import OPTIONS, Kind, ServeConfig
 
 Side = Literal["query", "passage"]
+# characters of a request whose tokens are counted on the event loop (more: in a thread)
+INLINE_COUNT_CHARS = 4096
 
 
 class ServeError(Exception):
@@ -162,11 +167,22 @@ def embed(served: Served, texts: list[str], side: Side) -> np.ndarray:
     return np.asarray(model.encode_as(side, texts, output="numpy"), dtype=np.float32)
 
 
-def embed_with_tokens(served: Served, texts: list[str], side: Side, truncate: bool = True,
-                      field: str = "input") -> tuple[np.ndarray, int]:
-    """:func:`embed` and the number of tokens read (OpenAI's usage)."""
-    counts = token_counts(served, texts, side, truncate, field)
-    return embed(served, texts, side), sum(counts)
+async def embed_with_tokens(served: Served, texts: list[str], side: Side, truncate: bool = True,
+                            field: str = "input") -> tuple[np.ndarray, int]:
+    """:func:`embed` and the number of tokens read (OpenAI's usage), for the event loop: an embedder's call waits
+    in the model's queue without a thread of its own (:meth:`FlagModel.aencode_as`); BGE-M3's runs in a waiting
+    thread. The tokens of a short request are counted on the loop (a short query takes ~0.1 ms), of a longer one
+    in a thread."""
+    if sum(len(text) for text in texts) <= INLINE_COUNT_CHARS:
+        counts = token_counts(served, texts, side, truncate, field)
+    else:
+        counts = await asyncio.to_thread(token_counts, served, texts, side, truncate, field)
+    model = served.model
+    if isinstance(model, BGEM3FlagModel):
+        vectors = await run_async(embed, served, texts, side)
+    else:
+        vectors = np.asarray(await model.aencode_as(side, texts, output="numpy"), dtype=np.float32)
+    return vectors, sum(counts)
 
 
 def m3_outputs(served: Served, texts: list[str], side: Side, dense: bool, sparse: bool,

@@ -9,7 +9,7 @@ from langchain_core.load.serializable import Serializable
 from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
 from flag_core import FlagModel, build_embedder
-from flag_core.frameworks import ModelName, RebuildsModel, run_async
+from flag_core.frameworks import ModelName, RebuildsModel
 from flag_core.merge import FromMerge
 from flag_core.migration import langchain_embeddings_arguments
 from flag_core.settings import EmbedderFields
@@ -68,18 +68,22 @@ class FlagEmbeddings(RebuildsModel, FromMerge, EmbedderFields, Embeddings, Seria
 
     def embed_query(self, text: str) -> list[float]:
         """Embed one query (with the query instruction)."""
-        if not isinstance(text, str):
-            raise TypeError(f"embed_query takes one str, got {type(text).__name__}")
-        return self._model.encode_queries(text, output="list")
+        return self._model.encode_queries(_one_query(text), output="list")
 
     async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
-        """Like :meth:`embed_documents`, run in a worker thread so the event loop keeps running."""
-        return await run_async(self.embed_documents, texts)
+        """Like :meth:`embed_documents`, without blocking the event loop; concurrent calls share batches."""
+        return await self._model.aencode_as("passage", texts, output="list")  # type: ignore[return-value]
 
     async def aembed_query(self, text: str) -> list[float]:
-        """Like :meth:`embed_query`, run in a worker thread so the event loop keeps running."""
-        return await run_async(self.embed_query, text)
+        """Like :meth:`embed_query`, without blocking the event loop; concurrent calls share batches."""
+        return await self._model.aencode_as("query", _one_query(text), output="list")  # type: ignore[return-value]
 
     def signature(self) -> dict[str, Any]:
         """The settings that decide what a vector means (stored with saved indexes)."""
         return self._model.signature()
+
+
+def _one_query(text: Any) -> str:
+    if not isinstance(text, str):
+        raise TypeError(f"embed_query takes one str, got {type(text).__name__}")
+    return text

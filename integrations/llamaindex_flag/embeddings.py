@@ -8,7 +8,7 @@ from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
 from flag_core import FlagModel, build_embedder
-from flag_core.frameworks import ModelName, RebuildsModel, run_async
+from flag_core.frameworks import ModelName, RebuildsModel
 from flag_core.merge import FromMerge
 from flag_core.migration import MigrationError, llamaindex_embedding_arguments
 from flag_core.settings import EmbedderFields
@@ -88,12 +88,12 @@ class FlagEmbedding(RebuildsModel, FromMerge, BaseEmbedding, EmbedderFields):
         return await super().aget_query_embedding(_QUERY_KEY + query)
 
     def _get_query_embedding(self, query: str) -> Embedding:
-        if not isinstance(query, str):
-            raise TypeError(f"query must be a str, got {type(query).__name__}")
-        return self._model.encode_queries(query.removeprefix(_QUERY_KEY), output="list", show_progress_bar=False)
+        return self._model.encode_queries(_text(query, "query").removeprefix(_QUERY_KEY), output="list",
+                                          show_progress_bar=False)
 
     async def _aget_query_embedding(self, query: str) -> Embedding:
-        return await run_async(self._get_query_embedding, query)
+        return await self._model.aencode_as(  # type: ignore[return-value]
+            "query", _text(query, "query").removeprefix(_QUERY_KEY), output="list", show_progress_bar=False)
 
     # texts: with show_progress_bar, one bar per call (LlamaIndex's), not one per embed_batch_size chunk -----
 
@@ -106,15 +106,21 @@ class FlagEmbedding(RebuildsModel, FromMerge, BaseEmbedding, EmbedderFields):
         return await super().aget_text_embedding_batch(texts, show_progress or self.show_progress_bar, **kwargs)
 
     def _get_text_embedding(self, text: str) -> Embedding:
-        if not isinstance(text, str):
-            raise TypeError(f"text must be a str, got {type(text).__name__}")
-        return self._model.encode_corpus(text, output="list", show_progress_bar=False)
+        return self._model.encode_corpus(_text(text, "text"), output="list", show_progress_bar=False)
 
     def _get_text_embeddings(self, texts: list[str]) -> list[Embedding]:
         return self._model.encode_corpus(texts, output="list", show_progress_bar=False)
 
     async def _aget_text_embedding(self, text: str) -> Embedding:
-        return await run_async(self._get_text_embedding, text)
+        return await self._model.aencode_as(  # type: ignore[return-value]
+            "passage", _text(text, "text"), output="list", show_progress_bar=False)
 
     async def _aget_text_embeddings(self, texts: list[str]) -> list[Embedding]:
-        return await run_async(self._get_text_embeddings, texts)
+        return await self._model.aencode_as(  # type: ignore[return-value]
+            "passage", texts, output="list", show_progress_bar=False)
+
+
+def _text(value: Any, name: str) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, got {type(value).__name__}")
+    return value

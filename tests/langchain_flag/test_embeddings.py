@@ -38,6 +38,10 @@ def test_empty_and_bad_input(model_path: str) -> None:
         embeddings.embed_documents(["ok", None])  # type: ignore[list-item]
     with pytest.raises(TypeError, match="one str"):
         embeddings.embed_query(["a list"])  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="one str"):
+        asyncio.run(embeddings.aembed_query(["a list"]))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"sentences\[1\]"):
+        asyncio.run(embeddings.aembed_documents(["ok", None]))  # type: ignore[list-item]
     with pytest.raises(ValueError):
         FlagEmbeddings(model_name=model_path, not_a_setting=1)  # type: ignore[call-arg]
 

@@ -54,6 +54,12 @@ async def test_async_paths(model_path: str) -> None:
     assert await model.aget_query_embedding("pandas") == model.get_query_embedding("pandas")
     assert await model.aget_text_embedding("pandas") == model.get_text_embedding("pandas")
     assert await model.aget_text_embedding_batch(["a", "b"]) == model.get_text_embedding_batch(["a", "b"])
+    with pytest.raises(TypeError, match="query must be a str"):
+        await model.aget_query_embedding(["a list"])  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="text must be a str"):
+        await model.aget_text_embedding(None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"sentences\[1\]"):
+        await model.aget_text_embedding_batch(["ok", None])  # type: ignore[list-item]
 
 
 def test_settings_and_ingestion(model_path: str) -> None:

@@ -179,6 +179,46 @@ async def test_a_cancelled_call_is_dropped_before_it_runs() -> None:
     assert [items for items, _, _ in recorder.runs] == [["x"], ["kept"]]
 
 
+async def test_asyncio_calls_of_one_loop_turn_share_one_run_without_threads_of_their_own() -> None:
+    recorder = Recorder()
+    threads_before = threading.active_count()
+    results = await asyncio.gather(*(recorder.queue.arun([f"q{i}"], 0) for i in range(32)))
+    assert results == [[f"q{i}:0"] for i in range(32)]
+    assert [items for items, _, _ in recorder.runs] == [[f"q{i}" for i in range(32)]]  # one run, in call order
+    assert recorder.queue.runs == 1 and recorder.queue.calls == 32
+    assert threading.active_count() <= threads_before + 1  # the model's runner at most: no thread per call
+
+
+async def test_a_cancelled_asyncio_call_is_dropped_and_a_full_queue_refuses_at_once() -> None:
+    recorder = Recorder(queue_limit=2)
+    recorder.hold.clear()
+    first = asyncio.ensure_future(recorder.queue.arun(["x"], 0))
+    await asyncio.to_thread(recorder.started.wait, 10)
+    dropped = asyncio.ensure_future(recorder.queue.arun(["dropped"], 0))
+    kept = asyncio.ensure_future(recorder.queue.arun(["kept"], 0))
+    await asyncio.sleep(0)  # both submitted: queued at the end of this turn of the loop, counted already
+    assert recorder.queue.depth == 2
+    with pytest.raises(QueueFull, match="queue_limit"):
+        await recorder.queue.arun(["one too many"], 0)
+    dropped.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await dropped
+    assert recorder.queue.depth == 1
+    recorder.hold.set()
+    assert await first == ["x:0"] and await kept == ["kept:0"]
+    assert [items for items, _, _ in recorder.runs] == [["x"], ["kept"]]
+
+
+def test_the_counts_are_made_before_the_callers_are_answered() -> None:
+    recorder = Recorder()
+    seen: list[tuple[int, int]] = []  # the counts at the moment each answer is given
+    for _ in range(3):
+        future = recorder.queue.submit(["a"], 0)
+        future.add_done_callback(lambda _: seen.append((recorder.queue.runs, recorder.queue.calls)))
+        future.result(10)
+    assert seen == [(1, 1), (2, 2), (3, 3)]
+
+
 def forward_passes(model: Any) -> list[int]:
     """A list that grows by one at every forward pass of ``model``'s torch module."""
     passes: list[int] = []
