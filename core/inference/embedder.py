@@ -60,13 +60,15 @@ class _Plan:
         return array.tolist() if self.fmt == "list" else array  # type: ignore[no-any-return]
 
 
-class _Planned(Exception):  # not an error: how encode() hands its plan to aencode_as
+class _Planned(BaseException):  # not an error (no `except Exception` takes it): how encode() hands aencode_as its plan
     def __init__(self, plan: _Plan) -> None:
         super().__init__("planned")
         self.plan = plan
 
 
-_PLANNING: contextvars.ContextVar[bool] = contextvars.ContextVar("flagstack_planning", default=False)
+# the model whose aencode_as is planning a call (its encode() then raises _Planned instead of running)
+_PLANNING: contextvars.ContextVar[object] = contextvars.ContextVar("flagstack_planning", default=None)
+_PLANNED_METHODS = ("encode", "encode_as", "encode_queries", "encode_corpus", "encode_keys")
 
 
 class EncodeOptions(TypedDict, total=False):
@@ -314,7 +316,7 @@ class FlagModel(ModelFront[EmbedderSettings]):
             truncate_dim=self.truncate_dim,
             show_progress=self.show_progress_bar if show_progress_bar is None else show_progress_bar,
         ), single, fmt)
-        if _PLANNING.get():  # aencode_as asks what would run, to run it itself
+        if _PLANNING.get() is self:  # aencode_as asks what would run, to run it itself
             raise _Planned(plan)
         return plan.finish(self.runtime.run(plan.texts, plan.options))
 
@@ -328,21 +330,28 @@ class FlagModel(ModelFront[EmbedderSettings]):
 
     async def aencode_as(self, side: Side, texts: str | Sequence[str], **options: Any) -> Embeddings:
         """:meth:`encode_as` for asyncio callers: the same vectors, gathered with every other caller's, without
-        blocking the event loop. A small call waits in the model's queue without a thread of its own; a call of
-        more than ``ASYNC_INLINE_TEXTS`` texts runs in a waiting thread (its result is converted there, not on
-        the event loop)."""
-        token = _PLANNING.set(True)
-        try:
-            self.encode_as(side, texts, **options)
-        except _Planned as planned:
-            plan = planned.plan
-        else:  # pragma: no cover  # every encode_* of this class ends in encode(), which raises _Planned
-            raise RuntimeError(f"{type(self).__name__}.encode_as did not reach encode()")
-        finally:
-            _PLANNING.reset(token)
-        if len(plan.texts) > ASYNC_INLINE_TEXTS:
-            return await run_async(self.encode_as, side, texts, **options)
-        return plan.finish(await self.runtime.arun(plan.texts, plan.options))
+        blocking the event loop. A call of up to ``ASYNC_INLINE_TEXTS`` texts waits in the model's queue without a
+        thread of its own; a larger one, or one on a subclass that overrides an ``encode`` method, runs
+        :meth:`encode_as` in a waiting thread."""
+        small = isinstance(texts, str) or (isinstance(texts, Sized) and len(texts) <= ASYNC_INLINE_TEXTS)
+        if small and self._plans_its_calls():
+            token = _PLANNING.set(self)
+            try:
+                answer = self.encode_as(side, texts, **options)
+            except _Planned as planned:
+                plan = planned.plan
+            else:
+                return answer  # (never: encode() of this class plans when asked)
+            finally:
+                _PLANNING.reset(token)  # before any await: the context is this call's own until then
+            return plan.finish(await self.runtime.arun(plan.texts, plan.options))
+        return await run_async(self.encode_as, side, texts, **options)
+
+    def _plans_its_calls(self) -> bool:
+        """Whether this class's encode methods are flag_core's own (each ends in :meth:`encode`, which then gives
+        its plan): a subclass's override may post-process, cache or encode another way, so it runs as written."""
+        return all(getattr(getattr(type(self), name, None), "__module__", __name__) == __name__
+                   for name in _PLANNED_METHODS)
 
     def iter_encode(
         self,

@@ -154,17 +154,23 @@ class ModelFront(Generic[SettingsT]):
         return [len(row) for row in ids]
 
     @contextlib.contextmanager
-    def side_tokenizer(self) -> Iterator[Any]:
+    def side_tokenizer(self, wait: bool = True) -> Iterator[Any]:
         """A copy of the model's tokenizer for tokenizing beside the model's runs (token counts, length checks, a
         server's /tokenize), one user at a time: a fast tokenizer keeps its truncation setting on the object, so
-        using the model's own while a batch is tokenized in another thread could cut that batch to another length."""
+        using the model's own while a batch is tokenized in another thread could cut that batch to another length.
+        With ``wait`` False it gives None at once while another thread uses it (an event loop must not wait)."""
         with _ASSIGN:
             side = self.__dict__.get("_side_tokenizer")
             if side is None:
                 side = (copy.deepcopy(self.runtime.loaded.tokenizer), threading.Lock())
                 self.__dict__["_side_tokenizer"] = side
-        with side[1]:
+        if not side[1].acquire(blocking=wait):
+            yield None
+            return
+        try:
             yield side[0]
+        finally:
+            side[1].release()
 
     def stop_self_pool(self) -> None:
         """Stop worker processes (several devices); FlagEmbedding's name for it."""

@@ -247,8 +247,9 @@ class CallQueue(Generic[ItemT, OptionsT, ResultT]):
         self._split = split
         self._settings = settings
         self._waiting: list[_Call[ItemT, OptionsT]] = []
-        # asyncio callers' calls of the current turn of their event loop: queued together when the turn ends
-        self._arriving: dict[asyncio.AbstractEventLoop, list[_Call[ItemT, OptionsT]]] = {}
+        # event loops whose current turn queued calls here: more of that turn's calls may follow (a hint for the
+        # runner's arrival wait, cleared when the turn ends; a closed loop's is dropped)
+        self._turns: set[asyncio.AbstractEventLoop] = set()
         # only the runner waits on it (re-entrant: a queue freed while its runner holds the lock wakes it)
         self._condition = threading.Condition(threading.RLock())
         self._box = [self._condition]  # what a freed queue's finalizer wakes (a forked child gets a new one)
@@ -264,10 +265,7 @@ class CallQueue(Generic[ItemT, OptionsT, ResultT]):
     def depth(self) -> int:
         """Calls waiting now (not counting the ones running)."""
         with self._condition:
-            return self._count()
-
-    def _count(self) -> int:  # with the lock held
-        return len(self._waiting) + sum(len(calls) for calls in self._arriving.values())
+            return len(self._waiting)
 
     def refusal(self) -> QueueFull | None:
         """The :class:`QueueFull` a call made now would meet (None: it would be taken), for callers that can refuse
@@ -277,16 +275,12 @@ class CallQueue(Generic[ItemT, OptionsT, ResultT]):
             return self._refusal(limit)
 
     def _refusal(self, limit: int | None) -> QueueFull | None:  # with the lock held
-        return QueueFull(limit, retry_after=1.0) if limit is not None and self._count() >= limit else None
+        return QueueFull(limit, retry_after=1.0) if limit is not None and len(self._waiting) >= limit else None
 
     def discard(self, future: Future[Any]) -> None:
         """Take a cancelled call out of the queue (it no longer counts towards queue_limit or depth)."""
         with self._condition:
             self._waiting = [call for call in self._waiting if call.future is not future]
-            for loop, calls in list(self._arriving.items()):
-                calls[:] = [call for call in calls if call.future is not future]
-                if not calls:
-                    del self._arriving[loop]
 
     def run(self, items: list[ItemT], options: OptionsT) -> ResultT:
         """The result for ``items`` (in order), gathered with other callers' items of equal ``options``."""
@@ -319,9 +313,9 @@ class CallQueue(Generic[ItemT, OptionsT, ResultT]):
                loop: asyncio.AbstractEventLoop | None = None) -> Future[ResultT]:
         """Queue a call and return at once: the future gets its result (or its error). A full queue raises
         :class:`QueueFull` here. ``token``: the :func:`run_async` call it belongs to (no longer on its way).
-        ``loop``: the running event loop of an asyncio caller; the calls its tasks make in one turn of the loop
-        are queued together when the turn ends (``asyncio.gather`` of many calls: one run, not one run for the
-        first call and another for the rest)."""
+        ``loop``: the running event loop of the calling thread (asyncio callers): a run about to start waits
+        (at most ``ARRIVAL_WAIT_S``) for the end of that loop's turn, so the calls its tasks make in one turn run
+        together (``asyncio.gather`` of many calls: one run, not one for the first call and one for the rest)."""
         future: Future[ResultT] = Future()
         if threading.current_thread() is self._runner:  # a model call made while running one (no queue within)
             _answer(future, self._execute, items, options)
@@ -332,12 +326,9 @@ class CallQueue(Generic[ItemT, OptionsT, ResultT]):
             if refused is not None:
                 raise refused
             call = _Call(items, options, future)
-            if loop is not None:
-                arriving = self._arriving.setdefault(loop, [])
-                arriving.append(call)
-                if len(arriving) == 1:
-                    loop.call_soon(self._arrived, loop)
-                return future
+            if loop is not None and loop not in self._turns:
+                loop.call_soon(self._turn_ended, loop)  # first: a loop that cannot take it leaves nothing behind
+                self._turns.add(loop)
             if not self._runner_started():  # the interpreter is shutting down: no new threads; run here (under
                 _answer(future, self._execute, items, options)  # the lock: still one run at a time)
                 return future
@@ -347,16 +338,15 @@ class CallQueue(Generic[ItemT, OptionsT, ResultT]):
             self._condition.notify_all()
         return future
 
-    def _arrived(self, loop: asyncio.AbstractEventLoop) -> None:
-        """At the end of a turn of ``loop``: its tasks' calls join the queue, together."""
+    def _turn_ended(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Called on ``loop`` after the turn that queued calls here: the runner need not wait for more of them."""
         with self._condition:
-            calls = self._arriving.pop(loop, [])
-            if not self._runner_started():  # shutting down (see submit)
-                for call in calls:
-                    _answer(call.future, self._execute, call.items, call.options)
-                return
-            self._waiting += calls
+            self._turns.discard(loop)
             self._condition.notify_all()
+
+    def _turn_pending(self) -> bool:  # with the lock held
+        self._turns = {loop for loop in self._turns if not loop.is_closed()}
+        return bool(self._turns)
 
     def _runner_started(self) -> bool:
         """Start the runner thread unless it runs (called with the lock held); False when no thread can start."""
@@ -377,7 +367,7 @@ class CallQueue(Generic[ItemT, OptionsT, ResultT]):
         self._box[0] = self._condition
         self._runner = None
         self._waiting = []
-        self._arriving = {}
+        self._turns = set()
 
     def _serve_waiting(self) -> None:
         """On the runner: take what waits (up to ``gather_max_inputs`` inputs, after the window and the arrival
@@ -404,12 +394,15 @@ class CallQueue(Generic[ItemT, OptionsT, ResultT]):
         now = time.monotonic()
         window_end = now + float(settings.gather_window_ms or 0.0) / 1000.0
         with self._condition:
-            # the arrival wait serves a burst that meets an idle model (asyncio.gather of many calls); under steady
-            # load the calls that came during the last run are already here
-            arrival_end = now + ARRIVAL_WAIT_S if len(self._waiting) <= 1 else now
+            # the arrival wait serves a burst that meets an idle model (asyncio.gather of many calls through
+            # run_async: their threads start one after another; under steady load the calls that came during the
+            # last run are already here), and waits for the end of an event loop's turn that is queuing calls
+            arrival_end = now + ARRIVAL_WAIT_S
+            burst = len(self._waiting) <= 1
             while sum(len(call.items) for call in self._waiting) < cap:
                 now = time.monotonic()
-                end = max(window_end, arrival_end if _ARRIVALS.count > 0 else now)
+                arriving = (burst and _ARRIVALS.count > 0) or self._turn_pending()
+                end = max(window_end, arrival_end if arriving else now)
                 if end <= now:
                     break
                 self._condition.wait(end - now)

@@ -171,6 +171,8 @@ class ServerState:
                     model.compute_score([("warm", "up")])
                 else:
                     work.embed(one, ["warm up"], "passage")
+                with model.side_tokenizer():  # made now, not by the first request on the event loop
+                    pass
                 served[spec.name] = one
         except Exception as exc:
             where = f"model {spec.name!r} ({spec.path})" if spec is not None else "the models"

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from ..inference.batching import tokenize_texts
 from ..inference.gather import run_async
 from ..inference.inputs import check_unicode
 from ..inference.m3 import BGEM3FlagModel
@@ -146,14 +147,20 @@ def max_length(served: Served, side: Side) -> int:
 def token_counts(served: Served, texts: list[str], side: Side, truncate: bool, field: str) -> list[int]:
     """Tokens of each text as the model reads it; with ``truncate`` False a text longer than the model reads is a
     413 (TEI's rule) instead of being cut."""
+    with served.model.side_tokenizer() as tokenizer:
+        return _counts(served, tokenizer, texts, side, truncate, field)
+
+
+def _counts(served: Served, tokenizer: Any, texts: list[str], side: Side, truncate: bool, field: str) -> list[int]:
     length = max_length(served, side)
-    counts = served.model.count_tokens(texts, max_length=length if truncate else length + 1)
+    ids, _cut = tokenize_texts(tokenizer, texts, length if truncate else length + 1)
+    counts = [len(row) for row in ids]
     if not truncate:
         for i, count in enumerate(counts):
             if count > length:
                 raise ServeError(413, f"{field}[{i}] is longer than the {length} tokens model {served.name!r} reads; "
                                  "send truncate=true to cut it, or shorten it", f"{field}[{i}]")
-    return list(counts)
+    return counts
 
 
 def embed(served: Served, texts: list[str], side: Side) -> np.ndarray:
@@ -171,11 +178,14 @@ async def embed_with_tokens(served: Served, texts: list[str], side: Side, trunca
                             field: str = "input") -> tuple[np.ndarray, int]:
     """:func:`embed` and the number of tokens read (OpenAI's usage), for the event loop: an embedder's call waits
     in the model's queue without a thread of its own (:meth:`FlagModel.aencode_as`); BGE-M3's runs in a waiting
-    thread. The tokens of a short request are counted on the loop (a short query takes ~0.1 ms), of a longer one
-    in a thread."""
+    thread. The tokens of a short request are counted on the loop (a short query takes ~0.1 ms) unless another
+    thread is using the side tokenizer; a longer one's, in a thread."""
+    counts = None
     if sum(len(text) for text in texts) <= INLINE_COUNT_CHARS:
-        counts = token_counts(served, texts, side, truncate, field)
-    else:
+        with served.model.side_tokenizer(wait=False) as tokenizer:
+            if tokenizer is not None:
+                counts = _counts(served, tokenizer, texts, side, truncate, field)
+    if counts is None:
         counts = await asyncio.to_thread(token_counts, served, texts, side, truncate, field)
     model = served.model
     if isinstance(model, BGEM3FlagModel):

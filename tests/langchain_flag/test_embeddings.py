@@ -134,3 +134,16 @@ def test_chunks_from_langchains_splitter_fit_the_model(model_path: str, shared_d
     with caplog.at_level("WARNING"):
         embeddings.embed_documents(chunks)
     assert "truncat" not in caplog.text.lower()
+
+
+async def test_async_methods_keep_a_subclass_s_own_sync_methods(model_path: str) -> None:
+    class Lowered(FlagEmbeddings):
+        def embed_query(self, text: str) -> list[float]:
+            return super().embed_query(text.lower())
+
+        def embed_documents(self, texts: list[str]) -> list[list[float]]:
+            return super().embed_documents([text.lower() for text in texts])
+
+    lowered = Lowered(model_name=model_path, devices="cpu")
+    assert await lowered.aembed_query("PANDAS") == lowered.embed_query("PANDAS")
+    assert await lowered.aembed_documents(["BAMBOO"]) == lowered.embed_documents(["BAMBOO"])

@@ -127,3 +127,20 @@ def test_chunks_from_llamaindexs_splitter_fit_the_model(model_path: str, shared_
     assert len(nodes) >= 3
     assert all(len(tokenizer(node.get_content())["input_ids"]) <= limit for node in nodes)
     assert set(document.split()) == {word for node in nodes for word in node.get_content().split()}
+
+
+async def test_async_methods_keep_a_subclass_s_own_sync_methods(model_path: str) -> None:
+    class Lowered(FlagEmbedding):
+        def _get_query_embedding(self, query: str) -> Any:
+            return super()._get_query_embedding(query.lower())
+
+        def _get_text_embedding(self, text: str) -> Any:
+            return super()._get_text_embedding(text.lower())
+
+        def _get_text_embeddings(self, texts: list[str]) -> Any:
+            return super()._get_text_embeddings([text.lower() for text in texts])
+
+    lowered = Lowered(model_name=model_path, devices="cpu")
+    assert await lowered.aget_query_embedding("PANDAS") == lowered.get_query_embedding("PANDAS")
+    assert await lowered.aget_text_embedding("BAMBOO") == lowered.get_text_embedding("BAMBOO")
+    assert await lowered.aget_text_embedding_batch(["BAMBOO"]) == lowered.get_text_embedding_batch(["BAMBOO"])

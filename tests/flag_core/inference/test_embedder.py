@@ -52,23 +52,52 @@ async def test_gathered_calls_share_one_forward_pass_and_each_gets_its_own_vecto
     np.testing.assert_allclose(np.stack(results), model.encode_queries(texts), atol=1e-6)
 
 
-async def test_a_large_call_runs_in_a_waiting_thread_with_the_same_vectors(model: FlagModel,
-                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_large_call_is_neither_planned_nor_converted_on_the_loop(model: FlagModel,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(embedder_module, "ASYNC_INLINE_TEXTS", 2)
-    converting: list[str] = []
-    original = embedder_module._Plan.finish
+    threads: list[str] = []  # where the texts are checked (planning) and the vectors converted
+    original_finish, original_list = embedder_module._Plan.finish, embedder_module.as_text_list
 
     def finish(self: Any, vectors: torch.Tensor) -> Any:
-        converting.append(threading.current_thread().name)
-        return original(self, vectors)
+        threads.append(threading.current_thread().name)
+        return original_finish(self, vectors)
+
+    def as_text_list(*args: Any) -> Any:
+        threads.append(threading.current_thread().name)
+        return original_list(*args)
 
     monkeypatch.setattr(embedder_module._Plan, "finish", finish)
+    monkeypatch.setattr(embedder_module, "as_text_list", as_text_list)
     got = await model.aencode_as("passage", TEXTS, output="list")
-    assert converting and all(name != threading.main_thread().name for name in converting)  # not on the loop
+    assert len(threads) == 2 and threading.main_thread().name not in threads  # both in a waiting thread
     np.testing.assert_allclose(got, model.encode_corpus(TEXTS), atol=1e-6)
-    converting.clear()
+    threads.clear()
     await model.aencode_as("passage", TEXTS[:2])
-    assert converting == [threading.main_thread().name]  # small: on the loop, no thread of its own
+    assert threads == [threading.main_thread().name] * 2  # small: on the loop, no thread of its own
+
+
+class Shouting(FlagModel):
+    """A subclass whose encode_queries changes the texts and post-processes the vectors."""
+
+    def encode_queries(self, queries: Any, **options: Any) -> Any:  # type: ignore[override]
+        texts = [queries] if isinstance(queries, str) else list(queries)
+        return np.asarray(super().encode_queries([text.upper() for text in texts], **options))[:, :8] * 2
+
+
+async def test_a_subclass_override_runs_as_written(model_path: str) -> None:
+    shouting = Shouting(model_path, devices="cpu")
+    expected = shouting.encode_as("query", TEXTS)
+    assert expected.shape == (4, 8)
+    np.testing.assert_allclose(await shouting.aencode_as("query", TEXTS), expected, atol=1e-6)
+    # an override that encodes with another model: that model's own call, not a plan run on this one
+    other = FlagModel(model_path, devices="cpu", pooling_method="cls")
+
+    class Delegating(FlagModel):
+        def encode_corpus(self, corpus: Any, **options: Any) -> Any:  # type: ignore[override]
+            return other.encode_corpus(corpus, **options)
+
+    delegating = Delegating(model_path, devices="cpu")
+    np.testing.assert_allclose(await delegating.aencode_as("passage", TEXTS), other.encode_corpus(TEXTS), atol=1e-6)
 
 
 async def test_an_llm_embedder_keeps_its_task_instructions(model_path: str) -> None:

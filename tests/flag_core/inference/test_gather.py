@@ -209,6 +209,22 @@ async def test_a_cancelled_asyncio_call_is_dropped_and_a_full_queue_refuses_at_o
     assert [items for items, _, _ in recorder.runs] == [["x"], ["kept"]]
 
 
+def test_a_call_from_a_loop_closed_before_its_turn_ended_still_runs_and_leaves_nothing_behind() -> None:
+    recorder = Recorder(queue_limit=1)
+    futures: list[Any] = []
+
+    async def submit() -> None:  # a task whose loop stops in the same turn: the turn's end never comes
+        futures.append(recorder.queue.submit(["orphan"], 0, loop=asyncio.get_running_loop()))
+
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(submit())
+    loop.close()
+    assert futures[0].result(10) == ["orphan:0"]
+    wait_for(lambda: recorder.queue.depth == 0)
+    assert recorder.queue.run(["later"], 0) == ["later:0"]  # not refused: nothing counts against queue_limit
+    assert not recorder.queue._turns  # the closed loop is not held
+
+
 def test_the_counts_are_made_before_the_callers_are_answered() -> None:
     recorder = Recorder()
     seen: list[tuple[int, int]] = []  # the counts at the moment each answer is given

@@ -113,8 +113,8 @@ def test_a_full_queue_refuses_before_reading_the_texts(guarded: Any, pool: Threa
     waiting = [queued(live, pool, poll, [f"full {i}"], i + 1) for i in range(QUEUE_LIMIT)]
     model = live.state.models["gated"].model
     counted: list[Any] = []
-    count_tokens = model.count_tokens
-    monkeypatch.setattr(model, "count_tokens", lambda *a, **k: counted.append(a) or count_tokens(*a, **k))
+    side_tokenizer = model.side_tokenizer  # what counting the tokens of a request takes
+    monkeypatch.setattr(model, "side_tokenizer", lambda *a, **k: counted.append(a) or side_tokenizer(*a, **k))
     refused = live.post("/v1/embeddings", {"input": ["refused early"]})
     assert refused.status_code == 503 and int(refused.headers["Retry-After"]) >= 1
     assert "'gated' is busy" in refused.json()["error"]["message"]

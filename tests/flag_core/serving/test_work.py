@@ -39,3 +39,36 @@ def test_texts_and_documents() -> None:
         with pytest.raises(ServeError) as error:
             call()
         assert error.value.status == status and message in error.value.message
+
+
+async def test_counting_tokens_never_makes_the_event_loop_wait_for_the_side_tokenizer(model_path: str) -> None:
+    import asyncio
+    import threading
+
+    from flag_core import FlagModel
+    from flag_core.serving.work import Served, embed_with_tokens
+
+    model = FlagModel(model_path, devices="cpu")
+    served = Served("mini", "embedder", model_path, model)
+    expected = model.count_tokens(["what do pandas eat?"], max_length=model.passage_max_length)
+    taken, release, released = threading.Event(), threading.Event(), threading.Event()
+
+    def hold() -> None:  # another thread tokenizing a long request (/tokenize, a long request's count)
+        with model.side_tokenizer():
+            taken.set()
+            release.wait(5)
+        released.set()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert taken.wait(10)
+    try:
+        job = asyncio.ensure_future(embed_with_tokens(served, ["what do pandas eat?"], "passage"))
+        await asyncio.sleep(0.05)  # a loop that waited for the tokenizer's lock would not get here before the release
+        assert not released.is_set() and not job.done()
+    finally:
+        release.set()
+        holder.join(10)
+    vectors, tokens = await job
+    assert tokens == sum(expected)
+    np.testing.assert_allclose(vectors, model.encode_corpus(["what do pandas eat?"]), atol=1e-6)
