@@ -61,6 +61,7 @@ __all__ = [
     "check_weights",
     "expand_settings",
     "one_pass_model",
+    "overrides",
     "qdrant_m3_query",
     "require_lexical_weights",
     "run_async",
@@ -130,6 +131,13 @@ class M3Adapter(RebuildsModel):
     def one_pass(self) -> OnePass:
         """The model's shared encodings (:class:`flag_core.frameworks.OnePass`)."""
         return self.client.one_pass
+
+
+def overrides(instance: Any, base: type, name: str) -> bool:
+    """Whether ``instance``'s class (``base`` or a subclass) takes method ``name`` from anywhere but ``base`` (its
+    own, or a mixin's). Read from the classes' namespaces, not by comparing the attributes: LlamaIndex wraps its
+    classes' methods (wrapt), and each lookup of a wrapped method gives a new object."""
+    return next((cls for cls in type(instance).__mro__ if name in vars(cls)), None) is not base
 
 
 def require_lexical_weights(texts: Sequence[str], weights: list[Any], name: str) -> list[Any]:

@@ -9,7 +9,7 @@ from langchain_core.load.serializable import Serializable
 from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
 from flag_core import FlagModel, build_embedder
-from flag_core.frameworks import ModelName, RebuildsModel, run_async
+from flag_core.frameworks import ModelName, RebuildsModel, overrides, run_async
 from flag_core.merge import FromMerge
 from flag_core.migration import langchain_embeddings_arguments
 from flag_core.settings import EmbedderFields
@@ -72,13 +72,13 @@ class FlagEmbeddings(RebuildsModel, FromMerge, EmbedderFields, Embeddings, Seria
 
     async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
         """Like :meth:`embed_documents`, without blocking the event loop; concurrent calls share batches."""
-        if type(self).embed_documents is not FlagEmbeddings.embed_documents:  # a subclass's own: run as written
+        if overrides(self, FlagEmbeddings, "embed_documents"):  # a subclass's own: run as written
             return await run_async(self.embed_documents, texts)
         return await self._model.aencode_as("passage", texts, output="list")  # type: ignore[return-value]
 
     async def aembed_query(self, text: str) -> list[float]:
         """Like :meth:`embed_query`, without blocking the event loop; concurrent calls share batches."""
-        if type(self).embed_query is not FlagEmbeddings.embed_query:
+        if overrides(self, FlagEmbeddings, "embed_query"):
             return await run_async(self.embed_query, text)
         return await self._model.aencode_as("query", _one_query(text), output="list")  # type: ignore[return-value]
 

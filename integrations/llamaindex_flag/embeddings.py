@@ -8,7 +8,7 @@ from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
 from flag_core import FlagModel, build_embedder
-from flag_core.frameworks import ModelName, RebuildsModel, run_async
+from flag_core.frameworks import ModelName, RebuildsModel, overrides, run_async
 from flag_core.merge import FromMerge
 from flag_core.migration import MigrationError, llamaindex_embedding_arguments
 from flag_core.settings import EmbedderFields
@@ -92,7 +92,7 @@ class FlagEmbedding(RebuildsModel, FromMerge, BaseEmbedding, EmbedderFields):
                                           show_progress_bar=False)
 
     async def _aget_query_embedding(self, query: str) -> Embedding:
-        if type(self)._get_query_embedding is not FlagEmbedding._get_query_embedding:  # a subclass's own: as written
+        if overrides(self, FlagEmbedding, "_get_query_embedding"):  # a subclass's own: as written
             return await run_async(self._get_query_embedding, query)
         return await self._model.aencode_as(  # type: ignore[return-value]
             "query", _text(query, "query").removeprefix(_QUERY_KEY), output="list", show_progress_bar=False)
@@ -114,13 +114,13 @@ class FlagEmbedding(RebuildsModel, FromMerge, BaseEmbedding, EmbedderFields):
         return self._model.encode_corpus(texts, output="list", show_progress_bar=False)
 
     async def _aget_text_embedding(self, text: str) -> Embedding:
-        if type(self)._get_text_embedding is not FlagEmbedding._get_text_embedding:
+        if overrides(self, FlagEmbedding, "_get_text_embedding"):
             return await run_async(self._get_text_embedding, text)
         return await self._model.aencode_as(  # type: ignore[return-value]
             "passage", _text(text, "text"), output="list", show_progress_bar=False)
 
     async def _aget_text_embeddings(self, texts: list[str]) -> list[Embedding]:
-        if type(self)._get_text_embeddings is not FlagEmbedding._get_text_embeddings:
+        if overrides(self, FlagEmbedding, "_get_text_embeddings"):
             return await run_async(self._get_text_embeddings, texts)
         return await self._model.aencode_as(  # type: ignore[return-value]
             "passage", texts, output="list", show_progress_bar=False)

@@ -137,13 +137,30 @@ def test_chunks_from_langchains_splitter_fit_the_model(model_path: str, shared_d
 
 
 async def test_async_methods_keep_a_subclass_s_own_sync_methods(model_path: str) -> None:
-    class Lowered(FlagEmbeddings):
+    # (the bundled model is uncased: the subclass changes the words, so its vectors differ from the plain ones)
+    class Prefixed(FlagEmbeddings):
         def embed_query(self, text: str) -> list[float]:
-            return super().embed_query(text.lower())
+            return super().embed_query("bamboo " + text)
 
         def embed_documents(self, texts: list[str]) -> list[list[float]]:
-            return super().embed_documents([text.lower() for text in texts])
+            return super().embed_documents(["bamboo " + text for text in texts])
 
-    lowered = Lowered(model_name=model_path, devices="cpu")
-    assert await lowered.aembed_query("PANDAS") == lowered.embed_query("PANDAS")
-    assert await lowered.aembed_documents(["BAMBOO"]) == lowered.embed_documents(["BAMBOO"])
+    prefixed = Prefixed(model_name=model_path, devices="cpu")
+    plain = FlagEmbeddings(model_name=model_path, devices="cpu")
+    assert await prefixed.aembed_query("pandas") == plain.embed_query("bamboo pandas")
+    assert await prefixed.aembed_documents(["panda"]) == plain.embed_documents(["bamboo panda"])
+    assert await prefixed.aembed_query("pandas") != plain.embed_query("pandas")
+
+
+async def test_async_methods_wait_in_the_queue_without_a_thread(model_path: str,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import langchain_flag.embeddings as module
+
+    embeddings = FlagEmbeddings(model_name=model_path, devices="cpu")
+    expected = embeddings.embed_query("pandas"), embeddings.embed_documents(["a", "b"])
+
+    async def no_thread(*_: Any, **__: Any) -> Any:
+        raise AssertionError("an async call of FlagEmbeddings' own methods ran in a thread")
+
+    monkeypatch.setattr(module, "run_async", no_thread)
+    assert (await embeddings.aembed_query("pandas"), await embeddings.aembed_documents(["a", "b"])) == expected

@@ -130,17 +130,53 @@ def test_chunks_from_llamaindexs_splitter_fit_the_model(model_path: str, shared_
 
 
 async def test_async_methods_keep_a_subclass_s_own_sync_methods(model_path: str) -> None:
-    class Lowered(FlagEmbedding):
+    # (the bundled model is uncased: the subclass changes the words, so its vectors differ from the plain ones)
+    class Prefixed(FlagEmbedding):
         def _get_query_embedding(self, query: str) -> Any:
-            return super()._get_query_embedding(query.lower())
+            return super()._get_query_embedding("bamboo " + query)
 
         def _get_text_embedding(self, text: str) -> Any:
-            return super()._get_text_embedding(text.lower())
+            return super()._get_text_embedding("bamboo " + text)
 
         def _get_text_embeddings(self, texts: list[str]) -> Any:
-            return super()._get_text_embeddings([text.lower() for text in texts])
+            return super()._get_text_embeddings(["bamboo " + text for text in texts])
 
-    lowered = Lowered(model_name=model_path, devices="cpu")
-    assert await lowered.aget_query_embedding("PANDAS") == lowered.get_query_embedding("PANDAS")
-    assert await lowered.aget_text_embedding("BAMBOO") == lowered.get_text_embedding("BAMBOO")
-    assert await lowered.aget_text_embedding_batch(["BAMBOO"]) == lowered.get_text_embedding_batch(["BAMBOO"])
+    prefixed = Prefixed(model_name=model_path, devices="cpu")
+    plain = FlagEmbedding(model_name=model_path, devices="cpu")
+    assert await prefixed.aget_query_embedding("pandas") == plain.get_query_embedding("bamboo pandas")
+    assert await prefixed.aget_text_embedding("panda") == plain.get_text_embedding("bamboo panda")
+    assert await prefixed.aget_text_embedding_batch(["panda"]) == plain.get_text_embedding_batch(["bamboo panda"])
+    assert await prefixed.aget_query_embedding("pandas") != plain.get_query_embedding("pandas")
+
+
+async def test_async_methods_wait_in_the_queue_without_a_thread(model_path: str,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    # LlamaIndex wraps its classes' methods (wrapt: each lookup a new object), so "is this the class's own method"
+    # must be read from the class namespaces: a comparison of the attributes sent every call to a thread
+    import llamaindex_flag.embeddings as module
+
+    model = FlagEmbedding(model_name=model_path, devices="cpu")
+    expected = (model.get_query_embedding("pandas"), model.get_text_embedding("bamboo"),
+                model.get_text_embedding_batch(["a", "b"]))
+
+    async def no_thread(*_: Any, **__: Any) -> Any:
+        raise AssertionError("an async call of FlagEmbedding's own methods ran in a thread")
+
+    monkeypatch.setattr(module, "run_async", no_thread)
+    got = (await model.aget_query_embedding("pandas"), await model.aget_text_embedding("bamboo"),
+           await model.aget_text_embedding_batch(["a", "b"]))
+    assert got == expected
+
+
+async def test_async_methods_keep_a_mixin_s_sync_methods(model_path: str) -> None:
+    class Prefixing:
+        def _get_query_embedding(self, query: str) -> Any:
+            return super()._get_query_embedding("bamboo " + query)  # type: ignore[misc]
+
+    class Prefixed(Prefixing, FlagEmbedding):
+        pass
+
+    prefixed = Prefixed(model_name=model_path, devices="cpu")
+    plain = FlagEmbedding(model_name=model_path, devices="cpu")
+    assert await prefixed.aget_query_embedding("pandas") == plain.get_query_embedding("bamboo pandas")
+    assert await prefixed.aget_query_embedding("pandas") != plain.get_query_embedding("pandas")
