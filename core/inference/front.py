@@ -143,13 +143,25 @@ class ModelFront(Generic[SettingsT]):
     def count_tokens(self, texts: str | Sequence[str], max_length: int | None = None) -> list[int]:
         """How many tokens the model reads of each text (special tokens included, at most ``max_length``; None: the
         passage length of an embedder, the pair length of a reranker)."""
+        counts = self._count_tokens(texts, max_length, wait=True)
+        assert counts is not None  # (waiting for the side tokenizer always gets it)
+        return counts
+
+    def count_tokens_now(self, texts: str | Sequence[str], max_length: int | None = None) -> list[int] | None:
+        """:meth:`count_tokens`, or None at once while another thread uses the side tokenizer (for an event loop,
+        which must not wait for a lock)."""
+        return self._count_tokens(texts, max_length, wait=False)
+
+    def _count_tokens(self, texts: str | Sequence[str], max_length: int | None, wait: bool) -> list[int] | None:
         items, _single = as_text_list(texts, "texts")
         if max_length is None:
             settings = self.settings
             max_length = getattr(settings, "passage_max_length", None) or getattr(settings, "max_length", None) \
                 or self.runtime.max_length or DEFAULT_MAX_LENGTH
         limit = check_positive_int(max_length, "max_length", allow_none=False)
-        with self.side_tokenizer() as tokenizer:
+        with self.side_tokenizer(wait=wait) as tokenizer:
+            if tokenizer is None:
+                return None
             ids, _cut = tokenize_texts(tokenizer, items, limit)
         return [len(row) for row in ids]
 

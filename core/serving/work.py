@@ -13,7 +13,6 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ..inference.batching import tokenize_texts
 from ..inference.gather import run_async
 from ..inference.inputs import check_unicode
 from ..inference.m3 import BGEM3FlagModel
@@ -147,14 +146,16 @@ def max_length(served: Served, side: Side) -> int:
 def token_counts(served: Served, texts: list[str], side: Side, truncate: bool, field: str) -> list[int]:
     """Tokens of each text as the model reads it; with ``truncate`` False a text longer than the model reads is a
     413 (TEI's rule) instead of being cut."""
-    with served.model.side_tokenizer() as tokenizer:
-        return _counts(served, tokenizer, texts, side, truncate, field)
+    return _checked(served, served.model.count_tokens(texts, max_length=_count_limit(served, side, truncate)), side,
+                    truncate, field)
 
 
-def _counts(served: Served, tokenizer: Any, texts: list[str], side: Side, truncate: bool, field: str) -> list[int]:
+def _count_limit(served: Served, side: Side, truncate: bool) -> int:
+    return max_length(served, side) + (0 if truncate else 1)  # one more: a text the model would cut is seen
+
+
+def _checked(served: Served, counts: list[int], side: Side, truncate: bool, field: str) -> list[int]:
     length = max_length(served, side)
-    ids, _cut = tokenize_texts(tokenizer, texts, length if truncate else length + 1)
-    counts = [len(row) for row in ids]
     if not truncate:
         for i, count in enumerate(counts):
             if count > length:
@@ -180,14 +181,10 @@ async def embed_with_tokens(served: Served, texts: list[str], side: Side, trunca
     in the model's queue without a thread of its own (:meth:`FlagModel.aencode_as`); BGE-M3's runs in a waiting
     thread. The tokens of a short request are counted on the loop (a short query takes ~0.1 ms) unless another
     thread is using the side tokenizer; a longer one's, in a thread."""
-    counts = None
-    if sum(len(text) for text in texts) <= INLINE_COUNT_CHARS:
-        with served.model.side_tokenizer(wait=False) as tokenizer:
-            if tokenizer is not None:
-                counts = _counts(served, tokenizer, texts, side, truncate, field)
-    if counts is None:
-        counts = await asyncio.to_thread(token_counts, served, texts, side, truncate, field)
-    model = served.model
+    model, limit = served.model, _count_limit(served, side, truncate)
+    now = model.count_tokens_now(texts, limit) if sum(map(len, texts)) <= INLINE_COUNT_CHARS else None
+    counts: list[int] = now if now is not None else await asyncio.to_thread(model.count_tokens, texts, limit)
+    _checked(served, counts, side, truncate, field)
     if isinstance(model, BGEM3FlagModel):
         vectors = await run_async(embed, served, texts, side)
     else:

@@ -1,4 +1,5 @@
-"""FlagModel.aencode_as: the vectors encode_as gives, for asyncio callers, through the model's queue."""
+"""FlagModel.aencode_as: the vectors encode_as gives, for asyncio callers, through the model's queue; and
+count_tokens_now, which an event loop calls (it never waits)."""
 
 from __future__ import annotations
 
@@ -114,3 +115,28 @@ async def test_bad_input_is_refused_as_encode_as_refuses_it(model: FlagModel) ->
     with pytest.raises(ValueError, match="output must be"):
         await model.aencode_as("query", TEXTS, output="pandas")
     assert model.runtime.queue.depth == 0
+
+
+def test_count_tokens_now_gives_none_while_the_side_tokenizer_is_busy(model: FlagModel) -> None:
+    texts = ["what do pandas eat?", "bamboo " * 400]
+    expected = model.count_tokens(texts, max_length=64)
+    assert expected[1] == 64
+    assert model.count_tokens_now(texts, max_length=64) == expected
+    taken, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with model.side_tokenizer():
+            taken.set()
+            release.wait(5)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert taken.wait(10)
+        assert model.count_tokens_now(texts, max_length=64) is None  # at once, not after the release
+    finally:
+        release.set()
+        holder.join(10)
+    assert model.count_tokens_now(texts, max_length=64) == expected
+    with pytest.raises(TypeError, match=r"texts\[0\]"):
+        model.count_tokens_now([None], max_length=64)  # type: ignore[list-item]
