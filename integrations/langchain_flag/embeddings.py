@@ -64,7 +64,7 @@ class FlagEmbeddings(RebuildsModel, FromMerge, EmbedderFields, Embeddings, Seria
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         """Embed passages (with the passage instruction, if any)."""
-        return self._model.encode_corpus(texts, output="list")
+        return self._model.encode_corpus(_documents(texts), output="list")
 
     def embed_query(self, text: str) -> list[float]:
         """Embed one query (with the query instruction)."""
@@ -74,7 +74,7 @@ class FlagEmbeddings(RebuildsModel, FromMerge, EmbedderFields, Embeddings, Seria
         """Like :meth:`embed_documents`, without blocking the event loop; concurrent calls share batches."""
         if overrides(self, FlagEmbeddings, "embed_documents"):  # a subclass's own: run as written
             return await run_async(self.embed_documents, texts)
-        return await self._model.aencode_as("passage", texts, output="list")  # type: ignore[return-value]
+        return await self._model.aencode_as("passage", _documents(texts), output="list")  # type: ignore[return-value]
 
     async def aembed_query(self, text: str) -> list[float]:
         """Like :meth:`embed_query`, without blocking the event loop; concurrent calls share batches."""
@@ -91,3 +91,9 @@ def _one_query(text: Any) -> str:
     if not isinstance(text, str):
         raise TypeError(f"embed_query takes one str, got {type(text).__name__}")
     return text
+
+
+def _documents(texts: Any) -> Any:
+    if isinstance(texts, str):  # one str would give one vector where a list of vectors is expected
+        raise TypeError("embed_documents takes a list of str, got one str: pass [text], or call embed_query")
+    return texts

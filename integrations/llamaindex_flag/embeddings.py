@@ -100,12 +100,13 @@ class FlagEmbedding(RebuildsModel, FromMerge, BaseEmbedding, EmbedderFields):
     # texts: with show_progress_bar, one bar per call (LlamaIndex's), not one per embed_batch_size chunk -----
 
     def get_text_embedding_batch(self, texts: list[str], show_progress: bool = False, **kwargs: Any) -> list[Embedding]:
-        return super().get_text_embedding_batch(texts, show_progress or self.show_progress_bar, **kwargs)
+        return super().get_text_embedding_batch(_batch(texts), show_progress or self.show_progress_bar, **kwargs)
 
     async def aget_text_embedding_batch(
         self, texts: list[str], show_progress: bool = False, **kwargs: Any
     ) -> list[Embedding]:
-        return await super().aget_text_embedding_batch(texts, show_progress or self.show_progress_bar, **kwargs)
+        return await super().aget_text_embedding_batch(_batch(texts), show_progress or self.show_progress_bar,
+                                                        **kwargs)
 
     def _get_text_embedding(self, text: str) -> Embedding:
         return self._model.encode_corpus(_text(text, "text"), output="list", show_progress_bar=False)
@@ -130,3 +131,10 @@ def _text(value: Any, name: str) -> str:
     if not isinstance(value, str):
         raise TypeError(f"{name} must be a str, got {type(value).__name__}")
     return value
+
+
+def _batch(texts: Any) -> Any:
+    if isinstance(texts, str):  # LlamaIndex would embed each character of it, one vector apiece
+        raise TypeError("get_text_embedding_batch takes a list of str, got one str: pass [text], or call "
+                        "get_text_embedding")
+    return texts

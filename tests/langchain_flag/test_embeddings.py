@@ -42,6 +42,10 @@ def test_empty_and_bad_input(model_path: str) -> None:
         asyncio.run(embeddings.aembed_query(["a list"]))  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"sentences\[1\]"):
         asyncio.run(embeddings.aembed_documents(["ok", None]))  # type: ignore[list-item]
+    with pytest.raises(TypeError, match="got one str"):  # (it gave one vector, not a list of them)
+        embeddings.embed_documents("one text")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="got one str"):
+        asyncio.run(embeddings.aembed_documents("one text"))  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         FlagEmbeddings(model_name=model_path, not_a_setting=1)  # type: ignore[call-arg]
 

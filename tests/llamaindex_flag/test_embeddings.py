@@ -45,6 +45,10 @@ def test_bad_input(model_path: str) -> None:
     model = FlagEmbedding(model_name=model_path, devices="cpu")
     with pytest.raises(TypeError, match=r"sentences\[1\]"):
         model.get_text_embedding_batch(["ok", None])  # type: ignore[list-item]
+    with pytest.raises(TypeError, match="got one str"):  # (LlamaIndex embedded each character of it)
+        model.get_text_embedding_batch("one text")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="got one str"):
+        asyncio.run(model.aget_text_embedding_batch("one text"))  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         FlagEmbedding(model_name=model_path, embed_batch_size=0)
 
